@@ -16,8 +16,8 @@ layout is the pipeline's own: (B, C, F, H, W) for Wan/HunyuanVideo/Latte, (B, F,
 packed tokens (B, N, C) for Flux/QwenImage/LTX. ``run(..., output_type="pt")`` decodes with the tiny VAE.
 
 Notes: on a shared 2-core CPU these tiny models run much faster and steadier with
-``torch.set_num_threads(1)``. QwenImage and LTX use a ``shift_terminal`` scheduler; QwenImage returns NaN
-for ``num_inference_steps=1`` (a diffusers edge case), so use at least 2 steps.
+``torch.set_num_threads(1)``. QwenImage and LTX use their real ``shift_terminal`` schedulers, which break for
+``num_inference_steps=1`` (NaN sigmas), so ``min_inference_steps`` is 2 for them.
 """
 from __future__ import annotations
 
@@ -44,6 +44,7 @@ class TinyPipeline:
     cfg_on: dict  # guidance kwargs that switch classifier-free guidance on
     cfg_off: dict  # ... and off
     extra: dict = field(default_factory=dict)  # kwargs every call needs
+    min_inference_steps: int = 1  # schedulers with shift_terminal produce NaN sigmas for a single step
 
     def transformer_calls_per_step(self, cfg: bool) -> int:
         return 2 if cfg and self.cfg_mode == "separate" else 1
@@ -60,6 +61,8 @@ class TinyPipeline:
 
     def call_kwargs(self, cfg: bool, num_inference_steps: int, seed: int = 0, prompt: int = 0) -> dict:
         """kwargs for ``pipe(**kwargs)``; the output tensor is ``pipe(**kwargs)[0]``."""
+        if num_inference_steps < self.min_inference_steps:
+            raise ValueError(f"{self.family} needs num_inference_steps >= {self.min_inference_steps}")
         kwargs = {
             **self.extra,
             **self.size,
@@ -290,6 +293,7 @@ def _qwenimage(seed: int) -> TinyPipeline:
         size={"height": 32, "width": 32},
         cfg_on={"true_cfg_scale": 4.0},
         cfg_off={"true_cfg_scale": 1.0},
+        min_inference_steps=2,
     )
 
 
@@ -392,6 +396,7 @@ def _ltx(seed: int) -> TinyPipeline:
         size={"height": 32, "width": 32, "num_frames": 9},
         cfg_on={"guidance_scale": 3.0},
         cfg_off={"guidance_scale": 1.0},
+        min_inference_steps=2,
     )
 
 
