@@ -1,0 +1,250 @@
+"""One hook mechanism for every policy, built on ``diffusers.hooks``.
+
+Two kinds of hook are registered:
+
+* ``StepHook`` on each transformer: once per transformer call it resolves the global step (from the
+  pipeline's scheduler, see ``StepClock``) and the guidance branch (from diffusers' ``cache_context``), asks the
+  policy for an ``Action`` and, after the call, stores the block-stack residual of a computed pass.
+* ``BlockHook`` on every transformer block: on a computed pass it runs the block and notes the stack's first
+  input and latest output; on a reused pass the first block returns ``input + residual`` and every other block
+  passes its inputs through, so embeddings, modulation and the output head still run for real.
+
+Which block is first and last is observed at run time, so a model needs no per-model code as long as
+diffusers' ``TransformerBlockRegistry`` says where its blocks keep hidden (and encoder hidden) states.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.hooks._common import _ALL_TRANSFORMER_BLOCK_IDENTIFIERS
+from diffusers.hooks._helpers import TransformerBlockMetadata, TransformerBlockRegistry
+from diffusers.hooks.hooks import BaseState, StateManager
+
+from lemica.runtime.policies import Action, StepPolicy
+
+STEP_HOOK = "lemica_step"
+BLOCK_HOOK = "lemica_block"
+HIDDEN, ENCODER = "hidden_states", "encoder_hidden_states"
+
+
+class UnsupportedModelError(ValueError):
+    """The transformer's structure is not one lemica can cache without per-model code."""
+
+
+def register_block(block_class: type, *, hidden_states_index: int = 0,
+                   encoder_hidden_states_index: int | None = None) -> None:
+    """Teach lemica (and diffusers' own cache hooks) where a custom block returns its streams."""
+    TransformerBlockRegistry.register(block_class, TransformerBlockMetadata(
+        return_hidden_states_index=hidden_states_index,
+        return_encoder_hidden_states_index=encoder_hidden_states_index))
+
+
+def find_blocks(transformer: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """Top-level block lists under diffusers' usual names, in registration order."""
+    blocks = []
+    for name, child in transformer.named_children():
+        if name in _ALL_TRANSFORMER_BLOCK_IDENTIFIERS and isinstance(child, torch.nn.ModuleList):
+            blocks.extend((f"{name}.{i}", block) for i, block in enumerate(child))
+    if not blocks:
+        raise UnsupportedModelError(
+            f"{type(transformer).__name__} has no transformer block list (looked for ModuleLists named "
+            f"{sorted(_ALL_TRANSFORMER_BLOCK_IDENTIFIERS)})")
+    return blocks
+
+
+def block_metadata(block: torch.nn.Module) -> TransformerBlockMetadata:
+    try:
+        return TransformerBlockRegistry.get(type(block))
+    except ValueError:
+        raise UnsupportedModelError(
+            f"block class {type(block).__name__} is not in diffusers' TransformerBlockRegistry, so lemica does not "
+            f"know where it returns its hidden states; register it with lemica.register_block("
+            f"{type(block).__name__}, hidden_states_index=..., encoder_hidden_states_index=...)") from None
+
+
+@dataclasses.dataclass
+class _Pass:
+    """What one transformer call is doing; shared by its block hooks."""
+    action: Action
+    branch: str
+    residual: dict[str, torch.Tensor] | None = None  # residual to add on a reused pass
+    first_inputs: dict[str, torch.Tensor] | None = None
+    last_outputs: dict[str, torch.Tensor] | None = None
+    order: list[str] = dataclasses.field(default_factory=list)
+    residual_added: bool = False
+
+
+class _Residuals(BaseState):
+    def __init__(self):
+        self.by_branch: dict[str, dict[str, torch.Tensor]] = {}
+
+    def reset(self):
+        self.by_branch.clear()
+
+
+class StepHook(ModelHook):
+    """Transformer-level hook: one policy decision per call."""
+
+    _is_stateful = True
+
+    def __init__(self, controller, name: str):
+        super().__init__()
+        self.controller = controller
+        self.name = name
+        # diffusers sets the pipeline's cache_context on every StateManager attribute of a stateful hook.
+        self.context = StateManager(_Residuals)
+        self.residuals = _Residuals()
+        self.current: _Pass | None = None
+        self.block_order: list[str] | None = None  # execution order seen on the first computed pass
+
+    def _context_name(self) -> str | None:
+        ctx = self.context._context
+        return None if ctx is None else ctx.name
+
+    def new_forward(self, module, *args, **kwargs):
+        ctrl = self.controller
+        if not ctrl.clock.running or self.current is not None:
+            return self.fn_ref.original_forward(*args, **kwargs)
+        step = ctrl.clock.step_index
+        branch = ctrl.clock.branch(self.name, self._context_name())
+        policy: StepPolicy = ctrl.policy
+        action = Action(policy.action(step, branch))
+        stored = self.residuals.by_branch.get(branch)
+        if action is Action.REUSE and stored is None:
+            action = Action.COMPUTE  # nothing cached yet for this branch/transformer (e.g. first Wan2.2 low-noise step)
+            ctrl.stats.forced.append((step, branch, self.name))
+        if action is Action.SERVE:
+            output, residual = policy.served_output(step, branch, self.name)
+            if residual is not None:  # lets later steps reuse a residual that was recorded, not recomputed
+                self.residuals.by_branch[branch] = residual
+            ctrl.stats.add(step, branch, self.name, action)
+            policy.observe(step, branch, self.name, action, output, residual)
+            return output
+
+        self.current = _Pass(action, branch, residual=stored if action is Action.REUSE else None)
+        try:
+            output = self.fn_ref.original_forward(*args, **kwargs)
+            current = self.current
+        finally:
+            self.current = None
+        residual = None
+        if action is Action.COMPUTE:
+            residual = self._residual_of(current)
+            self.residuals.by_branch[branch] = residual
+        elif not current.residual_added:
+            raise UnsupportedModelError(f"{type(module).__name__}: no transformer block ran during a reused step")
+        ctrl.stats.add(step, branch, self.name, action)
+        policy.observe(step, branch, self.name, action, output, residual)
+        return output
+
+    def _residual_of(self, p: _Pass) -> dict[str, torch.Tensor]:
+        if p.first_inputs is None:
+            raise UnsupportedModelError("no transformer block ran during the transformer call")
+        if self.block_order is None:
+            self.block_order = list(p.order)
+            ranks = [self.controller.block_rank[self.name][b] for b in p.order]
+            if ranks != sorted(ranks):
+                raise UnsupportedModelError(
+                    "the transformer interleaves its block lists (e.g. Latte's spatial/temporal blocks, with reshapes "
+                    "between them), so the block stack has no single input/output layout to cache a residual in")
+        residual = {}
+        for stream, first in p.first_inputs.items():
+            last = p.last_outputs.get(stream)
+            if last is None:
+                continue
+            if last.shape != first.shape:
+                raise UnsupportedModelError(
+                    f"the block stack changes the shape of {stream} ({tuple(first.shape)} -> {tuple(last.shape)})")
+            residual[stream] = last - first
+        if HIDDEN not in residual:
+            raise UnsupportedModelError("could not find the hidden states in the first/last transformer block")
+        return residual
+
+    def reset_state(self, module):
+        # Called by pipeline.maybe_free_model_hooks() at the end of every call: drop cached tensors.
+        self.residuals.reset()
+        self.context.reset()
+        self.current = None
+        return module
+
+
+class BlockHook(ModelHook):
+    """Block-level hook: run (and observe) or pass through, as the transformer's current pass says."""
+
+    def __init__(self, step_hook: StepHook, name: str):
+        super().__init__()
+        self.step_hook = step_hook
+        self.name = name
+        self.meta: TransformerBlockMetadata | None = None
+
+    def initialize_hook(self, module):
+        self.meta = block_metadata(module)
+        return module
+
+    def _inputs(self, args, kwargs) -> dict[str, torch.Tensor]:
+        streams = {HIDDEN: self.meta._get_parameter_from_args_kwargs(self.meta.hidden_states_argument_name, args, kwargs)}
+        if self.meta.return_encoder_hidden_states_index is not None:
+            streams[ENCODER] = self.meta._get_parameter_from_args_kwargs(
+                self.meta.encoder_hidden_states_argument_name, args, kwargs)
+        return streams
+
+    def _outputs(self, output) -> dict[str, torch.Tensor]:
+        if not isinstance(output, tuple):
+            return {HIDDEN: output}
+        streams = {HIDDEN: output[self.meta.return_hidden_states_index]}
+        if self.meta.return_encoder_hidden_states_index is not None:
+            streams[ENCODER] = output[self.meta.return_encoder_hidden_states_index]
+        return streams
+
+    def _pack(self, streams: dict[str, torch.Tensor]):
+        if self.meta.return_encoder_hidden_states_index is None:
+            return streams[HIDDEN]
+        out = [None, None]
+        out[self.meta.return_hidden_states_index] = streams[HIDDEN]
+        out[self.meta.return_encoder_hidden_states_index] = streams[ENCODER]
+        return tuple(out)
+
+    def new_forward(self, module, *args, **kwargs):
+        p = self.step_hook.current
+        if p is None:  # called outside a policed transformer call
+            return self.fn_ref.original_forward(*args, **kwargs)
+        if p.action is Action.COMPUTE:
+            if p.first_inputs is None:
+                p.first_inputs = self._inputs(args, kwargs)
+            output = self.fn_ref.original_forward(*args, **kwargs)
+            p.last_outputs = self._outputs(output)
+            p.order.append(self.name)
+            return output
+        inputs = self._inputs(args, kwargs)
+        if not p.residual_added:
+            p.residual_added = True
+            inputs = {k: (v + p.residual[k] if k in p.residual else v) for k, v in inputs.items()}
+        return self._pack(inputs)
+
+
+def validate(transformer: torch.nn.Module) -> None:
+    """Raise UnsupportedModelError unless every block's stream layout is known."""
+    for _, block in find_blocks(transformer):
+        block_metadata(block)
+
+
+def attach(transformer: torch.nn.Module, controller, name: str) -> StepHook:
+    validate(transformer)
+    blocks = find_blocks(transformer)
+    step_hook = StepHook(controller, name)
+    HookRegistry.check_if_exists_or_initialize(transformer).register_hook(step_hook, STEP_HOOK)
+    controller.block_rank[name] = {block_name: rank for rank, (block_name, _) in enumerate(blocks)}
+    for block_name, block in blocks:
+        HookRegistry.check_if_exists_or_initialize(block).register_hook(BlockHook(step_hook, block_name), BLOCK_HOOK)
+    HookRegistry.check_if_exists_or_initialize(transformer).invalidate_child_registries_cache()
+    return step_hook
+
+
+def detach(transformer: torch.nn.Module) -> None:
+    registry = HookRegistry.check_if_exists_or_initialize(transformer)
+    registry.remove_hook(STEP_HOOK, recurse=False)
+    registry.remove_hook(BLOCK_HOOK, recurse=True)
+    registry.invalidate_child_registries_cache()

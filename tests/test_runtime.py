@@ -1,0 +1,232 @@
+"""The cache runtime on real diffusers pipelines (tiny random weights, offline)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import lemica
+from lemica.runtime import (Action, SchedulePolicy, ScheduleMismatchError, UnsupportedModelError, cache_stats,
+                            cached, disable_cache, enable_cache)
+from lemica.runtime.hooks import find_blocks
+from lemica.testing.tiny_pipelines import FAMILIES, make_pipeline
+
+T = 8
+SUPPORTED = [f for f in FAMILIES if f != "latte"]
+SCHEDULE = lemica.Schedule(num_steps=T, full_steps=[0, 1, 3, 6, 7])
+
+
+@pytest.fixture(scope="module")
+def pipelines():
+    return {}
+
+
+def tiny(pipelines, family):
+    if family not in pipelines:
+        pipelines[family] = make_pipeline(family, seed=0)
+    return pipelines[family]
+
+
+def middle_linear(transformer) -> torch.nn.Module:
+    blocks = find_blocks(transformer)
+    block = blocks[len(blocks) // 2][1]
+    return next(m for m in block.modules() if isinstance(m, torch.nn.Linear))
+
+
+class CallCounter:
+    def __init__(self, module):
+        self.calls = 0
+        self.handle = module.register_forward_hook(lambda *_: self._hit())
+
+    def _hit(self):
+        self.calls += 1
+
+    def close(self):
+        self.handle.remove()
+
+
+@pytest.mark.parametrize("cfg", [False, True], ids=["nocfg", "cfg"])
+@pytest.mark.parametrize("family", SUPPORTED)
+def test_full_budget_is_bit_identical_and_skips_exactly(pipelines, family, cfg):
+    tp = tiny(pipelines, family)
+    vanilla = tp.run(cfg=cfg, num_inference_steps=T)
+    with cached(tp.pipe, lemica.Schedule(num_steps=T, full_steps=list(range(T)))):
+        full = tp.run(cfg=cfg, num_inference_steps=T)
+    assert torch.equal(vanilla, full)
+
+    counter = CallCounter(middle_linear(tp.pipe.transformer))
+    try:
+        with cached(tp.pipe, SCHEDULE):
+            out = tp.run(cfg=cfg, num_inference_steps=T)
+            stats = cache_stats(tp.pipe)
+    finally:
+        counter.close()
+    calls = tp.transformer_calls_per_step(cfg)
+    assert counter.calls == SCHEDULE.budget * calls  # the block stack ran B times per guidance branch
+    assert len(stats.branches) == calls
+    for branch in stats.branches:
+        assert stats.computed_steps(branch) == list(SCHEDULE.full_steps)
+        assert stats.reused_steps(branch) == [s for s in range(T) if s not in SCHEDULE.full_steps]
+    assert torch.isfinite(out).all() and not torch.equal(out, vanilla)
+    assert torch.equal(tp.run(cfg=cfg, num_inference_steps=T), vanilla)  # disabled again on exit
+
+
+class Recorder(SchedulePolicy):
+    """Keeps every computed residual so the test can rebuild a cached step independently."""
+
+    def __init__(self, schedule):
+        super().__init__(schedule)
+        self.residuals, self.outputs = {}, {}
+
+    def observe(self, step, branch, transformer, action, output, residual):
+        self.outputs[step, branch] = output[0].clone()
+        if residual is not None:
+            self.residuals[branch] = (step, {k: v.clone() for k, v in residual.items()})
+
+
+@pytest.mark.parametrize("family", ["wan", "flux", "cogvideox"])
+def test_cached_step_is_vanilla_head_on_input_plus_residual(pipelines, family):
+    """Rebuild a reused step with plain torch hooks: run the vanilla transformer and overwrite the last block's
+    output with (first block's input + stored residual); the head's output must equal lemica's."""
+    tp = tiny(pipelines, family)
+    probe_step = 4  # reused, residual from step 3
+    captured = {}
+
+    def grab_inputs(module, args, kwargs):
+        if policy_step() == probe_step and "kwargs" not in captured:
+            captured["kwargs"] = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in kwargs.items()}
+            (branch_residual,) = recorder.residuals.values()  # no CFG: a single branch
+            captured["residual"] = {k: v.clone() for k, v in branch_residual[1].items()}
+
+    recorder = Recorder(SCHEDULE)
+    enable_cache(tp.pipe, recorder)
+    controller = tp.pipe._lemica_cache
+    policy_step = lambda: controller.clock.step_index  # noqa: E731
+    handle = tp.pipe.transformer.register_forward_pre_hook(grab_inputs, with_kwargs=True)
+    try:
+        tp.run(cfg=False, num_inference_steps=T)
+    finally:
+        handle.remove()
+        disable_cache(tp.pipe)
+    branch = next(b for (s, b) in recorder.outputs if s == probe_step)
+    lemica_output = recorder.outputs[probe_step, branch]
+
+    transformer = tp.pipe.transformer
+    blocks = [b for _, b in find_blocks(transformer)]
+    first_in = {}
+
+    def first_pre(module, args, kwargs):
+        first_in["hidden_states"] = kwargs.get("hidden_states", args[0] if args else None)
+        first_in["encoder_hidden_states"] = kwargs.get("encoder_hidden_states")
+
+    def last_post(module, args, kwargs, output):
+        residual = captured["residual"]
+        if isinstance(output, tuple):
+            from diffusers.hooks._helpers import TransformerBlockRegistry
+            meta = TransformerBlockRegistry.get(type(module))
+            out = list(output)
+            out[meta.return_hidden_states_index] = first_in["hidden_states"] + residual["hidden_states"]
+            out[meta.return_encoder_hidden_states_index] = (first_in["encoder_hidden_states"]
+                                                            + residual["encoder_hidden_states"])
+            return tuple(out)
+        return first_in["hidden_states"] + residual["hidden_states"]
+
+    h1 = blocks[0].register_forward_pre_hook(first_pre, with_kwargs=True)
+    h2 = blocks[-1].register_forward_hook(last_post, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            rebuilt = transformer(**captured["kwargs"])[0]
+    finally:
+        h1.remove()
+        h2.remove()
+    torch.testing.assert_close(rebuilt, lemica_output, rtol=0, atol=1e-6)
+
+
+def test_repeat_and_interrupted_calls_leave_no_stale_state(pipelines):
+    tp = tiny(pipelines, "wan")
+    enable_cache(tp.pipe, SCHEDULE)
+    try:
+        first = tp.run(cfg=True, num_inference_steps=T)
+        assert torch.equal(tp.run(cfg=True, num_inference_steps=T), first)
+
+        def explode(pipe, i, t, kwargs):
+            if i == 4:
+                raise KeyboardInterrupt("user pressed ctrl-c")
+            return {}
+
+        kwargs = tp.call_kwargs(cfg=True, num_inference_steps=T)
+        with pytest.raises(KeyboardInterrupt):
+            tp.pipe(**kwargs, callback_on_step_end=explode)
+        assert torch.equal(tp.run(cfg=True, num_inference_steps=T), first)
+        assert cache_stats(tp.pipe).computed_steps("cond") == list(SCHEDULE.full_steps)
+    finally:
+        disable_cache(tp.pipe)
+
+
+def test_disable_restores_vanilla_and_removes_hooks(pipelines):
+    tp = tiny(pipelines, "flux")
+    vanilla = tp.run(cfg=True, num_inference_steps=T)
+    enable_cache(tp.pipe, SCHEDULE)
+    enable_cache(tp.pipe, SCHEDULE)  # enabling twice replaces, never stacks
+    assert not torch.equal(tp.run(cfg=True, num_inference_steps=T), vanilla)
+    disable_cache(tp.pipe)
+    assert torch.equal(tp.run(cfg=True, num_inference_steps=T), vanilla)
+    assert "set_timesteps" not in vars(tp.pipe.scheduler)
+    for _, block in find_blocks(tp.pipe.transformer):
+        assert "lemica_block" not in getattr(block, "_diffusers_hook").hooks
+    with pytest.raises(RuntimeError, match="not enabled"):
+        cache_stats(tp.pipe)
+
+
+def test_mismatched_step_count_is_refused(pipelines):
+    tp = tiny(pipelines, "wan")
+    with cached(tp.pipe, SCHEDULE):
+        with pytest.raises(ScheduleMismatchError, match="8 denoising steps but the pipeline runs 10"):
+            tp.run(cfg=False, num_inference_steps=10)
+        assert torch.isfinite(tp.run(cfg=False, num_inference_steps=T)).all()  # still usable afterwards
+
+
+def test_unknown_structures_are_refused(pipelines):
+    class NotAPipeline:
+        pass
+
+    with pytest.raises(UnsupportedModelError, match="not a diffusers pipeline"):
+        enable_cache(NotAPipeline(), SCHEDULE)
+
+    tp = tiny(pipelines, "latte")
+    with cached(tp.pipe, SCHEDULE):
+        with pytest.raises(UnsupportedModelError, match="interleaves"):
+            tp.run(cfg=False, num_inference_steps=T)
+
+    class OddBlock(torch.nn.Module):
+        def forward(self, hidden_states):
+            return hidden_states
+
+    transformer = torch.nn.Module()
+    transformer.blocks = torch.nn.ModuleList([OddBlock()])
+    fake = type("FakePipe", (), {"components": {"transformer": transformer}, "scheduler": object(),
+                                 "transformer": transformer})()
+    with pytest.raises(UnsupportedModelError, match="register_block"):
+        enable_cache(fake, SCHEDULE)
+
+
+def test_invalid_schedule_and_policy_type():
+    with pytest.raises(ValueError):
+        lemica.Schedule(num_steps=T, full_steps=[1, 3, 7])  # step 0 missing
+    with pytest.raises(TypeError):
+        SchedulePolicy([0, 1, 7])
+
+
+def test_presets_load_and_match_reference():
+    import json
+    from pathlib import Path
+
+    from lemica import presets
+
+    reference = json.loads((Path(__file__).parents[1] / "lemica/data/official_schedules.json").read_text())
+    assert "wan2.1-t2v-1.3b" in presets.names()
+    s = presets.get("wan2.1-t2v-1.3b", budget=20)
+    assert list(s.full_steps) == reference["wan2.1-t2v-1.3b"]["schedules"]["20"] and s.num_steps == 50
+    assert s.to_cache_dit_mask()[:3] == [1, 1, 1] and sum(s.to_cache_dit_mask()) == 20
+    with pytest.raises(KeyError, match="budgets"):
+        presets.get("wan2.1-t2v-1.3b", budget=3)
+    assert Action.COMPUTE.value == "compute"
