@@ -1,0 +1,54 @@
+"""Time `lemica.frontier` (optimal plan for every budget, one DP pass) on complete graphs.
+
+Targets (issue 2): T=50, L=49 <= 50 ms; T=250, L=50 <= 2 s (lexminimax, the default objective).
+Run: .venv/bin/python benchmarks/planner.py [--repeats N] [--all-objectives]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+from lemica.graph import Edge, ErrorGraph, synthetic_graph
+from lemica.planner import frontier
+
+TARGETS_S = {(50, 49): 0.050, (250, 50): 2.0}
+
+
+def random_graph(T: int, L: int, seed: int = 0) -> ErrorGraph:
+    """Complete graph (every skip up to L) with i.i.d. uniform errors: no structure, few ties."""
+    rng = np.random.default_rng(seed)
+    return ErrorGraph(T, L, {(i, j): Edge(float(rng.random())) for i in range(T) for j in range(i + 2, min(T, i + L + 1))})
+
+
+def time_frontier(graph: ErrorGraph, objective: str, repeats: int) -> tuple[float, float, int]:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        plans = frontier(graph, objective)
+        times.append(time.perf_counter() - t0)
+    return min(times), statistics.median(times), len(plans)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--all-objectives", action="store_true", help="also time minimax and shortest")
+    args = parser.parse_args()
+    objectives = ["lexminimax", "minimax", "shortest"] if args.all_objectives else ["lexminimax"]
+    print(f"{'graph':<28} {'objective':<11} {'budgets':>7} {'best':>9} {'median':>9}  target")
+    for (T, L), target in TARGETS_S.items():
+        for name, graph in (("random", random_graph(T, L)), ("synthetic", synthetic_graph(T, L))):
+            for objective in objectives:
+                repeats = args.repeats if T <= 50 else max(1, args.repeats // 2)
+                best, median, n = time_frontier(graph, objective, repeats)
+                verdict = ("ok" if best <= target else "MISSED") if objective == "lexminimax" else "-"
+                label = f"{name} T={T} L={L} ({len(graph.edges)} e)"
+                print(f"{label:<28} {objective:<11} {n:>7} {best * 1e3:>7.1f}ms {median * 1e3:>7.1f}ms  "
+                      f"<= {target * 1e3:.0f}ms {verdict}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""`lemica` command line. Each command is a small function; shared loading/printing helpers live here."""
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from lemica.graph import ErrorGraph, GraphFormatError
+from lemica.planner import OBJECTIVES, Plan, PlanningError, frontier, plan
+from lemica.schedule import Schedule, ScheduleFormatError, compress_steps
+
+app = typer.Typer(
+    name="lemica",
+    help="LeMiCa: plan and apply cache schedules that run a diffusion transformer on only B of T steps.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+out_console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+class Objective(str, Enum):
+    lexminimax = "lexminimax"
+    minimax = "minimax"
+    shortest = "shortest"
+
+
+assert {o.value for o in Objective} == set(OBJECTIVES)
+
+
+@app.callback()
+def _main() -> None:
+    """LeMiCa: lexicographic-minimax cache schedules for diffusion transformers."""
+
+
+# ----------------------------------------------------------------------------------------------
+# shared helpers (other commands reuse these)
+# ----------------------------------------------------------------------------------------------
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print `error: message` on stderr and exit with `code` (never a traceback for user mistakes)."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}")
+    raise typer.Exit(code)
+
+
+def info(message: str) -> None:
+    """Progress/notes go to stderr so that stdout stays machine-readable with --json."""
+    err_console.print(escape(message))
+
+
+def load_graph_or_exit(path: Path) -> ErrorGraph:
+    try:
+        return ErrorGraph.load(path)
+    except FileNotFoundError:
+        fail(f"graph file not found: {path}")
+    except (GraphFormatError, OSError) as e:
+        fail(f"invalid error graph: {e}")
+
+
+def load_schedule_or_exit(path: Path) -> Schedule:
+    try:
+        return Schedule.load(path)
+    except FileNotFoundError:
+        fail(f"schedule file not found: {path}")
+    except (ScheduleFormatError, OSError) as e:
+        fail(f"invalid schedule: {e}")
+
+
+def print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+    sys.stdout.flush()
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.4g}"
+
+
+def render_plan(p: Plan, console: Console = out_console, title: str | None = None) -> None:
+    """Summary line, full steps, and one table row per skip (segments that cache at least one step)."""
+    console.print(
+        f"[bold]{escape(title or 'Plan')}[/]: T={p.num_steps}  B={p.budget}  "
+        f"speed-up {p.speedup:.2f}x (theoretical T/B)  objective={p.objective}  "
+        f"worst={_fmt(p.worst)}  total={_fmt(p.total)}"
+    )
+    console.print(f"full steps: {compress_steps(p.full_steps)}")
+    skips = [(i, j, e) for (i, j), e in zip(p.schedule.segments(), p.edge_errors) if j - i >= 2]
+    if not skips:
+        console.print("no cached steps: every step runs the full transformer")
+        return
+    table = Table(show_edge=False)
+    table.add_column("skip", justify="right")
+    table.add_column("cached steps", justify="right")
+    table.add_column("error", justify="right")
+    table.add_column("", justify="left")
+    for i, j, e in skips:
+        cached = f"{i + 1}" if j - i == 2 else f"{i + 1}-{j - 1}"
+        table.add_row(f"{i} -> {j}", cached, _fmt(e), "worst" if e == p.worst else "")
+    console.print(table)
+
+
+def render_frontier(plans: dict[int, Plan], console: Console = out_console) -> None:
+    """One row per budget: speed-up, worst and second-worst skip errors, total, full steps."""
+    table = Table(show_edge=False)
+    for name in ("B", "speed-up", "worst", "2nd worst", "total"):
+        table.add_column(name, justify="right")
+    table.add_column("full steps", overflow="fold")
+    for b, p in sorted(plans.items()):
+        ranked = sorted(p.edge_errors, reverse=True) + [0.0, 0.0]
+        table.add_row(str(b), f"{p.speedup:.2f}x", _fmt(ranked[0]), _fmt(ranked[1]), _fmt(p.total),
+                      compress_steps(p.full_steps))
+    console.print(table)
+
+
+# ----------------------------------------------------------------------------------------------
+# commands
+# ----------------------------------------------------------------------------------------------
+@app.command("plan")
+def plan_command(
+    graph_path: Annotated[Path, typer.Argument(metavar="GRAPH", help="Error graph JSON (format lemica-graph).")],
+    budget: Annotated[Optional[int], typer.Option("--budget", "-b", help="Number of full-compute steps B.")] = None,
+    speedup: Annotated[
+        Optional[float], typer.Option("--speedup", "-s", help="Target speed-up T/B: largest B reaching it.")
+    ] = None,
+    max_error: Annotated[
+        Optional[float], typer.Option("--max-error", help="Fewest full steps whose worst skip error is <= this.")
+    ] = None,
+    all_budgets: Annotated[bool, typer.Option("--all", help="Optimal plan for every feasible budget.")] = False,
+    objective: Annotated[Objective, typer.Option("--objective", "-o", help="Path objective.")] = Objective.lexminimax,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")] = False,
+    force_first: Annotated[int, typer.Option("--force-first", min=0, help="Always compute the first K steps.")] = 0,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write the schedule JSON here.")] = None,
+) -> None:
+    """Plan the optimal cache schedule on an error graph."""
+    modes = [budget is not None, speedup is not None, max_error is not None, all_budgets]
+    if sum(modes) != 1:
+        fail("give exactly one of --budget, --speedup, --max-error, --all", code=2)
+    if all_budgets and out is not None:
+        fail("--out writes one schedule; it cannot be combined with --all", code=2)
+    graph = load_graph_or_exit(graph_path)
+    if force_first > graph.num_steps:
+        fail(f"--force-first {force_first} exceeds the graph's {graph.num_steps} steps", code=2)
+    forced = range(force_first)
+    objective_name = Objective(objective).value
+    try:
+        if all_budgets:
+            plans = frontier(graph, objective_name, force_full=forced)
+        else:
+            single = plan(graph, budget, speedup=speedup, max_error=max_error, objective=objective_name,
+                          force_full=forced)
+    except PlanningError as e:
+        fail(str(e))
+
+    if all_budgets:
+        if as_json:
+            print_json({"num_steps": graph.num_steps, "objective": objective_name,
+                        "plans": [p.to_dict() for _, p in sorted(plans.items())]})
+        else:
+            render_frontier(plans)
+        return
+    if out is not None:
+        single.schedule.save(out)
+        info(f"wrote schedule (B={single.budget}) to {out}")
+    if as_json:
+        print_json(single.to_dict())
+    else:
+        render_plan(single)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,396 @@
+"""Exact cache-schedule planner: best path 0 -> T-1 with exactly B nodes through an error graph.
+
+A path's nodes are the full-compute steps; its edges are the skips, each costing its graph error
+((i, i+1) costs 0 unless the graph stores a value; missing longer edges are unusable). Objectives:
+
+* ``lexminimax`` (default): minimise the path's edge errors sorted in descending order,
+  lexicographically -- first the worst skip, then the second worst, and so on.
+* ``minimax``: minimise the worst skip only; among paths with that worst skip, take the smallest
+  total error (computed exactly by a shortest-path pass restricted to edges <= the worst).
+* ``shortest``: minimise the total (sum) of edge errors.
+
+Exactness of the one-state-per-(node, edges used) DP for lexminimax: adding the same error to two
+equal-length sorted vectors preserves their lexicographic order, so the best vector into a state
+is always a prefix of some optimal path. Vectors are stored as descending rows of error *ranks*
+(equal errors share a rank, so ties compare equal) and compared a chunk at a time, each chunk packed
+into one int64; almost every comparison is decided by the first chunk. Every DP level handles all
+nodes at once with numpy, so one pass gives the optimum for every budget (`frontier`).
+
+Exact ties between paths of equal objective go to the smallest predecessor at each step, walking
+back from the last step.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
+
+from lemica.graph import ErrorGraph
+from lemica.schedule import Schedule, compress_steps
+
+OBJECTIVES = ("lexminimax", "minimax", "shortest")
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+class PlanningError(ValueError):
+    """The request cannot be met (infeasible budget, unknown objective, ...); the message says why."""
+
+
+@dataclass
+class Plan:
+    """An optimal schedule and the errors of its skips (one per segment, in path order)."""
+
+    schedule: Schedule
+    objective: str
+    edge_errors: list[float] = field(default_factory=list)
+
+    @property
+    def num_steps(self) -> int:
+        return self.schedule.num_steps
+
+    @property
+    def budget(self) -> int:
+        return self.schedule.budget
+
+    @property
+    def full_steps(self) -> tuple[int, ...]:
+        return self.schedule.full_steps
+
+    @property
+    def speedup(self) -> float:
+        return self.schedule.speedup
+
+    @property
+    def worst(self) -> float:
+        return max(self.edge_errors, default=0.0)
+
+    @property
+    def total(self) -> float:
+        # Left-to-right, exactly as the planner accumulates it (sum() may compensate rounding).
+        total = 0.0
+        for e in self.edge_errors:
+            total += e
+        return total
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "num_steps": self.num_steps,
+            "budget": self.budget,
+            "objective": self.objective,
+            "speedup": self.speedup,
+            "full_steps": list(self.full_steps),
+            "edge_errors": list(self.edge_errors),
+            "worst": self.worst,
+            "total": self.total,
+        }
+
+
+# ----------------------------------------------------------------------------------------------
+# public API
+# ----------------------------------------------------------------------------------------------
+def plan(
+    graph: ErrorGraph,
+    budget: int | None = None,
+    *,
+    speedup: float | None = None,
+    max_error: float | None = None,
+    objective: str = "lexminimax",
+    force_full: Iterable[int] = (),
+) -> Plan:
+    """Optimal schedule for exactly one of:
+
+    * ``budget``: B full steps;
+    * ``speedup``: the largest feasible budget B with T/B >= speedup (the least caching that reaches it);
+    * ``max_error``: the fewest full steps whose worst skip error is <= max_error (the objective then
+      picks among those schedules, using only edges <= max_error).
+
+    ``force_full`` steps are always computed (no skip jumps over them).
+    """
+    if sum(x is not None for x in (budget, speedup, max_error)) != 1:
+        raise PlanningError("give exactly one of budget, speedup, max_error")
+    _check_objective(objective)
+    forced = _check_forced(graph, force_full)
+    T = graph.num_steps
+    edges = _usable_edges(graph, forced)
+
+    if budget is not None:
+        if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)):
+            raise PlanningError(f"budget must be an integer, got {budget!r}")
+        feasible = _feasible_budgets(T, edges)
+        if budget not in feasible:
+            raise PlanningError(
+                f"budget {budget} is infeasible for this graph (T={T}, max_skip={graph.max_skip}"
+                f"{_forced_note(forced)}): feasible budgets are {_ranges(feasible)}"
+            )
+        B = int(budget)
+    elif speedup is not None:
+        if not (isinstance(speedup, (int, float)) and math.isfinite(speedup) and speedup >= 1):
+            raise PlanningError(f"speedup must be a finite number >= 1, got {speedup!r}")
+        feasible = _feasible_budgets(T, edges)
+        limit = math.floor(T / speedup + 1e-9)
+        fitting = [b for b in feasible if b <= limit]
+        if not fitting:
+            raise PlanningError(
+                f"speed-up {speedup:g} needs at most {limit} full steps, but the fewest feasible is "
+                f"{feasible[0]} (max speed-up {T / feasible[0]:.3g}x); feasible budgets are {_ranges(feasible)}"
+            )
+        B = fitting[-1]
+    else:
+        if not (isinstance(max_error, (int, float)) and math.isfinite(max_error) and max_error >= 0):
+            raise PlanningError(f"max_error must be a finite number >= 0, got {max_error!r}")
+        edges = edges.restrict(edges.err <= max_error)
+        feasible = _feasible_budgets(T, edges)
+        if not feasible:
+            raise PlanningError(f"no schedule keeps every skip error <= {max_error:g} (even a single step's)")
+        B = feasible[0]
+
+    path = _solve(T, edges, objective, {B - 1})[B - 1]
+    return _make_plan(graph, path, objective, forced)
+
+
+def frontier(graph: ErrorGraph, objective: str = "lexminimax", force_full: Iterable[int] = ()) -> dict[int, Plan]:
+    """The optimal plan for every feasible budget (ascending), from one DP pass."""
+    _check_objective(objective)
+    forced = _check_forced(graph, force_full)
+    T = graph.num_steps
+    edges = _usable_edges(graph, forced)
+    levels = {b - 1 for b in _feasible_budgets(T, edges)}
+    paths = _solve(T, edges, objective, levels)
+    return {k + 1: _make_plan(graph, paths[k], objective, forced) for k in sorted(paths)}
+
+
+def feasible_budgets(graph: ErrorGraph, force_full: Iterable[int] = ()) -> list[int]:
+    """Budgets B for which some path 0 -> T-1 with exactly B full steps exists."""
+    return _feasible_budgets(graph.num_steps, _usable_edges(graph, _check_forced(graph, force_full)))
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class _Edges:
+    """Usable skips as arrays, sorted by (dst, src) so that candidates for one node are contiguous."""
+
+    src: np.ndarray
+    dst: np.ndarray
+    err: np.ndarray
+
+    def restrict(self, keep: np.ndarray) -> "_Edges":
+        return _Edges(self.src[keep], self.dst[keep], self.err[keep])
+
+
+def _check_objective(objective: str) -> None:
+    if objective not in OBJECTIVES:
+        raise PlanningError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+
+
+def _check_forced(graph: ErrorGraph, force_full: Iterable[int]) -> tuple[int, ...]:
+    forced = set()
+    for s in force_full:
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 0 <= s < graph.num_steps:
+            raise PlanningError(f"forced full step {s!r} is not a step index in [0, {graph.num_steps - 1}]")
+        forced.add(int(s))
+    return tuple(sorted(forced))
+
+
+def _forced_note(forced: tuple[int, ...]) -> str:
+    return f", forced full steps {compress_steps(forced)}" if forced else ""
+
+
+def _usable_edges(graph: ErrorGraph, forced: tuple[int, ...]) -> _Edges:
+    T = graph.num_steps
+    pairs = {(i, i + 1): graph.error(i, i + 1) for i in range(T - 1)}
+    pairs.update({key: edge.error for key, edge in graph.edges.items()})
+    src = np.fromiter((i for i, _ in pairs), dtype=np.int64, count=len(pairs))
+    dst = np.fromiter((j for _, j in pairs), dtype=np.int64, count=len(pairs))
+    err = np.fromiter(pairs.values(), dtype=np.float64, count=len(pairs))
+    if forced:
+        # A skip i -> j jumps over a forced step f iff i < f < j.
+        is_forced = np.zeros(T, dtype=np.int64)
+        is_forced[list(forced)] = 1
+        forced_upto = np.cumsum(is_forced)
+        keep = forced_upto[dst - 1] - forced_upto[src] == 0
+        src, dst, err = src[keep], dst[keep], err[keep]
+    order = np.lexsort((src, dst))
+    return _Edges(src[order], dst[order], err[order])
+
+
+def _feasible_budgets(T: int, edges: _Edges) -> list[int]:
+    reach = np.zeros(T, dtype=bool)
+    reach[0] = True
+    budgets = []
+    for k in range(1, T):
+        nxt = np.zeros(T, dtype=bool)
+        nxt[edges.dst[reach[edges.src]]] = True
+        reach = nxt
+        if reach[T - 1]:
+            budgets.append(k + 1)
+        if not reach.any():
+            break
+    return budgets
+
+
+def _ranges(values: list[int]) -> str:
+    return compress_steps(values).replace(",", ", ") if values else "none"
+
+
+def _make_plan(graph: ErrorGraph, path: list[int], objective: str, forced: tuple[int, ...]) -> Plan:
+    meta: dict[str, Any] = {"planner": "lemica", "objective": objective}
+    if forced:
+        meta["force_full"] = list(forced)
+    if graph.meta.get("model"):
+        meta["model"] = graph.meta["model"]
+    schedule = Schedule(graph.num_steps, tuple(path), meta)
+    return Plan(schedule, objective, [graph.error(i, j) for i, j in schedule.segments()])
+
+
+def _backtrack(parent: np.ndarray, level: int, last: int) -> list[int]:
+    path = [last]
+    for k in range(level, 0, -1):
+        path.append(int(parent[k, path[-1]]))
+    path.reverse()
+    return path
+
+
+def _solve(T: int, edges: _Edges, objective: str, levels: set[int]) -> dict[int, list[int]]:
+    """Optimal path (node list) ending at T-1 for each requested number of edges (all feasible)."""
+    if not levels:
+        return {}
+    top = max(levels)
+    if objective == "shortest":
+        parent = _dp_shortest(T, edges, top)
+        return {k: _backtrack(parent, k, T - 1) for k in levels}
+    if objective == "lexminimax":
+        parent = _dp_lexminimax(T, edges, top)
+        return {k: _backtrack(parent, k, T - 1) for k in levels}
+    # minimax: worst edge first, then the shortest path among edges no worse than it.
+    parent = _dp_minimax(T, edges, top)
+    err_of = dict(zip(zip(edges.src.tolist(), edges.dst.tolist()), edges.err.tolist()))
+    by_worst: dict[float, list[int]] = {}
+    for k in levels:
+        path = _backtrack(parent, k, T - 1)
+        worst = max(err_of[e] for e in zip(path, path[1:]))
+        by_worst.setdefault(worst, []).append(k)
+    paths = {}
+    for worst, ks in by_worst.items():
+        parent = _dp_shortest(T, edges.restrict(edges.err <= worst), max(ks))
+        paths.update({k: _backtrack(parent, k, T - 1) for k in ks})
+    return paths
+
+
+def _first_min_per_node(dst: np.ndarray, key: np.ndarray, T: int, worst: Any) -> tuple[np.ndarray, np.ndarray]:
+    """For each destination, the first candidate (smallest src) with the minimal key."""
+    best = np.full(T, worst, dtype=key.dtype)
+    np.minimum.at(best, dst, key)
+    ok = np.flatnonzero(key == best[dst])
+    d = dst[ok]
+    first = np.ones(d.size, dtype=bool)
+    first[1:] = d[1:] != d[:-1]
+    return d[first], ok[first]
+
+
+def _dp_scalar(T: int, edges: _Edges, max_level: int, combine) -> np.ndarray:
+    """Level-by-level DP for a scalar path cost (sum or max), one best value per (node, edges used)."""
+    parent = np.full((max_level + 1, T), -1, dtype=np.int32)
+    cost = np.full(T, np.inf)
+    cost[0] = 0.0
+    for k in range(1, max_level + 1):
+        act = np.flatnonzero(np.isfinite(cost)[edges.src])
+        if act.size == 0:
+            break
+        src = edges.src[act]
+        key = combine(cost[src], edges.err[act])
+        nodes, win = _first_min_per_node(edges.dst[act], key, T, np.inf)
+        parent[k, nodes] = src[win]
+        cost = np.full(T, np.inf)
+        cost[nodes] = key[win]
+    return parent
+
+
+def _dp_shortest(T: int, edges: _Edges, max_level: int) -> np.ndarray:
+    return _dp_scalar(T, edges, max_level, np.add)
+
+
+def _dp_minimax(T: int, edges: _Edges, max_level: int) -> np.ndarray:
+    return _dp_scalar(T, edges, max_level, np.maximum)
+
+
+def _dp_lexminimax(T: int, edges: _Edges, max_level: int) -> np.ndarray:
+    """Exact lexicographic-minimax DP; returns parent[k, node] (-1 where unreachable)."""
+    values, inverse = np.unique(edges.err, return_inverse=True)
+    rank = inverse.astype(np.int64).ravel() + 1  # 0 is padding: below every real error
+    base = len(values) + 1
+    chunk = 1  # how many ranks pack into one int64 key
+    while base ** (chunk + 1) <= _INT64_MAX:
+        chunk += 1
+    powers = np.array([base ** (chunk - 1 - c) for c in range(chunk)], dtype=np.int64)
+    offsets = np.arange(chunk)
+
+    # Row v of `vec`: column 0 = sentinel `base`, then the node's sorted (descending) error ranks
+    # at the current level, then 0 padding. Every row is descending, which `_count_above` relies on.
+    width = max_level + chunk + 1
+    vec = np.zeros((T, width), dtype=np.int64)
+    vec[:, 0] = base
+    reach = np.zeros(T, dtype=bool)
+    reach[0] = True
+    parent = np.full((max_level + 1, T), -1, dtype=np.int32)
+
+    for k in range(1, max_level + 1):
+        act = np.flatnonzero(reach[edges.src])
+        if act.size == 0:
+            break
+        src, dst, x = edges.src[act], edges.dst[act], rank[act]
+        # Where each candidate's new error lands in its predecessor's sorted vector.
+        pos = _count_above(vec, src, x, base)
+        decided: list[np.ndarray] = []
+        alive = np.arange(act.size)
+        start = 0
+        while alive.size:
+            s, xa, pa = src[alive], x[alive], pos[alive]
+            window = vec[s, start : start + chunk + 1]
+            at = start + offsets  # merged-vector positions covered by this chunk
+            merged = np.where(at < pa[:, None], window[:, 1:], np.where(at == pa[:, None], xa[:, None], window[:, :-1]))
+            key = merged @ powers
+            d = dst[alive]
+            best = np.full(T, _INT64_MAX, dtype=np.int64)
+            np.minimum.at(best, d, key)
+            keep = key == best[d]
+            alive, d = alive[keep], d[keep]
+            alone = np.bincount(d, minlength=T)[d] == 1
+            decided.append(alive[alone])
+            alive = alive[~alone]
+            start += chunk
+            if start >= k and alive.size:  # whole vectors equal: exact tie, smallest src wins
+                d = dst[alive]
+                first = np.ones(d.size, dtype=bool)
+                first[1:] = d[1:] != d[:-1]
+                decided.append(alive[first])
+                break
+        win = np.concatenate(decided)
+        nodes, wsrc, wx, wpos = dst[win], src[win], x[win], pos[win]
+        parent[k, nodes] = wsrc
+        rows = vec[wsrc]
+        at = np.arange(k)
+        new = np.zeros((T, width), dtype=np.int64)
+        new[:, 0] = base
+        new[nodes, 1 : k + 1] = np.where(
+            at < wpos[:, None], rows[:, 1 : k + 1], np.where(at == wpos[:, None], wx[:, None], rows[:, :k])
+        )
+        vec = new
+        reach = np.zeros(T, dtype=bool)
+        reach[nodes] = True
+    return parent
+
+
+def _count_above(vec: np.ndarray, rows: np.ndarray, x: np.ndarray, base: int) -> np.ndarray:
+    """For each (row, x): how many real ranks in vec[row] exceed x, by one searchsorted on all rows.
+
+    Rows are descending, so -vec shifted by row * (base + 1) is ascending over the flattened array.
+    """
+    n, width = vec.shape
+    stride = base + 1
+    flat = (np.arange(n, dtype=np.int64)[:, None] * stride - vec).ravel()
+    below = np.searchsorted(flat, rows * stride - x, side="left")
+    return below - rows * width - 1  # minus earlier rows and the sentinel
