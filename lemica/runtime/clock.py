@@ -39,7 +39,9 @@ class StepClock:
                 self.running = False
             return result
 
-        # Instance attributes shadow the class methods; detach() deletes them again.
+        # Instance attributes shadow the class methods; detach() puts back whatever was there before.
+        self._previous = {name: scheduler.__dict__[name] for name in ("set_timesteps", "step")
+                          if name in scheduler.__dict__}
         scheduler.set_timesteps = set_timesteps
         scheduler.step = step
 
@@ -53,4 +55,6 @@ class StepClock:
     def detach(self) -> None:
         for name in ("set_timesteps", "step"):
             self.scheduler.__dict__.pop(name, None)
+            if name in self._previous:
+                setattr(self.scheduler, name, self._previous[name])
         self.running = False
