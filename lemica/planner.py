@@ -32,6 +32,7 @@ from lemica.schedule import Schedule, compress_steps
 
 OBJECTIVES = ("lexminimax", "minimax", "shortest")
 _INT64_MAX = np.iinfo(np.int64).max
+_MAX_CHUNK = 64  # cap on ranks packed per key; tests lower it to exercise the multi-chunk comparison
 
 
 class PlanningError(ValueError):
@@ -143,7 +144,10 @@ def plan(
         edges = edges.restrict(edges.err <= max_error)
         feasible = _feasible_budgets(T, edges)
         if not feasible:
-            raise PlanningError(f"no schedule keeps every skip error <= {max_error:g} (even a single step's)")
+            raise PlanningError(
+                f"no schedule keeps every skip error <= {max_error:g}: the graph stores larger errors "
+                "for some neighbouring steps (i, i+1), which every schedule must pass through"
+            )
         B = feasible[0]
 
     path = _solve(T, edges, objective, {B - 1})[B - 1]
@@ -321,9 +325,9 @@ def _dp_lexminimax(T: int, edges: _Edges, max_level: int) -> np.ndarray:
     """Exact lexicographic-minimax DP; returns parent[k, node] (-1 where unreachable)."""
     values, inverse = np.unique(edges.err, return_inverse=True)
     rank = inverse.astype(np.int64).ravel() + 1  # 0 is padding: below every real error
-    base = len(values) + 1
+    base = max(2, len(values) + 1)  # radix of the packed keys
     chunk = 1  # how many ranks pack into one int64 key
-    while base ** (chunk + 1) <= _INT64_MAX:
+    while chunk < _MAX_CHUNK and base ** (chunk + 1) <= _INT64_MAX:
         chunk += 1
     powers = np.array([base ** (chunk - 1 - c) for c in range(chunk)], dtype=np.int64)
     offsets = np.arange(chunk)

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from lemica import planner
 from lemica.graph import Edge, ErrorGraph, synthetic_graph
 from lemica.planner import OBJECTIVES, Plan, PlanningError, feasible_budgets, frontier, plan
 from lemica.schedule import Schedule
@@ -105,6 +108,47 @@ def test_every_objective_and_budget_matches_brute_force(case):
         for B in set(range(0, graph.num_steps + 2)) - set(expected):
             with pytest.raises(PlanningError, match="feasible budgets"):
                 plan(graph, B, objective=objective, force_full=forced)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(random_graphs(), st.integers(1, 3))
+def test_lexminimax_with_tiny_key_chunks_matches_brute_force(case, chunk):
+    # Real graphs decide most comparisons in the first packed chunk; force many chunks here.
+    graph, forced = case
+    expected = brute_force(graph, "lexminimax", forced)
+    with mock.patch.object(planner, "_MAX_CHUNK", chunk):
+        got = frontier(graph, "lexminimax", force_full=forced)
+    assert {B: objective_value("lexminimax", p.edge_errors) for B, p in got.items()} == expected
+
+
+def reference_lexminimax(graph):
+    """Slow, obviously-exact DP: one best descending error tuple per (node, edges used)."""
+    T = graph.num_steps
+    best = {(0, 0): ()}
+    for k in range(1, T):
+        for j in range(1, T):
+            options = [
+                tuple(sorted(best[(i, k - 1)] + (graph.error(i, j),), reverse=True))
+                for i in range(max(0, j - graph.max_skip), j)
+                if (i, k - 1) in best and graph.has_edge(i, j)
+            ]
+            if options:
+                best[(j, k)] = min(options)
+    return {k + 1: v for (j, k), v in best.items() if j == T - 1}
+
+
+@pytest.mark.parametrize("chunk", [planner._MAX_CHUNK, 2])
+@pytest.mark.parametrize("seed", range(5))
+def test_lexminimax_matches_reference_dp_on_larger_graphs(seed, chunk):
+    rng = random.Random(seed)
+    T, L = rng.randint(20, 40), rng.randint(3, 12)
+    values = [rng.random() for _ in range(rng.choice([3, 10, 1000]))]  # from tie-heavy to tie-free
+    edges = {(i, j): Edge(rng.choice(values)) for i in range(T) for j in range(i + 2, min(T, i + L + 1))
+             if rng.random() < 0.8}
+    graph = ErrorGraph(T, L, edges)
+    with mock.patch.object(planner, "_MAX_CHUNK", chunk):
+        got = frontier(graph)
+    assert {B: tuple(sorted(p.edge_errors, reverse=True)) for B, p in got.items()} == reference_lexminimax(graph)
 
 
 @settings(max_examples=100, deadline=None)
