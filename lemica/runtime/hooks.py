@@ -6,11 +6,15 @@ Two kinds of hook are registered:
   pipeline's scheduler, see ``StepClock``) and the guidance branch (from diffusers' ``cache_context``), asks the
   policy for an ``Action`` and, after the call, stores the block-stack residual of a computed pass.
 * ``BlockHook`` on every transformer block: on a computed pass it runs the block and notes the stack's first
-  input and latest output; on a reused pass the first block returns ``input + residual`` and every other block
-  passes its inputs through, so embeddings, modulation and the output head still run for real.
+  input and latest output; on a reused pass every block passes its inputs through and the last one adds the
+  residual, so embeddings, modulation and the output head still run for real.
 
-Which block is first and last is observed at run time, so a model needs no per-model code as long as
+Which block runs first and last is observed at run time, so a model needs no per-model code as long as
 diffusers' ``TransformerBlockRegistry`` says where its blocks keep hidden (and encoder hidden) states.
+For stacks that interleave block lists with reshapes in between (Latte's spatial/temporal blocks), the
+residual is taken in the last block's layout against a "ghost" pass — the same call with every block passed
+through, which costs only the embeddings and reshapes — so that a reused pass lands exactly on
+``last output + (drift of the input since the computed step)``, as it does for a plain stack.
 """
 from __future__ import annotations
 
@@ -71,8 +75,10 @@ class _Pass:
     action: Action
     branch: str
     residual: dict[str, torch.Tensor] | None = None  # residual to add on a reused pass
+    tail: str | None = None  # the block that adds it (last to run)
     first_inputs: dict[str, torch.Tensor] | None = None
     last_outputs: dict[str, torch.Tensor] | None = None
+    tail_inputs: dict[str, torch.Tensor] | None = None  # seen on a ghost pass
     order: list[str] = dataclasses.field(default_factory=list)
     residual_added: bool = False
 
@@ -98,7 +104,8 @@ class StepHook(ModelHook):
         self.context = StateManager(_Residuals)
         self.residuals = _Residuals()
         self.current: _Pass | None = None
-        self.block_order: list[str] | None = None  # execution order seen on the first computed pass
+        self.tail: str | None = None  # last block to run, seen on the first computed pass
+        self.interleaved = False  # block lists interleave: residuals need a ghost pass
 
     def _context_name(self) -> str | None:
         ctx = self.context._context
@@ -124,15 +131,16 @@ class StepHook(ModelHook):
             policy.observe(step, branch, self.name, action, output, residual)
             return output
 
-        self.current = _Pass(action, branch, residual=stored if action is Action.REUSE else None)
-        try:
-            output = self.fn_ref.original_forward(*args, **kwargs)
-            current = self.current
-        finally:
-            self.current = None
+        current = _Pass(action, branch, residual=stored if action is Action.REUSE else None, tail=self.tail)
+        output = self._run(current, args, kwargs)
         residual = None
         if action is Action.COMPUTE:
-            residual = self._residual_of(current)
+            self._learn_structure(current)
+            ghost = None
+            if self.interleaved:
+                ghost = _Pass(Action.REUSE, branch, residual={}, tail=self.tail)
+                self._run(ghost, args, kwargs)
+            residual = self._residual_of(current, ghost)
             self.residuals.by_branch[branch] = residual
         elif not current.residual_added:
             raise UnsupportedModelError(f"{type(module).__name__}: no transformer block ran during a reused step")
@@ -140,24 +148,32 @@ class StepHook(ModelHook):
         policy.observe(step, branch, self.name, action, output, residual)
         return output
 
-    def _residual_of(self, p: _Pass) -> dict[str, torch.Tensor]:
+    def _run(self, p: _Pass, args, kwargs):
+        self.current = p
+        try:
+            return self.fn_ref.original_forward(*args, **kwargs)
+        finally:
+            self.current = None
+
+    def _learn_structure(self, p: _Pass) -> None:
         if p.first_inputs is None:
             raise UnsupportedModelError("no transformer block ran during the transformer call")
-        if self.block_order is None:
-            self.block_order = list(p.order)
+        if self.tail is None:
+            self.tail = p.order[-1]
             ranks = [self.controller.block_rank[self.name][b] for b in p.order]
-            if ranks != sorted(ranks):
-                raise UnsupportedModelError(
-                    "the transformer interleaves its block lists (e.g. Latte's spatial/temporal blocks, with reshapes "
-                    "between them), so the block stack has no single input/output layout to cache a residual in")
+            self.interleaved = ranks != sorted(ranks)
+
+    def _residual_of(self, p: _Pass, ghost: _Pass | None) -> dict[str, torch.Tensor]:
+        base = ghost.tail_inputs if ghost is not None else p.first_inputs
         residual = {}
-        for stream, first in p.first_inputs.items():
-            last = p.last_outputs.get(stream)
-            if last is None:
+        for stream, last in p.last_outputs.items():
+            first = base.get(stream)
+            if first is None:
                 continue
             if last.shape != first.shape:
                 raise UnsupportedModelError(
-                    f"the block stack changes the shape of {stream} ({tuple(first.shape)} -> {tuple(last.shape)})")
+                    f"the block stack changes the shape of {stream} ({tuple(first.shape)} -> {tuple(last.shape)}) "
+                    f"without interleaving block lists; lemica cannot place a residual for it")
             residual[stream] = last - first
         if HIDDEN not in residual:
             raise UnsupportedModelError("could not find the hidden states in the first/last transformer block")
@@ -219,7 +235,8 @@ class BlockHook(ModelHook):
             p.order.append(self.name)
             return output
         inputs = self._inputs(args, kwargs)
-        if not p.residual_added:
+        if self.name == p.tail:
+            p.tail_inputs = inputs
             p.residual_added = True
             inputs = {k: (v + p.residual[k] if k in p.residual else v) for k, v in inputs.items()}
         return self._pack(inputs)
