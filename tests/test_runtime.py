@@ -251,3 +251,24 @@ def test_presets_load_and_match_reference():
     with pytest.raises(KeyError, match="budgets"):
         presets.get("wan2.1-t2v-1.3b", budget=3)
     assert Action.COMPUTE.value == "compute"
+
+
+def test_dynamic_policy_refines_at_the_first_block(pipelines):
+    """A TeaCache-style policy decides on seeing the first block's inputs; REUSE without a residual computes."""
+    from lemica.runtime import StepPolicy
+
+    class EveryOther(StepPolicy):
+        seen = []
+
+        def refine(self, step, branch, action, block_args, block_kwargs):
+            hidden = block_args[0] if block_args else block_kwargs["hidden_states"]
+            self.seen.append((step, tuple(hidden.shape)))
+            return Action.REUSE if step % 2 else Action.COMPUTE
+
+    tp = tiny(pipelines, "wan")
+    with cached(tp.pipe, EveryOther()):
+        out = tp.run(cfg=False, num_inference_steps=T)
+        stats = cache_stats(tp.pipe)
+    assert stats.computed_steps() == [0, 2, 4, 6]
+    assert stats.reused_steps() == [1, 3, 5, 7]
+    assert [s for s, _ in EveryOther.seen] == list(range(T)) and torch.isfinite(out).all()

@@ -74,7 +74,9 @@ class _Pass:
     """What one transformer call is doing; shared by its block hooks."""
     action: Action
     branch: str
-    residual: dict[str, torch.Tensor] | None = None  # residual to add on a reused pass
+    residual: dict[str, torch.Tensor] | None = None  # stored residual of this branch (added on a reused pass)
+    step: int = -1
+    refine: bool = False  # ask the policy again at the first block (dynamic policies such as TeaCache)
     tail: str | None = None  # the block that adds it (last to run)
     first_inputs: dict[str, torch.Tensor] | None = None
     last_outputs: dict[str, torch.Tensor] | None = None
@@ -131,8 +133,10 @@ class StepHook(ModelHook):
             policy.observe(step, branch, self.name, action, output, residual)
             return output
 
-        current = _Pass(action, branch, residual=stored if action is Action.REUSE else None, tail=self.tail)
+        current = _Pass(action, branch, residual=stored, tail=self.tail, step=step,
+                        refine=type(policy).refine is not StepPolicy.refine)
         output = self._run(current, args, kwargs)
+        action = current.action  # a dynamic policy may have revised it at the first block
         residual = None
         if action is Action.COMPUTE:
             self._learn_structure(current)
@@ -227,6 +231,10 @@ class BlockHook(ModelHook):
         p = self.step_hook.current
         if p is None:  # called outside a policed transformer call
             return self.fn_ref.original_forward(*args, **kwargs)
+        if p.refine:
+            p.refine = False
+            action = Action(self.step_hook.controller.policy.refine(p.step, p.branch, p.action, args, kwargs))
+            p.action = action if (action is not Action.REUSE or p.residual is not None) else Action.COMPUTE
         if p.action is Action.COMPUTE:
             if p.first_inputs is None:
                 p.first_inputs = self._inputs(args, kwargs)

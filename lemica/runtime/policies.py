@@ -31,6 +31,14 @@ class StepPolicy:
     def action(self, step: int, branch: str) -> Action:
         return Action.COMPUTE
 
+    def refine(self, step: int, branch: str, action: Action, block_args: tuple, block_kwargs: dict) -> Action:
+        """Revise ``action`` on seeing the first block's inputs (its timestep modulation, say).
+
+        Only dynamic policies (TeaCache-style thresholds) override this; a REUSE without a stored residual is
+        turned into COMPUTE by the hook. Static policies leave it alone and pay nothing for it.
+        """
+        return action
+
     def served_output(self, step: int, branch: str, transformer: str) -> tuple[Any, dict | None]:
         """(transformer output, block-stack residual to keep for later reuse, or None)."""
         raise NotImplementedError(f"{type(self).__name__} does not serve outputs")
