@@ -173,5 +173,28 @@ def plan_command(
         render_plan(single)
 
 
+@app.command("plot")
+def plot_command(
+    graph_path: Annotated[Path, typer.Argument(metavar="GRAPH", help="Error graph JSON (format lemica-graph).")],
+    out: Annotated[Path, typer.Option("--out", help="Directory for GRAPHNAME_heatmap.png and GRAPHNAME_frontier.png.")]
+    = Path("."),
+    objective: Annotated[Objective, typer.Option("--objective", "-o", help="Objective of the frontier's plans.")]
+    = Objective.lexminimax,
+) -> None:
+    """Plot an error graph: skip-error heat map and budget -> error frontier, as PNG files."""
+    graph = load_graph_or_exit(graph_path)
+    if out.exists() and not out.is_dir():
+        fail(f"--out must be a directory, but {out} is a file", code=2)
+    from lemica.plots import plot_graph  # matplotlib is slow to import; only this command needs it
+
+    try:
+        paths = plot_graph(graph, out, stem=graph_path.stem, objective=Objective(objective).value)
+    except OSError as e:
+        fail(f"cannot write plots to {out}: {e}")
+    for kind, path in paths.items():
+        info(f"wrote {kind} plot to {path}")
+        out_console.print(str(path))
+
+
 if __name__ == "__main__":
     app()
