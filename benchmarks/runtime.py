@@ -1,0 +1,234 @@
+"""Wall-clock cost and speed-up of `lemica.enable_cache` on a medium random-weight Wan pipeline (issue 3).
+
+Variants, all on one pipeline object and timed side by side, interleaved round by round (the order rotates
+each round so that no variant always runs first after another), medians reported:
+
+* vanilla                -- the plain WanPipeline call;
+* lemica B=T             -- every step computed through the hooks: the mechanism's overhead (target <= 1 %);
+* lemica B~T/2, B~T/3    -- uniform schedules: speed-up (target >= 0.95 x the ideal speed-up);
+* no blocks              -- the pipeline with its block list emptied: everything except the block stack;
+* vanilla + block timers -- torch hooks on the first and last block time the block stack directly.
+
+The ideal speed-up of B full steps out of T is 1 / ((1 - f) + f * B / T), where f is the share of a vanilla
+call spent in the block stack (embeddings, time modulation, output head, scheduler and pipeline code always
+run). f is measured two ways: 1 - t(no blocks) / t(vanilla) (used for the targets) and by the block timers.
+Ratios are medians of per-round ratios (each round's variants ran within seconds of each other).
+
+The transformer dominates only at realistic sizes, hence the medium model: 12 layers, dim 256, 33 frames at
+128x128 (576 tokens). Output is latents, so the VAE stays out of the timing. One thread: the machine is shared
+and a single thread gives the steadiest timings.
+
+Run: .venv/bin/python benchmarks/runtime.py [--steps 12] [--rounds 9] [--cfg] [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import statistics
+import time
+
+import torch
+
+from lemica import Schedule
+from lemica.runtime import cache_stats, disable_cache, enable_cache
+from lemica.testing.tiny_pipelines import make_medium_wan
+
+OVERHEAD_TARGET = 0.01
+SPEEDUP_TARGET = 0.95
+
+
+@contextlib.contextmanager
+def blocks_removed(transformer):
+    """Run the transformer with an empty block list: embeddings, modulation and head only."""
+    blocks = transformer.blocks
+    transformer.blocks = torch.nn.ModuleList()
+    try:
+        yield
+    finally:
+        transformer.blocks = blocks
+
+
+class BlockTimer:
+    """Wall time from entering the first block to leaving the last one, summed over transformer calls."""
+
+    def __init__(self, transformer):
+        self.total = 0.0
+        self._start = 0.0
+        self._handles = [
+            transformer.blocks[0].register_forward_pre_hook(self._enter),
+            transformer.blocks[-1].register_forward_hook(self._leave),
+        ]
+
+    def _enter(self, module, args):
+        self._start = time.perf_counter()
+
+    def _leave(self, module, args, output):
+        self.total += time.perf_counter() - self._start
+
+    def remove(self):
+        for handle in self._handles:
+            handle.remove()
+
+
+class Bench:
+    def __init__(self, steps: int, cfg: bool, seed: int):
+        self.tiny = make_medium_wan(seed)
+        self.pipe = self.tiny.pipe
+        self.transformer = self.pipe.transformer
+        self.steps = steps
+        self.cfg = cfg
+        self.calls_per_step = self.tiny.transformer_calls_per_step(cfg)
+
+    def _call(self) -> tuple[float, torch.Tensor]:
+        kwargs = self.tiny.call_kwargs(cfg=self.cfg, num_inference_steps=self.steps, seed=0)
+        with torch.no_grad():
+            start = time.perf_counter()
+            out = self.pipe(**kwargs)[0]
+            return time.perf_counter() - start, out
+
+    def vanilla(self) -> tuple[float, torch.Tensor]:
+        return self._call()
+
+    def no_blocks(self) -> tuple[float, torch.Tensor]:
+        with blocks_removed(self.transformer):
+            return self._call()
+
+    def timed_blocks(self) -> tuple[float, float]:
+        timer = BlockTimer(self.transformer)
+        try:
+            seconds, _ = self._call()
+        finally:
+            timer.remove()
+        return seconds, timer.total
+
+    def lemica(self, schedule: Schedule) -> tuple[float, torch.Tensor]:
+        enable_cache(self.pipe, schedule)  # set-up is done once per pipeline, so it stays out of the timing
+        try:
+            seconds, out = self._call()
+            runs = cache_stats(self.pipe).block_stack_runs
+        finally:
+            disable_cache(self.pipe)
+        expected = schedule.budget * self.calls_per_step
+        if runs != expected:
+            raise AssertionError(f"block stack ran {runs} times, expected {expected} ({schedule})")
+        return seconds, out
+
+
+def schedules(T: int) -> dict[str, Schedule]:
+    return {f"lemica B={b}": Schedule.uniform(T, b) for b in (T, round(T / 2), round(T / 3))}
+
+
+def run(args) -> dict:
+    torch.set_num_threads(args.threads)
+    bench = Bench(args.steps, args.cfg, args.seed)
+    T = args.steps
+    plans = schedules(T)
+    full_name = f"lemica B={T}"
+    variants = {"vanilla": bench.vanilla, **{name: (lambda s=s: bench.lemica(s)) for name, s in plans.items()},
+                "no blocks": bench.no_blocks}
+
+    # Warm-up (not timed) doubles as a correctness check: B=T must reproduce vanilla bit for bit.
+    _, reference = bench.vanilla()
+    _, same = bench.lemica(plans[full_name])
+    if not torch.equal(reference, same):
+        raise AssertionError("lemica with B=T is not bit-identical to the vanilla pipeline")
+    for name, fn in variants.items():
+        fn()
+    bench.timed_blocks()
+
+    names = [*variants, "block timers"]
+    times: dict[str, list[float]] = {name: [] for name in names}
+    block_share_timed: list[float] = []
+    for r in range(args.rounds):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for name in order:
+            if name == "block timers":
+                total, in_blocks = bench.timed_blocks()
+                times[name].append(total)
+                block_share_timed.append(in_blocks / total)
+            else:
+                times[name].append(variants[name]()[0])
+        line = "  ".join(f"{n}={times[n][-1]:.2f}s" for n in names)
+        print(f"round {r + 1}/{args.rounds}: {line}", flush=True)
+
+    med = {name: statistics.median(ts) for name, ts in times.items()}
+    paired = lambda a, b: statistics.median(x / y for x, y in zip(times[a], times[b]))  # noqa: E731
+    share = 1.0 - paired("no blocks", "vanilla")
+    rows = []
+    for name, s in plans.items():
+        B = s.budget
+        speedup = paired("vanilla", name)
+        ideal = 1.0 / ((1.0 - share) + share * B / T)
+        rows.append({"variant": name, "budget": B, "median_s": med[name], "speedup": speedup,
+                     "theoretical_T_over_B": T / B, "ideal_speedup": ideal, "speedup_over_ideal": speedup / ideal,
+                     "overhead": paired(name, "vanilla") - 1.0 if B == T else None,
+                     "overhead_ms_per_step": 1000 * (med[name] - med["vanilla"]) / T if B == T else None})
+    return {
+        "setup": {"model": "make_medium_wan(seed=%d): 12 layers, dim 256, 33x128x128 frames (576 tokens)" % args.seed,
+                  "steps": T, "cfg": args.cfg, "transformer_calls_per_step": bench.calls_per_step,
+                  "rounds": args.rounds, "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+                  "cpu": _cpu_name(), "python": platform.python_version(),
+                  "date": time.strftime("%Y-%m-%d %H:%M:%S"), "load_average_after": os.getloadavg()},
+        "median_s": med,
+        "vanilla_ms_per_step": 1000 * med["vanilla"] / T,
+        "block_share": share,
+        "block_share_by_timers": statistics.median(block_share_timed),
+        "rows": rows,
+        "times_s": times,
+    }
+
+
+def _cpu_name() -> str:
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def report(res: dict) -> None:
+    setup = res["setup"]
+    print(f"\n{setup['model']}; T={setup['steps']} steps, cfg={setup['cfg']}, {setup['rounds']} rounds, "
+          f"torch {setup['torch']} with {setup['torch_threads']} thread(s) on {setup['cpu']}")
+    print(f"vanilla: {res['median_s']['vanilla']:.3f} s ({res['vanilla_ms_per_step']:.0f} ms/step); "
+          f"no blocks: {res['median_s']['no blocks']:.3f} s")
+    print(f"block-stack share f: {res['block_share']:.4f} (1 - no-blocks/vanilla), "
+          f"{res['block_share_by_timers']:.4f} (block timers)")
+    print(f"\n{'variant':<14} {'median s':>9} {'speed-up':>9} {'T/B':>6} {'ideal':>7} {'/ideal':>7}  target")
+    for row in res["rows"]:
+        if row["overhead"] is not None:
+            ok = row["overhead"] <= OVERHEAD_TARGET
+            verdict = (f"overhead {100 * row['overhead']:+.2f} % ({row['overhead_ms_per_step']:+.2f} ms/step; "
+                       f"target <= {100 * OVERHEAD_TARGET:.0f} %: {'met' if ok else 'MISSED'})")
+        else:
+            ok = row["speedup_over_ideal"] >= SPEEDUP_TARGET
+            verdict = f">= {SPEEDUP_TARGET} x ideal: {'met' if ok else 'MISSED'}"
+        print(f"{row['variant']:<14} {row['median_s']:>9.3f} {row['speedup']:>8.3f}x "
+              f"{row['theoretical_T_over_B']:>5.2f}x {row['ideal_speedup']:>6.3f}x "
+              f"{row['speedup_over_ideal']:>7.3f}  {verdict}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=12, help="denoising steps T (B = T, T/2, T/3 are timed)")
+    parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds; medians are over these")
+    parser.add_argument("--cfg", action="store_true", help="classifier-free guidance (2 transformer calls/step)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: the machine is shared)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", help="also write all timings and results to this JSON file")
+    args = parser.parse_args()
+    if args.steps < 6:
+        parser.error("--steps must be >= 6 (B = T/3 needs at least the first and last step)")
+    res = run(args)
+    report(res)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
