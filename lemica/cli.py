@@ -1,6 +1,11 @@
 """`lemica` command line. Each command is a small function; shared loading/printing helpers live here."""
 from __future__ import annotations
 
+if __name__ == "__main__":  # `python -m lemica.cli`: run the importable module, which the commands register on
+    from lemica.cli import app as _app
+
+    raise SystemExit(_app())
+
 import json
 import sys
 from enum import Enum
@@ -196,5 +201,7 @@ def plot_command(
         out_console.print(str(path))
 
 
-if __name__ == "__main__":
-    app()
+from lemica.cli_run import calibrate_command, generate_command  # noqa: E402  (commands that run pipelines)
+
+app.command("calibrate")(calibrate_command)
+app.command("generate")(generate_command)

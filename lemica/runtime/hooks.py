@@ -106,8 +106,8 @@ class StepHook(ModelHook):
         self.context = StateManager(_Residuals)
         self.residuals = _Residuals()
         self.current: _Pass | None = None
-        self.tail: str | None = None  # last block to run, seen on the first computed pass
-        self.interleaved = False  # block lists interleave: residuals need a ghost pass
+        self.tail: str | None = None  # last block to run (the last registered one; checked on computed passes)
+        self.interleaved: bool | None = None  # block lists interleave: residuals need a ghost pass
 
     def _context_name(self) -> str | None:
         ctx = self.context._context
@@ -162,8 +162,10 @@ class StepHook(ModelHook):
     def _learn_structure(self, p: _Pass) -> None:
         if p.first_inputs is None:
             raise UnsupportedModelError("no transformer block ran during the transformer call")
-        if self.tail is None:
-            self.tail = p.order[-1]
+        if p.order[-1] != self.tail:
+            raise UnsupportedModelError(f"the last block to run was {p.order[-1]}, not the last registered block "
+                                        f"{self.tail}; lemica cannot tell where the block stack ends")
+        if self.interleaved is None:
             ranks = [self.controller.block_rank[self.name][b] for b in p.order]
             self.interleaved = ranks != sorted(ranks)
 
@@ -260,6 +262,7 @@ def attach(transformer: torch.nn.Module, controller, name: str) -> StepHook:
     validate(transformer)
     blocks = find_blocks(transformer)
     step_hook = StepHook(controller, name)
+    step_hook.tail = blocks[-1][0]
     HookRegistry.check_if_exists_or_initialize(transformer).register_hook(step_hook, STEP_HOOK)
     controller.block_rank[name] = {block_name: rank for rank, (block_name, _) in enumerate(blocks)}
     for block_name, block in blocks:

@@ -1,0 +1,3 @@
+from lemica.cli import app
+
+app()

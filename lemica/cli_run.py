@@ -1,0 +1,173 @@
+"""`lemica calibrate` and `lemica generate`: the commands that load and run a pipeline."""
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from lemica.cli import fail, info, load_graph_or_exit, load_schedule_or_exit
+from lemica.pipelines import EMBEDDED, default_graph_path, load_pipeline, video_frames
+
+PipelineOption = Annotated[str, typer.Option(
+    "--pipeline", "-p", help="'embedded' (the tiny model shipped with lemica), a local diffusers folder, or a hub id.")]
+
+
+def _load_or_exit(spec: str):
+    try:
+        return load_pipeline(spec)
+    except (OSError, ValueError) as e:
+        fail(f"cannot load pipeline {spec!r}: {e}")
+
+
+def _defaults(spec: str, steps: Optional[int], guidance: Optional[float]) -> tuple[int, float]:
+    if spec == EMBEDDED:
+        from lemica.models.tiny_t2v import DEFAULT_GUIDANCE, DEFAULT_STEPS
+
+        return steps or DEFAULT_STEPS, DEFAULT_GUIDANCE if guidance is None else guidance
+    if steps is None or guidance is None:
+        fail("--steps and --guidance are required for pipelines other than the embedded model", code=2)
+    return steps, guidance
+
+
+def calibrate_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the error graph JSON.")] = Path("graph.json"),
+    pipeline: PipelineOption = EMBEDDED,
+    prompts_file: Annotated[Optional[Path], typer.Option(
+        "--prompts", help="Text file, one prompt per line (default: the embedded model's calibration set).")] = None,
+    num_prompts: Annotated[int, typer.Option("--num-prompts", min=1, help="Prompts taken from the set.")] = 8,
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds; every prompt runs with every seed.")] = "0,1",
+    steps: Annotated[Optional[int], typer.Option("--steps", "-T", help="Denoising steps T.")] = None,
+    max_skip: Annotated[int, typer.Option("--max-skip", "-L", min=1, help="Longest cached segment.")] = 10,
+    guidance: Annotated[Optional[float], typer.Option(help="Guidance scale.")] = None,
+    workdir: Annotated[Optional[Path], typer.Option(
+        help="Keeps finished samples; re-running the same command resumes (default: OUT.work/).")] = None,
+    fast: Annotated[bool, typer.Option("--fast", help="Cheap estimator instead of exact replays (see docs).")] = False,
+) -> None:
+    """Measure every cache segment's global error on the final output and write the error graph."""
+    from lemica.calibrate import calibrate
+
+    try:
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        fail(f"--seeds must be comma-separated integers, got {seeds!r}", code=2)
+    if prompts_file is not None:
+        if not prompts_file.exists():
+            fail(f"prompts file not found: {prompts_file}")
+        prompts = [line.strip() for line in prompts_file.read_text().splitlines() if line.strip()][:num_prompts]
+    elif pipeline == EMBEDDED:
+        from lemica.models.tiny_t2v import calibration_prompts
+
+        prompts = calibration_prompts(num_prompts)
+    else:
+        fail("--prompts FILE is required for pipelines other than the embedded model", code=2)
+    T, G = _defaults(pipeline, steps, guidance)
+    pipe = _load_or_exit(pipeline)
+    kwargs = dict(num_inference_steps=T, max_skip=max_skip, guidance_scale=G,
+                  workdir=workdir or out.with_name(out.name + ".work"))
+    started = time.perf_counter()
+    try:
+        if fast:
+            from lemica.estimators import calibrate_fast
+
+            kwargs.pop("workdir")
+            graph = calibrate_fast(pipe, prompts, seed_list, **kwargs)
+        else:
+            graph = calibrate(pipe, prompts, seed_list, **kwargs)
+    except ValueError as e:
+        fail(str(e))
+    if int(os.environ.get("RANK", "0")) == 0:
+        graph.save(out)
+        cost = graph.meta.get("cost", {})
+        info(f"wrote {out}: T={graph.num_steps}, max skip {graph.max_skip}, {len(prompts)} prompts x "
+             f"{len(seed_list)} seeds, {time.perf_counter() - started:.1f} s, "
+             f"{cost.get('generation_equivalents_per_sample', float('nan')):.1f} generations' compute per sample")
+
+
+def generate_command(
+    prompt: Annotated[str, typer.Option("--prompt", help="Text prompt.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output video (.mp4 / .gif) or image (.png).")] = Path(
+        "video.gif"),
+    pipeline: PipelineOption = EMBEDDED,
+    negative_prompt: Annotated[Optional[str], typer.Option(help="Negative prompt.")] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", "-T", help="Denoising steps T.")] = None,
+    guidance: Annotated[Optional[float], typer.Option(help="Guidance scale.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    schedule_path: Annotated[Optional[Path], typer.Option("--schedule", help="Schedule JSON to run.")] = None,
+    graph_path: Annotated[Optional[Path], typer.Option(
+        "--graph", help="Error graph to plan on (default for the embedded model: the shipped graph).")] = None,
+    budget: Annotated[Optional[int], typer.Option("--budget", "-b", help="Full-compute steps B.")] = None,
+    speedup: Annotated[Optional[float], typer.Option("--speedup", "-s", help="Target speed-up T/B.")] = None,
+    strict: Annotated[bool, typer.Option(help="Refuse (instead of warn) when the graph was calibrated elsewhere.")]
+    = False,
+    scale: Annotated[Optional[int], typer.Option(help="Nearest-neighbour upscale of the saved video.")] = None,
+    fps: Annotated[int, typer.Option(help="Frames per second of the saved video.")] = 8,
+) -> None:
+    """Generate a video, vanilla or on a cache schedule, and print the wall time."""
+    import torch
+
+    from lemica import plan
+    from lemica.calibrate import check_graph_matches
+    from lemica.planner import PlanningError
+    from lemica.runtime import ScheduleMismatchError, cache_stats, enable_cache
+    from lemica.video import save_video, upscale
+
+    if schedule_path is not None and (budget is not None or speedup is not None or graph_path is not None):
+        fail("give either --schedule or --graph/--budget/--speedup, not both", code=2)
+    if graph_path is not None and budget is None and speedup is None:
+        fail("--graph needs --budget or --speedup", code=2)
+    if out.suffix.lower() not in (".gif", ".mp4", ".png"):
+        fail(f"--out must end in .gif, .mp4 or .png, got {out.name}", code=2)
+    T, G = _defaults(pipeline, steps, guidance)
+    call = dict(prompt=prompt, num_inference_steps=T, guidance_scale=G,
+                generator=torch.Generator().manual_seed(seed))
+    if negative_prompt is not None:
+        call["negative_prompt"] = negative_prompt
+
+    schedule = None
+    if schedule_path is not None:
+        schedule = load_schedule_or_exit(schedule_path)
+    elif budget is not None or speedup is not None:
+        if graph_path is None:
+            if pipeline != EMBEDDED:
+                fail("--graph is required for pipelines other than the embedded model", code=2)
+            graph_path = default_graph_path()
+        graph = load_graph_or_exit(graph_path)
+        try:
+            schedule = plan(graph, budget, speedup=speedup).schedule
+        except PlanningError as e:
+            fail(str(e))
+    pipe = _load_or_exit(pipeline)
+    if schedule is not None:
+        if graph_path is not None:
+            problems = check_graph_matches(graph, pipe, T, call)
+            if problems:
+                message = "the graph was calibrated under other settings: " + "; ".join(problems)
+                if strict:
+                    fail(message)
+                warnings.warn(message, stacklevel=1)
+                info(f"warning: {message}")
+        enable_cache(pipe, schedule)
+        info(f"cache schedule: B={schedule.budget} of T={schedule.num_steps} steps "
+             f"(theoretical speed-up {schedule.speedup:.2f}x): {list(schedule.full_steps)}")
+    started = time.perf_counter()
+    try:
+        with torch.no_grad():
+            output = pipe(**call)
+    except ScheduleMismatchError as e:
+        fail(str(e))
+    seconds = time.perf_counter() - started
+    frames = video_frames(output)
+    factor = scale if scale is not None else (4 if max(frames.shape[1:3]) <= 64 else 1)
+    if out.suffix.lower() == ".png":
+        from PIL import Image
+
+        Image.fromarray((upscale(frames, factor)[0] * 255).round().astype("uint8")).save(out)
+    else:
+        save_video(upscale(frames, factor), out, fps=fps)
+    runs = cache_stats(pipe).block_stack_runs if schedule is not None else None
+    info(f"wrote {out} ({frames.shape[0]} frames {frames.shape[1]}x{frames.shape[2]}) in {seconds:.2f} s wall time"
+         + (f", {runs} block-stack runs" if runs is not None else ""))

@@ -1,0 +1,55 @@
+"""Loading pipelines for the CLI: the embedded model, a local diffusers folder, or a hub id (users elsewhere)."""
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+EMBEDDED = "embedded"
+
+
+def load_pipeline(spec: str = EMBEDDED, device: str = "cpu"):
+    """``embedded`` → the tiny text-to-video model shipped in the package; a folder → ``from_pretrained`` on it
+    (lemica's own TinyT2VPipeline folders included); anything else → a hub id, loaded by diffusers."""
+    if spec == EMBEDDED:
+        from lemica.models.tiny_t2v import load_default_pipeline
+
+        return load_default_pipeline(device=device)
+    path = Path(spec)
+    index = path / "model_index.json"
+    if path.exists() and not index.exists():
+        raise FileNotFoundError(f"{path} is not a diffusers pipeline folder (no model_index.json)")
+    if index.exists() and json.loads(index.read_text()).get("_class_name") == "TinyT2VPipeline":
+        from lemica.models.tiny_t2v import TinyT2VPipeline
+
+        pipe = TinyT2VPipeline.from_pretrained(str(path), local_files_only=True)
+    else:
+        from diffusers import DiffusionPipeline
+
+        pipe = DiffusionPipeline.from_pretrained(spec, local_files_only=path.exists())
+    if hasattr(pipe, "set_progress_bar_config"):
+        pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def default_graph_path() -> Path:
+    """The error graph calibrated for the embedded model at its default settings (shipped with the package)."""
+    return Path(str(resources.files("lemica").joinpath("data/tiny_t2v_graph.json")))
+
+
+def video_frames(output):
+    """The first video (or image) of a pipeline output as a float array (F, H, W, 3) in [0, 1]."""
+    import numpy as np
+    import torch
+
+    frames = getattr(output, "frames", None)
+    if frames is None:
+        frames = getattr(output, "images", None)  # image pipelines: a one-frame video
+    if frames is None:
+        raise ValueError(f"cannot find frames or images in {type(output).__name__}")
+    first = frames[0]
+    if torch.is_tensor(first):
+        first = first.float().cpu().numpy()
+    array = np.stack([np.asarray(f) for f in first]) if isinstance(first, list) else np.asarray(first)
+    array = array.astype(np.float32) / (255.0 if array.dtype == np.uint8 else 1.0)
+    return np.clip(array[None] if array.ndim == 3 else array, 0.0, 1.0)

@@ -1,0 +1,87 @@
+"""End-to-end CLI: calibrate → plan → generate, on an untrained tiny text-to-video pipeline saved locally."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
+
+from lemica import ErrorGraph, Schedule
+from lemica.models.tiny_t2v.pipeline import TinyT2VPipeline
+
+ENV = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+T = 6
+
+
+@pytest.fixture(scope="module")
+def pipeline_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    transformer = WanTransformer3DModel(
+        patch_size=(2, 4, 4), num_attention_heads=2, attention_head_dim=16, in_channels=3, out_channels=3,
+        text_dim=384, freq_dim=32, ffn_dim=64, num_layers=2, cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads", rope_max_seq_len=32)
+    folder = tmp_path_factory.mktemp("tiny_t2v")
+    TinyT2VPipeline(transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0)).save_pretrained(
+        folder)
+    return folder
+
+
+def lemica(*args, check=True):
+    result = subprocess.run([sys.executable, "-m", "lemica", *map(str, args)], env=ENV, capture_output=True,
+                            text=True, timeout=300)
+    if check and result.returncode != 0:
+        raise AssertionError(f"lemica {args} failed:\n{result.stderr}")
+    return result
+
+
+def test_calibrate_plan_generate(pipeline_dir, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle moving left\n\na blue square growing\n")
+    graph_path = tmp_path / "graph.json"
+    common = ["--pipeline", pipeline_dir, "--steps", T, "--guidance", 3.0]
+    run = lemica("calibrate", *common, "--prompts", prompts, "--seeds", "0", "--max-skip", 3, "--out", graph_path)
+    assert "wrote" in run.stderr
+    graph = ErrorGraph.load(graph_path)
+    assert graph.num_steps == T and graph.meta["samples"] == 2 and graph.meta["guidance"] == {"guidance_scale": 3.0}
+    assert sorted((graph_path.parent / "graph.json.work").glob("sample_*.json"))  # kept for resuming
+    rerun = lemica("calibrate", *common, "--prompts", prompts, "--seeds", "0", "--max-skip", 3, "--out", graph_path)
+    assert rerun.returncode == 0 and ErrorGraph.load(graph_path).to_dict() == graph.to_dict()
+
+    schedule_path = tmp_path / "schedule.json"
+    lemica("plan", graph_path, "--budget", 4, "--out", schedule_path)
+    schedule = Schedule.load(schedule_path)
+    assert schedule.budget == 4
+
+    video = tmp_path / "video.gif"
+    run = lemica("generate", *common, "--prompt", "a green triangle moving up", "--schedule", schedule_path,
+                 "--out", video)
+    assert video.stat().st_size > 0
+    assert "wall time" in run.stderr and "8 block-stack runs" in run.stderr  # B=4 steps x cond/uncond
+
+    run = lemica("generate", *common, "--prompt", "x", "--graph", graph_path, "--budget", 4, "--out", video)
+    assert "calibrated under other settings" not in run.stderr
+    common_other = ["--pipeline", pipeline_dir, "--steps", T, "--guidance", 4.0]
+    run = lemica("generate", *common_other, "--prompt", "x", "--graph", graph_path, "--budget", 4, "--out", video)
+    assert "calibrated under other settings" in run.stderr and "guidance" in run.stderr
+    run = lemica("generate", *common_other, "--prompt", "x", "--graph", graph_path, "--budget", 4, "--strict",
+                 "--out", video, check=False)
+    assert run.returncode != 0 and "guidance" in run.stderr
+
+
+def test_generate_errors(pipeline_dir, tmp_path):
+    schedule_path = tmp_path / "s.json"
+    Schedule(num_steps=8, full_steps=[0, 3, 7]).save(schedule_path)
+    run = lemica("generate", "--pipeline", pipeline_dir, "--steps", T, "--guidance", 3.0, "--prompt", "x",
+                 "--schedule", schedule_path, "--out", tmp_path / "v.gif", check=False)
+    assert run.returncode != 0 and "8 denoising steps but the pipeline runs 6" in run.stderr
+    run = lemica("generate", "--pipeline", tmp_path / "missing", "--steps", T, "--guidance", 3.0, "--prompt", "x",
+                 "--out", tmp_path / "v.gif", check=False)
+    assert run.returncode != 0 and "cannot load pipeline" in run.stderr
+    run = lemica("generate", "--prompt", "x", "--out", tmp_path / "v.txt", check=False)
+    assert run.returncode != 0 and ".gif" in run.stderr
+    run = lemica("calibrate", "--pipeline", pipeline_dir, "--steps", T, "--guidance", 3.0, check=False)
+    assert run.returncode != 0 and "--prompts" in run.stderr
