@@ -1,0 +1,371 @@
+"""Cheap calibration: estimate the error graph at a fraction of exact mode's cost (``lemica calibrate --fast``).
+
+Exact mode (``lemica.calibrate``) runs every edge (i, j) to the end of sampling: Σ_edges (T − j) block-stack
+runs per sample, 60–180 generations' worth. The estimators here replay the same served prefix and cached
+segment through the pipeline's own loop, but look at the *predicted clean sample* x̂0 instead of the final
+output, and stop the loop there (a private exception raised from ``scheduler.step``), so the rest of the
+sampling never runs:
+
+* ``"free"``: x̂0 of the last *reused* step j − 1. One replay per start step i covers all its edges and runs no
+  block at all: the whole calibration costs one generation of block-stack work (plus the cheap embeddings
+  and output head of the reused steps).
+* ``"proxy"``: compute step j (and ``lookahead`` more steps), then compare x̂0 there: min(k, T − 1 − j) + 1
+  block-stack runs per edge. With a lookahead that reaches T − 1 it *is* exact mode (x̂0 of the last
+  flow-matching step is the output).
+* ``"refine"``: a base estimate for every edge, then exact weights only for the edges on the planned paths of
+  the asked budgets, re-planning until those paths use measured edges only (lazy evaluation). Unmeasured
+  edges keep the base estimate, rescaled to exact units by the median exact/estimate ratio.
+* ``"exact"``: ``lemica.calibrate`` itself, so "fewer samples" and "reduced resolution" can be applied to it.
+
+Every method also takes ``max_samples`` (calibrate on the first n (prompt, seed) samples only) and
+``calibration_size`` (e.g. ``{"height": 16, "width": 16}``: calibrate smaller, plan for the full size).
+The graph's ``meta["estimator"]`` names the method and ``meta["cost"]`` counts the block-stack runs actually
+executed (from ``cache_stats``), per sample and in generation equivalents. See docs/fast_calibration.md for
+measured costs and schedule fidelity.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+import statistics
+from typing import Any, Iterable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from lemica.calibrate import (RecordPolicy, SegmentReplayPolicy, _clone, _final_latents, _hash, _sample_kwargs,
+                              calibrate, edges_for, exact_cost, pipeline_fingerprint)
+from lemica.graph import Edge, ErrorGraph
+from lemica.planner import PlanningError, plan
+from lemica.runtime import Action, StepPolicy, cache_stats, cached
+
+__all__ = ["calibrate_fast", "METHODS", "proxy_cost", "free_cost", "refine_cost"]
+
+METHODS = ("free", "proxy", "refine", "exact")
+
+
+# ------------------------------------------------------------------------------------------ cost formulas
+def free_cost(num_steps: int, max_skip: int) -> int:
+    """Block-stack runs per guidance branch per sample: the reference only; replays reuse or serve every step."""
+    return num_steps
+
+
+def proxy_cost(num_steps: int, max_skip: int, lookahead: int = 0) -> int:
+    """Reference + per edge the steps j … min(j + lookahead, T − 1)."""
+    T = num_steps
+    return T + sum(min(lookahead, T - 1 - j) + 1 for _, j in edges_for(T, max_skip))
+
+
+def refine_cost(num_steps: int, base_runs: int, exact_edges: Iterable[tuple[int, int]]) -> int:
+    """Base estimator's runs + every exactly measured edge run to the end (T − j)."""
+    return base_runs + sum(num_steps - j for _, j in exact_edges)
+
+
+# ------------------------------------------------------------------------------- watching scheduler.step
+class _Stop(Exception):
+    """Raised from scheduler.step once the replay has what it needs: the rest of the loop never runs."""
+
+
+def _predicted_clean(scheduler, model_output, sample, result) -> tuple[torch.Tensor, str]:
+    """x̂0 of this step, and how it was obtained (for the graph's metadata)."""
+    pred = getattr(result, "pred_original_sample", None)
+    if pred is None and isinstance(result, tuple) and len(result) > 1 and torch.is_tensor(result[1]):
+        pred = result[1]  # DDIM-family schedulers return (prev_sample, pred_original_sample)
+    if pred is not None:
+        return pred.float(), "scheduler pred_original_sample"
+    config = getattr(scheduler, "config", {}) or {}
+    flow = "FlowMatch" in type(scheduler).__name__ or config.get("prediction_type") == "flow_prediction"
+    index = getattr(scheduler, "step_index", None)
+    if flow and index is not None and hasattr(scheduler, "sigmas"):
+        sigma = scheduler.sigmas[index - 1].to(sample.device, torch.float32)  # step() already advanced it
+        return sample.float() - sigma * model_output.float(), "x0 = x_t - sigma_t * v (flow matching)"
+    prev = result[0] if isinstance(result, tuple) else getattr(result, "prev_sample", result)
+    return prev.float(), "next latents (scheduler gives no clean-sample prediction)"
+
+
+class _StepTap:
+    """Wrap the pipeline's scheduler.step to keep x̂0 of chosen steps and stop the loop after a given step.
+
+    Installed inside ``cached()``, on top of the runtime's step clock, and removed before it.
+    """
+
+    def __init__(self, scheduler, keep: Iterable[int] | None = None, stop_after: int | None = None):
+        self.scheduler, self.stop_after = scheduler, stop_after
+        self.keep = None if keep is None else set(keep)
+        self.x0: dict[int, torch.Tensor] = {}
+        self.target = ""
+        self.steps = 0
+
+    def __enter__(self):
+        scheduler = self.scheduler
+        self._previous = scheduler.__dict__.get("step")
+        original = scheduler.step
+        signature = inspect.signature(original)
+
+        @functools.wraps(original)  # pipelines inspect step()'s signature (eta, generator)
+        def step(*args, **kwargs):
+            index = self.steps
+            self.steps += 1
+            result = original(*args, **kwargs)
+            if self.keep is None or index in self.keep:
+                bound = signature.bind(*args, **kwargs).arguments
+                self.x0[index], self.target = _predicted_clean(scheduler, bound["model_output"], bound["sample"],
+                                                               result)
+            if self.stop_after is not None and index >= self.stop_after:
+                raise _Stop
+            return result
+
+        scheduler.step = step
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is None:
+            self.scheduler.__dict__.pop("step", None)
+        else:
+            self.scheduler.step = self._previous
+        return False
+
+
+def _run(pipe, policy, kwargs: dict, keep=None, stop_after=None):
+    """One pipeline call under ``policy``: (x̂0 of the kept steps, final latents or None if stopped, runs, tap)."""
+    with cached(pipe, policy):
+        with _StepTap(pipe.scheduler, keep, stop_after) as tap:
+            try:
+                final = _final_latents(pipe, kwargs)
+            except _Stop:
+                final = None
+        stats = cache_stats(pipe)
+        return final, stats.block_stack_runs, len(stats.branches), tap
+
+
+def _mae(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().mean())
+
+
+# ------------------------------------------------------------------------------------- replay policies
+class _ChainRecord(SegmentReplayPolicy):
+    """A cached segment from start step i, keeping each reused step's output so later replays can serve it."""
+
+    def __init__(self, record: RecordPolicy, start: int, end: int):
+        super().__init__(record, start, end)
+        self.outputs: dict[tuple[int, str, str], Any] = {}
+
+    def observe(self, step, branch, transformer, action, output, residual):
+        if action is Action.REUSE:
+            self.outputs[(step, branch, transformer)] = _clone(output)
+
+
+class _ServeThenCompute(StepPolicy):
+    """Edge (i, j) without re-running its cached segment: serve steps < j (the reference up to i, the recorded
+    reused outputs after), compute from j. Bit-identical to SegmentReplayPolicy, minus the reused steps' cost."""
+
+    def __init__(self, record: RecordPolicy, chain: _ChainRecord, start: int, end: int):
+        self.record, self.chain, self.start_step, self.end_step = record, chain, start, end
+
+    def action(self, step, branch):
+        return Action.SERVE if step < self.end_step else Action.COMPUTE
+
+    def served_output(self, step, branch, transformer):
+        source = self.record.outputs if step <= self.start_step else self.chain.outputs
+        key = (step, branch, transformer)
+        if key not in source:
+            raise RuntimeError(f"the replay called the transformer at step {step} branch {branch!r}, which the "
+                               f"recorded runs never did: the pipeline is not deterministic across calls")
+        return _clone(source[key]), None
+
+
+def _by_start(edges) -> dict[int, list[int]]:
+    starts: dict[int, list[int]] = {}
+    for i, j in edges:
+        starts.setdefault(i, []).append(j)
+    return starts
+
+
+# ------------------------------------------------------------------------------------- one sample
+class _Sample:
+    """The reference trajectory of one (prompt, seed) and the replays measured against it."""
+
+    def __init__(self, pipe, kwargs_factory):
+        self.pipe, self.kwargs = pipe, kwargs_factory
+        self.record = RecordPolicy()
+        self.final, self.runs, self.branches, tap = _run(pipe, self.record, kwargs_factory())
+        self.x0, self.target = tap.x0, tap.target
+
+    def _chain(self, i: int, last: int, keep) -> tuple["_ChainRecord", _StepTap]:
+        """Serve ≤ i, reuse i+1 … last−1 and stop there, keeping those steps' outputs and x̂0."""
+        chain = _ChainRecord(self.record, i, last)
+        _, runs, _, tap = _run(self.pipe, chain, self.kwargs(), keep=keep, stop_after=last - 1)
+        self.runs += runs
+        return chain, tap
+
+    def free(self, edges) -> dict[tuple[int, int], float]:
+        """x̂0 error at the last reused step j − 1; one replay per start step."""
+        errors = {}
+        for i, ends in _by_start(edges).items():
+            _, tap = self._chain(i, max(ends), keep={j - 1 for j in ends})
+            errors.update({(i, j): _mae(tap.x0[j - 1], self.x0[j - 1]) for j in ends})
+        return errors
+
+    def proxy(self, edges, lookahead: int, progress: bool = False) -> dict[tuple[int, int], float]:
+        """x̂0 error after computing steps j … j + lookahead (the cached segment is served, not re-run)."""
+        T = len(self.x0)
+        errors = {}
+        bar = tqdm(total=len(edges), desc="edges", leave=False, disable=not progress)
+        for i, ends in _by_start(edges).items():
+            chain, _ = self._chain(i, max(ends), keep=())
+            for j in ends:
+                end = min(j + lookahead, T - 1)
+                _, runs, _, tap = _run(self.pipe, _ServeThenCompute(self.record, chain, i, j), self.kwargs(),
+                                       keep={end}, stop_after=end)
+                self.runs += runs
+                errors[(i, j)] = _mae(tap.x0[end], self.x0[end])
+                bar.update()
+        bar.close()
+        return errors
+
+    def release(self) -> None:
+        self.record = self.x0 = self.final = None
+
+    def exact(self, edge) -> float:
+        """Exact-mode weight: final latents of the full replay vs the reference's."""
+        final, runs, _, _ = _run(self.pipe, SegmentReplayPolicy(self.record, *edge), self.kwargs())
+        self.runs += runs
+        return _mae(final, self.final)
+
+
+# ---------------------------------------------------------------------------------------- aggregation
+def _edge(values: list[float]) -> Edge:
+    mean = math.fsum(values) / len(values)
+    std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / len(values))
+    return Edge(error=mean, std=std, samples=len(values))
+
+
+def _mean_graph(per_sample: list[dict], edges) -> dict[tuple[int, int], Edge]:
+    return {e: _edge([errors[e] for errors in per_sample]) for e in edges}
+
+
+def _refine(samples: list[_Sample], base: dict[tuple[int, int], Edge], T: int, L: int, budgets: list[int],
+            max_rounds: int, progress: bool) -> tuple[dict[tuple[int, int], Edge], dict]:
+    """Measure exactly only what the planned paths use; re-plan until they use measured edges only."""
+    measured: dict[tuple[int, int], Edge] = {}
+    rounds, scale = 0, 1.0
+    while True:
+        if measured:  # bring unmeasured estimates to exact units
+            ratios = [measured[e].error / base[e].error for e in measured if base[e].error > 0 and measured[e].error > 0]
+            scale = math.exp(statistics.median(math.log(r) for r in ratios)) if ratios else 1.0
+        current = {e: measured.get(e) or Edge(base[e].error * scale, base[e].std * scale, base[e].samples)
+                   for e in base}
+        graph = ErrorGraph(T, L, current)
+        needed = set()
+        for budget in budgets:
+            try:
+                path = plan(graph, budget).full_steps
+            except PlanningError:
+                continue
+            needed |= {(a, b) for a, b in zip(path, path[1:]) if b - a >= 2 and (a, b) not in measured}
+        if not needed or rounds >= max_rounds:
+            break
+        rounds += 1
+        for e in tqdm(sorted(needed), desc=f"refine round {rounds}", leave=False, disable=not progress):
+            measured[e] = _edge([s.exact(e) for s in samples])
+    info = {"budgets": budgets, "rounds": rounds, "converged": not needed, "scale": scale,
+            "exact_edges": [list(e) for e in sorted(measured)]}
+    return current, info
+
+
+# ---------------------------------------------------------------------------------------------- API
+def calibrate_fast(pipe, prompts: Sequence[str | dict], seeds: Iterable[int] = (0,), *, num_inference_steps: int,
+                   max_skip: int, method: str = "proxy", lookahead: int = 0, base: str = "proxy",
+                   budgets: Sequence[int] | None = None, max_rounds: int = 8, max_samples: int | None = None,
+                   calibration_size: dict | None = None, progress: bool = True, **call_kwargs) -> ErrorGraph:
+    """Estimate the error graph cheaply; same inputs as ``lemica.calibrate`` plus the estimator's knobs.
+
+    ``method``: "free", "proxy" (``lookahead`` extra computed steps), "refine" (``base`` estimator, exact
+    weights on the paths planned for ``budgets``, default ≈ T/2 and ≈ T/3 full steps) or "exact".
+    ``max_samples`` keeps the first n samples (prompts cycle fastest); ``calibration_size`` overrides the
+    size kwargs while calibrating, and the graph is stamped for the full-size call (``call_kwargs``).
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    if base not in ("free", "proxy"):
+        raise ValueError(f"refine's base estimator must be 'free' or 'proxy', got {base!r}")
+    if lookahead < 0:
+        raise ValueError(f"lookahead must be ≥ 0, got {lookahead}")
+    prompts, seeds = list(prompts), [int(s) for s in seeds]
+    T, L = int(num_inference_steps), int(max_skip)
+    if not prompts:
+        raise ValueError("calibrate needs at least one prompt")
+    if not seeds:
+        raise ValueError("calibrate needs at least one seed")
+    if T < 2:
+        raise ValueError(f"num_inference_steps must be ≥ 2, got {T}")
+    if L < 1:
+        raise ValueError(f"max_skip must be ≥ 1, got {L}")
+    if max_samples is not None and max_samples < 1:
+        raise ValueError(f"max_samples must be ≥ 1, got {max_samples}")
+    L = min(L, T - 1)
+    samples = [(p, s) for s in seeds for p in range(len(prompts))][:max_samples]
+    run_kwargs = dict(call_kwargs, **(calibration_size or {}))
+    params = {"max_samples": max_samples, "calibration_size": calibration_size}
+    if method == "proxy" or (method == "refine" and base == "proxy"):
+        params["lookahead"] = lookahead
+    if method == "refine":
+        budgets = sorted({max(2, round(T / 2)), max(2, round(T / 3))} if budgets is None else set(budgets))
+        params |= {"base": base, "max_rounds": max_rounds}
+
+    if method == "exact":
+        graph = _exact(pipe, prompts, samples, T, L, progress, run_kwargs)
+        edges_out, extra, metric = graph.edges, {}, graph.meta["metric"]
+        per_sample_runs = graph.meta["cost"]["block_stack_runs_per_sample"]
+        branches = round(per_sample_runs / exact_cost(T, L))
+    else:
+        edges = edges_for(T, L)
+        device = getattr(pipe, "device", torch.device("cpu"))
+        if hasattr(pipe, "set_progress_bar_config"):
+            pipe.set_progress_bar_config(disable=True)
+        measured, per_sample = [], []
+        first = method if method != "refine" else base
+        for p, seed in tqdm(samples, desc=f"calibrating ({method})", disable=not progress):
+            sample = _Sample(pipe, lambda p=p, seed=seed: _sample_kwargs(prompts[p], seed, device, T, run_kwargs))
+            per_sample.append(sample.free(edges) if first == "free" else sample.proxy(edges, lookahead, progress))
+            if method != "refine":
+                sample.release()  # only refine replays again
+            measured.append(sample)
+        edges_out = _mean_graph(per_sample, edges)
+        extra = {}
+        if method == "refine":
+            edges_out, extra["refine"] = _refine(measured, edges_out, T, L, budgets, max_rounds, progress)
+        branches = max(s.branches for s in measured)
+        per_sample_runs = sum(s.runs for s in measured) / len(measured)
+        target = measured[0].target
+        metric = (f"mean |x0_hat(replay) - x0_hat(reference)| at the "
+                  + ("last reused step j-1" if first == "free" else f"step min(j+{lookahead}, T-1)")
+                  + f"; x0_hat: {target}")
+        if method == "refine":
+            metric += "; edges in meta.refine.exact_edges are exact (final latents), others rescaled estimates"
+
+    exact_runs = branches * exact_cost(T, L)
+    meta = dict(pipeline_fingerprint(pipe, T, call_kwargs), max_skip=L, prompts_hash=_hash(prompts),
+                seeds=seeds, samples=len(samples), estimator=method, estimator_params=params, metric=metric,
+                cost={"block_stack_runs_per_sample": per_sample_runs,
+                      "generation_equivalents_per_sample": per_sample_runs / (T * branches),
+                      "block_stack_runs_total": per_sample_runs * len(samples),
+                      "exact_block_stack_runs_per_sample": exact_runs,
+                      "ratio_to_exact_per_sample": exact_runs / per_sample_runs},
+                **extra)
+    if calibration_size:
+        meta["calibration_resolution"] = dict(calibration_size)
+        meta["cost"]["note"] = "block-stack runs at the calibration resolution, each cheaper than a full-size one"
+    return ErrorGraph(num_steps=T, max_skip=L, edges=edges_out, meta=meta)
+
+
+def _exact(pipe, prompts, samples, T, L, progress, run_kwargs) -> ErrorGraph:
+    """Exact mode on the chosen samples (each (prompt, seed) pair once, in order)."""
+    per_sample = [calibrate(pipe, [prompts[p]], [seed], num_inference_steps=T, max_skip=L, progress=False,
+                            **run_kwargs) for p, seed in tqdm(samples, desc="calibrating (exact)",
+                                                              disable=not progress)]
+    edges = {e: _edge([g.edges[e].error for g in per_sample]) for e in per_sample[0].edges}
+    runs = sum(g.meta["cost"]["block_stack_runs_per_sample"] for g in per_sample) / len(per_sample)
+    meta = dict(per_sample[0].meta, cost={"block_stack_runs_per_sample": runs})
+    return ErrorGraph(T, L, edges, meta)
