@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from lemica._io import atomic_write_bytes
 from lemica.graph import ErrorGraph
@@ -33,10 +34,19 @@ def skip_matrix(graph: ErrorGraph) -> np.ndarray:
     return errors
 
 
+def _shorten(text: str, width: int) -> str:
+    """Keep the end of long names: model paths differ in their last components."""
+    return text if len(text) <= width else "…" + text[-(width - 1):]
+
+
 def _title(graph: ErrorGraph, what: str) -> str:
     model = graph.meta.get("model")
-    source = "synthetic graph" if graph.meta.get("synthetic") else (str(model) if model else "error graph")
-    return f"{what} – {source} (T={graph.num_steps}, max skip={graph.max_skip})"
+    source = _shorten(str(model), 48) if model else "error graph"
+    if graph.meta.get("synthetic"):
+        source = "synthetic graph"
+    title = f"{what} – {source} (T={graph.num_steps}, max skip={graph.max_skip})"
+    metric = graph.meta.get("metric")
+    return f"{title}\nerror = {_shorten(str(metric), 90)}" if metric else title
 
 
 def heatmap_figure(graph: ErrorGraph) -> Figure:
@@ -58,9 +68,6 @@ def heatmap_figure(graph: ErrorGraph) -> Figure:
         norm, label = LogNorm(positive.min(), positive.max()), "mean error (log scale)"
     else:
         norm, label = Normalize(shown.min(), max(shown.max(), shown.min() + 1e-12)), "mean error"
-    metric = graph.meta.get("metric")
-    if metric:
-        label = f"{label}: {metric}"
     cmap = "viridis"
     lengths = np.arange(2, graph.max_skip + 1)
     mesh = ax.pcolormesh(
@@ -70,8 +77,8 @@ def heatmap_figure(graph: ErrorGraph) -> Figure:
     ax.set_facecolor("white")  # masked (missing) edges stay blank
     ax.set_xlim(-0.5, graph.num_steps - 0.5)
     ax.set_ylim(1.5, graph.max_skip + 0.5)
-    ax.yaxis.get_major_locator().set_params(integer=True)
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.colorbar(mesh, ax=ax, label=label)
     return fig
 
@@ -113,6 +120,7 @@ def frontier_figure(graph: ErrorGraph, objective: str = "lexminimax",
     top.set_xticks([s for s in (1, 1.25, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10, 15, 20) if T / s >= budgets.min() - 1e-9])
     top.xaxis.set_major_formatter(lambda s, _pos: f"{s:g}x")
     ax.set_xlim(budgets.min() - 0.5, budgets.max() + 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
     handles = [worst_line, total_line]
     labels = [h.get_label() for h in handles]

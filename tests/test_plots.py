@@ -71,6 +71,16 @@ def test_heatmap_without_long_skips_says_so():
     assert "no skips" in fig.axes[0].texts[0].get_text()
 
 
+def test_titles_name_the_model_and_metric_briefly():
+    model = "/very/long/path/to/some/checkpoints/of/a/model/called/wan2.1-t2v-1.3b/transformer"
+    graph = ErrorGraph(6, 3, {(0, 2): Edge(0.1)}, {"model": model, "metric": "mean |x - y| (latents)"})
+    for fig in (heatmap_figure(graph), frontier_figure(graph)):
+        title = fig.axes[0].get_title()
+        first, second = title.split("\n")
+        assert "wan2.1-t2v-1.3b/transformer" in first and len(first) < 120 and "T=6" in first
+        assert second == "error = mean |x - y| (latents)"
+
+
 def test_frontier_lines_are_the_planner_frontier():
     graph = load_example_graph()
     plans = frontier(graph)
