@@ -272,3 +272,36 @@ def test_dynamic_policy_refines_at_the_first_block(pipelines):
     assert stats.computed_steps() == [0, 2, 4, 6]
     assert stats.reused_steps() == [1, 3, 5, 7]
     assert [s for s, _ in EveryOther.seen] == list(range(T)) and torch.isfinite(out).all()
+
+
+def test_two_transformer_pipeline_follows_the_global_step():
+    """Wan 2.2 style: transformer (high noise) then transformer_2 (low noise). The schedule is indexed by the
+    global step; the first step that transformer_2 sees is computed even if the schedule says reuse."""
+    import copy
+
+    from diffusers import WanPipeline
+
+    tp = make_pipeline("wan", seed=0)
+    second = copy.deepcopy(tp.pipe.transformer)
+    with torch.no_grad():
+        for p in second.parameters():
+            p.add_(0.01)
+    pipe = WanPipeline(tokenizer=None, text_encoder=None, vae=tp.pipe.vae, scheduler=tp.pipe.scheduler,
+                       transformer=tp.pipe.transformer, transformer_2=second, boundary_ratio=0.5)
+    pipe.set_progress_bar_config(disable=True)
+    kwargs = tp.call_kwargs(cfg=True, num_inference_steps=T)
+    vanilla = pipe(**kwargs)[0]
+    with cached(pipe, lemica.Schedule(num_steps=T, full_steps=list(range(T)))):
+        assert torch.equal(pipe(**tp.call_kwargs(cfg=True, num_inference_steps=T))[0], vanilla)
+    schedule = lemica.Schedule(num_steps=T, full_steps=[0, 2, 5, 7])
+    with cached(pipe, schedule):
+        pipe(**tp.call_kwargs(cfg=True, num_inference_steps=T))
+        stats = cache_stats(pipe)
+    by_transformer = {r.transformer for r in stats.records}
+    assert by_transformer == {"transformer", "transformer_2"}
+    assert sorted({r.step for r in stats.records}) == list(range(T))  # one global clock over both transformers
+    switch = min(r.step for r in stats.records if r.transformer == "transformer_2")
+    assert switch not in schedule.full_steps  # the forced compute is exercised
+    expected = sorted(set(schedule.full_steps) | {switch})
+    assert stats.computed_steps("cond") == expected
+    assert [f[0] for f in stats.forced if f[1] == "cond"] == ([switch] if switch not in schedule.full_steps else [])
