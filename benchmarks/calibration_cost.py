@@ -1,0 +1,239 @@
+"""Cheap calibration (issue 7): cost, rank agreement and schedule fidelity of each estimator vs exact mode.
+
+For every estimator (lemica.estimators) on the embedded model:
+- cost: block-stack runs and wall time per sample, as a ratio to one generation and to exact mode; and the
+  whole calibration's cost against exact mode on all samples (fewer samples / smaller size cut that further);
+- Spearman rank correlation of its edge weights with the exact graph's (all samples);
+- fidelity of the schedules it plans at ≈T/2 and ≈T/3 full steps: PSNR/SSIM/LPIPS vs the vanilla video on
+  held-out prompts, next to the exact graph's schedules and a uniform schedule.
+Goal: ≥ 10× lower cost, ≤ 0.3 dB PSNR and ≤ 0.01 LPIPS lost against the exact schedules.
+
+Run (after the embedded model is trained):
+    .venv/bin/python benchmarks/calibration_cost.py [--samples 4] [--heldout 8] [--out runs/calibration_cost]
+Smoke test without weights: add --random-weights --steps 10 --max-skip 4 --samples 2 --heldout 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+from scipy.stats import spearmanr  # noqa: E402
+
+from lemica.calibrate import edges_for  # noqa: E402
+from lemica.estimators import calibrate_fast  # noqa: E402
+from lemica.graph import Edge, ErrorGraph  # noqa: E402
+from lemica.metrics.quality import compare_videos  # noqa: E402
+from lemica.planner import PlanningError, plan  # noqa: E402
+from lemica.runtime import cached  # noqa: E402
+from lemica.schedule import Schedule  # noqa: E402
+
+SMALL = {"height": 16, "width": 16}
+# name -> calibrate_fast kwargs; each runs once per calibration sample, so ×1 and ×N graphs come from one pass.
+PER_SAMPLE = {
+    "exact": dict(method="exact"),
+    "free": dict(method="free"),
+    "proxy k=0": dict(method="proxy", lookahead=0),
+    "proxy k=1": dict(method="proxy", lookahead=1),
+    "proxy k=3": dict(method="proxy", lookahead=3),
+    "exact @16x16": dict(method="exact", calibration_size=SMALL),
+    "proxy k=0 @16x16": dict(method="proxy", lookahead=0, calibration_size=SMALL),
+}
+# Estimators whose samples are not independent (refine plans on the mean): run as a whole, on n samples.
+WHOLE = {
+    "refine(free) ×1": (dict(method="refine", base="free"), 1),
+    "refine(proxy k=0) ×1": (dict(method="refine", base="proxy", lookahead=0), 1),
+    "refine(free) ×N": (dict(method="refine", base="free"), None),
+}
+
+
+def load_pipeline(random_weights: bool):
+    from lemica.models.tiny_t2v import load_default_pipeline
+
+    if not random_weights:
+        return load_default_pipeline()
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
+
+    from lemica.models.tiny_t2v import TinyT2VPipeline, text_encoder
+
+    torch.manual_seed(0)
+    transformer = WanTransformer3DModel(
+        patch_size=(2, 4, 4), num_attention_heads=4, attention_head_dim=32, in_channels=3, out_channels=3,
+        text_dim=text_encoder.TEXT_DIM, freq_dim=128, ffn_dim=512, num_layers=4, cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads", rope_max_seq_len=64)
+    pipe = TinyT2VPipeline(transformer, FlowMatchEulerDiscreteScheduler(shift=1.0))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def encode(pipe, captions: list[str]) -> list[dict]:
+    """Embeddings once per prompt, so no estimator pays for the text encoder on every replay."""
+    cond, uncond = pipe.encode_prompt(captions, do_classifier_free_guidance=True)
+    return [{"prompt_embeds": cond[k:k + 1], "negative_prompt_embeds": uncond[k:k + 1]} for k in range(len(captions))]
+
+
+def mean_graph(graphs: list[ErrorGraph]) -> ErrorGraph:
+    T, L = graphs[0].num_steps, graphs[0].max_skip
+    edges = {}
+    for e in graphs[0].edges:
+        values = [g.edges[e].error for g in graphs]
+        mean = math.fsum(values) / len(values)
+        edges[e] = Edge(mean, math.sqrt(math.fsum((v - mean) ** 2 for v in values) / len(values)), len(values))
+    return ErrorGraph(T, L, edges, dict(graphs[0].meta, samples=len(graphs)))
+
+
+def cost_of(graphs: list[ErrorGraph], seconds: list[float]) -> dict:
+    return {"samples": len(graphs), "seconds": sum(seconds),
+            "block_stack_runs": sum(g.meta["cost"]["block_stack_runs_per_sample"] * g.meta["samples"] for g in graphs)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--samples", type=int, default=4, help="calibration prompts (seed 0) for the ×N graphs")
+    parser.add_argument("--heldout", type=int, default=8, help="held-out prompts for fidelity")
+    parser.add_argument("--steps", type=int, default=None, help="T (default: the embedded model's)")
+    parser.add_argument("--max-skip", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--only", nargs="*", default=None, help="subset of estimator names")
+    parser.add_argument("--random-weights", action="store_true", help="smoke test before the model is trained")
+    parser.add_argument("--out", type=Path, default=Path("runs/calibration_cost"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from lemica.models.tiny_t2v import DEFAULT_GUIDANCE, DEFAULT_STEPS, calibration_prompts, heldout_prompts
+
+    T, L, G = args.steps or DEFAULT_STEPS, args.max_skip, DEFAULT_GUIDANCE
+    pipe = load_pipeline(args.random_weights)
+    calib = encode(pipe, calibration_prompts(args.samples))
+    heldout = encode(pipe, [s.caption for s in heldout_prompts(args.heldout)])
+    args.out.mkdir(parents=True, exist_ok=True)
+    wanted = lambda name: args.only is None or name in args.only  # noqa: E731
+
+    # ---- vanilla videos and the time of one generation
+    def generate(k: int, schedule: Schedule | None):
+        kwargs = dict(heldout[k], num_inference_steps=T, guidance_scale=G, output_type="np",
+                      generator=torch.Generator().manual_seed(1000 + k))
+        if schedule is None:
+            return pipe(**kwargs).frames
+        with cached(pipe, schedule):
+            return pipe(**kwargs).frames
+
+    vanilla, gen_seconds = [], []
+    for k in range(len(heldout)):
+        t0 = time.perf_counter()
+        vanilla.append(generate(k, None))
+        gen_seconds.append(time.perf_counter() - t0)
+    generation_s = statistics.median(gen_seconds)
+    generation_runs = 2 * T  # cond + uncond block stacks per step
+    print(f"one generation: {generation_s:.2f} s (median of {len(gen_seconds)}), {generation_runs} block-stack runs")
+
+    # ---- calibrations
+    def run(kwargs: dict, prompts: list[dict]) -> tuple[ErrorGraph, float]:
+        t0 = time.perf_counter()
+        graph = calibrate_fast(pipe, prompts, [0], num_inference_steps=T, max_skip=L, progress=False,
+                               guidance_scale=G, **kwargs)
+        return graph, time.perf_counter() - t0
+
+    graphs: dict[str, ErrorGraph] = {}
+    costs: dict[str, dict] = {}
+    for name, kwargs in PER_SAMPLE.items():
+        if not wanted(name) and name != "exact":
+            continue
+        per = [run(kwargs, [p]) for p in calib]
+        gs, secs = [g for g, _ in per], [s for _, s in per]
+        print(f"{name}: {statistics.mean(secs):.1f} s per sample")
+        graphs[f"{name} ×N"], costs[f"{name} ×N"] = mean_graph(gs), cost_of(gs, secs)
+        graphs[f"{name} ×1"], costs[f"{name} ×1"] = gs[0], cost_of(gs[:1], secs[:1])
+    for name, (kwargs, n) in WHOLE.items():
+        if wanted(name):
+            graph, secs = run(kwargs, calib[:n])
+            graphs[name], costs[name] = graph, cost_of([graph], [secs])
+            print(f"{name}: {secs:.1f} s, refine {graph.meta['refine']['rounds']} rounds, "
+                  f"{len(graph.meta['refine']['exact_edges'])} exact edges")
+    for name, graph in graphs.items():
+        graph.save(args.out / f"graph_{name.replace(' ', '_').replace('×', 'x').replace('@', 'at')}.json")
+
+    # ---- agreement and fidelity
+    reference = graphs["exact ×N"]
+    edges = edges_for(T, L)
+    exact_w = [reference.error(*e) for e in edges]
+    exact_total = costs["exact ×N"]
+    budgets = sorted({round(T / 2), round(T / 3)}, reverse=True)
+    videos: dict[tuple, dict] = {}
+
+    def fidelity(schedule: Schedule) -> dict:
+        key = schedule.full_steps
+        if key not in videos:
+            scores = [compare_videos(vanilla[k], generate(k, schedule)) for k in range(len(heldout))]
+            videos[key] = {m: statistics.mean(s[m] for s in scores) for m in ("psnr", "ssim", "lpips")}
+        return videos[key]
+
+    rows = []
+    for name, graph in graphs.items():
+        cost = costs[name]
+        n = cost["samples"]
+        row = {"estimator": name, "samples": n, "meta_estimator": graph.meta["estimator"],
+               "runs_per_sample": cost["block_stack_runs"] / n, "seconds_per_sample": cost["seconds"] / n,
+               "generations_per_sample_runs": cost["block_stack_runs"] / n / generation_runs,
+               "generations_per_sample_time": cost["seconds"] / n / generation_s,
+               "ratio_to_exact_per_sample_runs": exact_total["block_stack_runs"] / exact_total["samples"]
+               / (cost["block_stack_runs"] / n),
+               "ratio_to_exact_per_sample_time": exact_total["seconds"] / exact_total["samples"]
+               / (cost["seconds"] / n),
+               "ratio_to_exact_total_runs": exact_total["block_stack_runs"] / cost["block_stack_runs"],
+               "ratio_to_exact_total_time": exact_total["seconds"] / cost["seconds"],
+               "spearman": float(spearmanr(exact_w, [graph.error(*e) for e in edges]).statistic)}
+        for budget in budgets:
+            try:
+                schedule = plan(graph, budget).schedule
+            except PlanningError as e:
+                print(f"{name}: B={budget}: {e}")
+                continue
+            row[f"B{budget}"] = {"full_steps": list(schedule.full_steps), **fidelity(schedule)}
+        rows.append(row)
+        print(f"{name}: spearman {row['spearman']:.3f}, total cost ÷{row['ratio_to_exact_total_time']:.1f} (time)")
+    for budget in budgets:  # context: the same number of full steps, spread evenly
+        steps = sorted({round(k * (T - 1) / (budget - 1)) for k in range(budget)})
+        rows.append({"estimator": f"uniform B={budget}", f"B{budget}": {"full_steps": steps,
+                                                                        **fidelity(Schedule(T, steps))}})
+
+    result = {"num_steps": T, "max_skip": L, "guidance": G, "samples": args.samples, "heldout": args.heldout,
+              "threads": args.threads, "generation_seconds": generation_s, "generation_block_stack_runs":
+              generation_runs, "random_weights": args.random_weights, "rows": rows}
+    (args.out / "results.json").write_text(json.dumps(result, indent=1))
+    print_table(result, budgets)
+
+
+def print_table(result: dict, budgets: list[int]) -> None:
+    exact = next(r for r in result["rows"] if r["estimator"] == "exact ×N")
+    head = ("| estimator | runs/sample (gens) | s/sample (gens) | ÷exact per sample runs / time | ÷exact total "
+            "runs / time | Spearman | " + " | ".join(f"B={b}: PSNR / SSIM / LPIPS (Δ vs exact)" for b in budgets) + " |")
+    print(head)
+    print("|" + "---|" * (6 + len(budgets)))
+    for r in result["rows"]:
+        cells = [r["estimator"]]
+        if "runs_per_sample" in r:
+            cells += [f"{r['runs_per_sample']:.0f} ({r['generations_per_sample_runs']:.1f})",
+                      f"{r['seconds_per_sample']:.1f} ({r['generations_per_sample_time']:.1f})",
+                      f"{r['ratio_to_exact_per_sample_runs']:.1f} / {r['ratio_to_exact_per_sample_time']:.1f}",
+                      f"{r['ratio_to_exact_total_runs']:.1f} / {r['ratio_to_exact_total_time']:.1f}",
+                      f"{r['spearman']:.3f}"]
+        else:
+            cells += [""] * 5
+        for b in budgets:
+            f, e = r.get(f"B{b}"), exact.get(f"B{b}")
+            delta = "" if f is None or e is None else \
+                f" ({f['psnr'] - e['psnr']:+.2f} dB, {f['lpips'] - e['lpips']:+.4f})"
+            cells.append("" if f is None else f"{f['psnr']:.2f} / {f['ssim']:.4f} / {f['lpips']:.4f}{delta}")
+        print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
