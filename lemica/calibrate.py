@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from lemica._io import atomic_write_json
 from lemica.graph import Edge, ErrorGraph
+from lemica.planner import CALIBRATION_KEYS
 from lemica.runtime import Action, StepPolicy, cache_stats, cached
 
 __all__ = ["calibrate", "edges_for", "exact_cost", "pipeline_fingerprint", "check_graph_matches"]
@@ -149,13 +150,13 @@ def pipeline_fingerprint(pipe, num_steps: int, call_kwargs: dict) -> dict:
     }
 
 
-def check_graph_matches(graph: ErrorGraph, pipe, num_steps: int, call_kwargs: dict) -> list[str]:
-    """Differences between the settings a graph was calibrated at and a planned run (empty = match)."""
+def check_graph_matches(calibrated_for: ErrorGraph | dict, pipe, num_steps: int, call_kwargs: dict) -> list[str]:
+    """Differences between the settings a graph (or a schedule's ``meta["calibrated_for"]``) was calibrated at
+    and a planned run (empty = match)."""
     here = pipeline_fingerprint(pipe, num_steps, call_kwargs)
-    there = graph.meta or {}
+    there = calibrated_for.meta if isinstance(calibrated_for, ErrorGraph) else calibrated_for
     problems = []
-    for key in ("pipeline", "transformer", "transformer_config_hash", "sampler", "sampler_config", "num_steps",
-                "guidance", "resolution"):
+    for key in CALIBRATION_KEYS:
         if key in there and there[key] != here[key] and here[key] not in ({}, None):
             problems.append(f"{key}: graph has {there[key]!r}, run has {here[key]!r}")
     return problems

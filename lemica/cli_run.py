@@ -142,8 +142,9 @@ def generate_command(
             fail(str(e))
     pipe = _load_or_exit(pipeline)
     if schedule is not None:
-        if graph_path is not None:
-            problems = check_graph_matches(graph, pipe, T, call)
+        calibrated_for = graph if graph_path is not None else schedule.meta.get("calibrated_for")
+        if calibrated_for:
+            problems = check_graph_matches(calibrated_for, pipe, T, call)
             if problems:
                 message = "the graph was calibrated under other settings: " + "; ".join(problems)
                 if strict:

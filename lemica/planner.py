@@ -240,12 +240,20 @@ def _ranges(values: list[int]) -> str:
     return compress_steps(values).replace(",", ", ") if values else "none"
 
 
+# Graph metadata that a schedule is only valid for (written by lemica.calibrate).
+CALIBRATION_KEYS = ("pipeline", "transformer", "transformer_config_hash", "sampler", "sampler_config", "num_steps",
+                    "guidance", "resolution")
+
+
 def _make_plan(graph: ErrorGraph, path: list[int], objective: str, forced: tuple[int, ...]) -> Plan:
     meta: dict[str, Any] = {"planner": "lemica", "objective": objective}
     if forced:
         meta["force_full"] = list(forced)
     if graph.meta.get("model"):
         meta["model"] = graph.meta["model"]
+    calibrated_for = {k: graph.meta[k] for k in CALIBRATION_KEYS if k in graph.meta}
+    if calibrated_for:  # lets `lemica generate --schedule` warn when it runs under other settings
+        meta["calibrated_for"] = calibrated_for
     schedule = Schedule(graph.num_steps, tuple(path), meta)
     return Plan(schedule, objective, [graph.error(i, j) for i, j in schedule.segments()])
 

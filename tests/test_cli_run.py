@@ -67,6 +67,8 @@ def test_calibrate_plan_generate(pipeline_dir, tmp_path):
     common_other = ["--pipeline", pipeline_dir, "--steps", T, "--guidance", 4.0]
     run = lemica("generate", *common_other, "--prompt", "x", "--graph", graph_path, "--budget", 4, "--out", video)
     assert "calibrated under other settings" in run.stderr and "guidance" in run.stderr
+    run = lemica("generate", *common_other, "--prompt", "x", "--schedule", schedule_path, "--out", video)
+    assert "calibrated under other settings" in run.stderr  # the schedule remembers what it was planned for
     run = lemica("generate", *common_other, "--prompt", "x", "--graph", graph_path, "--budget", 4, "--strict",
                  "--out", video, check=False)
     assert run.returncode != 0 and "guidance" in run.stderr
