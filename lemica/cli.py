@@ -205,3 +205,6 @@ from lemica.cli_run import calibrate_command, generate_command  # noqa: E402  (c
 
 app.command("calibrate")(calibrate_command)
 app.command("generate")(generate_command)
+from lemica.bench.cli import bench  # noqa: E402  (lemica bench: peers at matched compute)
+
+app.command("bench")(bench)

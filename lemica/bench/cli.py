@@ -1,0 +1,135 @@
+"""``lemica bench``: every caching method at matched compute on the embedded model, in one command."""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+DEFAULT_OUT = Path("runs/bench")
+# Same order as lemica.bench.methods.REGISTRY (a test checks); listed here so `lemica --help` stays fast.
+METHODS = ("vanilla", "lemica-lexminimax", "lemica-minimax", "lemica-shortest", "uniform", "fewer-steps",
+           "cache-dit-static", "teacache", "fbcache", "magcache", "dbcache", "taylorseer", "pab", "fastercache")
+
+
+def _int_list(text: str, what: str) -> list[int]:
+    from lemica.cli import fail
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        fail(f"{what} must be comma-separated integers, got {text!r}", code=2)
+
+
+def environment() -> dict:
+    """Machine and versions, for RESULTS.md."""
+    import diffusers
+    import torch
+    try:
+        import cache_dit
+        cache_dit_version = getattr(cache_dit, "__version__", None) or ".".join(map(str, cache_dit.version_tuple))
+    except Exception:  # noqa: BLE001 - optional
+        cache_dit_version = None
+    return {"python": sys.version.split()[0], "torch": torch.__version__, "diffusers": diffusers.__version__,
+            "cache_dit": cache_dit_version, "platform": platform.platform(), "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "processor": platform.processor() or platform.machine()}
+
+
+def resolve_graph(workload, graph_path: Path | None, out: Path, samples: int, max_skip: int, info):
+    """The error graph: --graph, else the one shipped for the workload (if its T matches), else calibrate one."""
+    from lemica.calibrate import calibrate, check_graph_matches
+    from lemica.cli import load_graph_or_exit
+    from lemica.graph import ErrorGraph
+
+    if graph_path is not None:
+        graph = load_graph_or_exit(graph_path)
+        source = str(graph_path)
+    elif workload.graph_path and ErrorGraph.load(workload.graph_path).num_steps == workload.num_steps:
+        graph, source = ErrorGraph.load(workload.graph_path), workload.graph_path
+    else:
+        cache = out / f"graph_T{workload.num_steps}_n{samples}_L{max_skip}.json"
+        if cache.exists():
+            graph, source = ErrorGraph.load(cache), str(cache)
+        else:
+            info(f"calibrating an error graph: {samples} calibration prompt(s), T={workload.num_steps}, "
+                 f"max skip {max_skip} (cached in {cache})")
+            start = time.perf_counter()
+            graph = calibrate(workload.pipe, workload.calibration_prompts(samples), (0,),
+                              num_inference_steps=workload.num_steps, max_skip=max_skip,
+                              workdir=out / "calibration", **workload.call_kwargs)
+            graph.save(cache)
+            info(f"calibrated in {time.perf_counter() - start:.0f}s")
+            source = str(cache)
+    problems = check_graph_matches(graph, workload.pipe, workload.num_steps, workload.call_kwargs)
+    for problem in problems:
+        info(f"warning: the graph does not match this run: {problem}")
+    return graph, {"source": source, "num_steps": graph.num_steps, "max_skip": graph.max_skip,
+                   "samples": (graph.meta or {}).get("samples"), "mismatches": problems}
+
+
+def bench(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for results.json/.md, plot and GIF.")] = DEFAULT_OUT,
+    prompts: Annotated[int, typer.Option(min=1, help="Held-out prompts to evaluate.")] = 3,
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds; every prompt runs with every seed.")] = "0,1",
+    steps: Annotated[Optional[int], typer.Option(help="Sampling steps T (default: the model's).")] = None,
+    budgets: Annotated[Optional[str], typer.Option(help="Comma-separated full-step budgets B (default T/2,T/3).")] = None,
+    methods: Annotated[str, typer.Option(help=f"Comma-separated subset of: {','.join(METHODS)}.")] = "all",
+    graph: Annotated[Optional[Path], typer.Option(help="Error graph for lemica's schedules (default: shipped or "
+                                                       "calibrated here).")] = None,
+    calibration_samples: Annotated[int, typer.Option(min=1, help="Prompts for the graph when it must be "
+                                                                 "calibrated here.")] = 2,
+    max_skip: Annotated[int, typer.Option(min=2, help="Longest cached segment when calibrating here.")] = 10,
+    tuning_prompts: Annotated[int, typer.Option(min=1, help="Calibration prompts used to tune thresholds.")] = 1,
+    match: Annotated[str, typer.Option(help="Match budgets on 'steps' (full block-stack runs) or 'flops'.")] = "steps",
+    teacache_coefficients: Annotated[str, typer.Option(help="'fit' (TeaCache's own calibration on tuning "
+                                                            "prompts), 'identity', or a published model name.")] = "fit",
+    shift: Annotated[Optional[float], typer.Option(help="Override the sampler's shift.")] = None,
+    threads: Annotated[int, typer.Option(min=1, help="torch CPU threads.")] = 2,
+    progress: Annotated[bool, typer.Option(help="Progress bars on stderr.")] = True,
+) -> None:
+    """Compare lemica with every peer caching method at matched compute on the embedded model."""
+    import torch
+
+    from lemica.bench.methods import BenchContext
+    from lemica.bench.report import summary_lines, write_all
+    from lemica.bench.runner import run_bench
+    from lemica.bench.workload import tiny_t2v_workload
+    from lemica.cli import fail, info
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.set_num_threads(threads)
+    chosen = list(METHODS) if methods == "all" else [m.strip() for m in methods.split(",") if m.strip()]
+    unknown = [m for m in chosen if m not in METHODS]
+    if unknown:
+        fail(f"unknown methods {unknown}; choose from {', '.join(METHODS)}", code=2)
+    if match not in ("steps", "flops"):
+        fail(f"--match must be 'steps' or 'flops', got {match!r}", code=2)
+    try:
+        workload = tiny_t2v_workload(prompts, tuple(_int_list(seeds, "--seeds")), tuning_prompts,
+                                     num_steps=steps, shift=shift)
+    except FileNotFoundError as e:
+        fail(str(e))
+    T = workload.num_steps
+    targets = _int_list(budgets, "--budgets") if budgets else [round(T / 2), round(T / 3)]
+    bad = [b for b in targets if not 2 <= b < T]
+    if bad:
+        fail(f"budgets must be between 2 and T-1={T - 1}, got {bad}", code=2)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    graph_info = None
+    the_graph = None
+    if any(m.startswith("lemica") or m == "cache-dit-static" for m in chosen):
+        the_graph, graph_info = resolve_graph(workload, graph, out, calibration_samples, max_skip, info)
+    ctx = BenchContext(workload, the_graph, teacache_coefficients)
+    result = run_bench(ctx, chosen, targets, match=match, progress=progress, log=info)
+    result.meta.update(graph=graph_info, environment=environment(), wall_time_s=time.perf_counter() - start,
+                       command="lemica bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else "lemica bench")
+    paths = write_all(result, out)
+    for line in summary_lines(result.to_dict()):
+        info(line)
+    for u in result.unavailable:
+        info(f"not run: {u['method']} (B={u['budget']}): {u['reason']}")
+    info(f"wrote {', '.join(str(p) for p in paths.values())} in {time.perf_counter() - start:.0f}s")

@@ -1,0 +1,175 @@
+"""Bench output: results.json, results.md (one table per budget), a quality-vs-latency plot and a GIF."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from lemica._io import atomic_write_bytes, atomic_write_json
+
+# (column title, row key, format, higher is better?) — None: not ranked
+COLUMNS = [
+    ("full steps", "full_steps", "{:.1f}", None),
+    ("eq. steps (FLOPs)", "equivalent_steps", "{:.1f}", None),
+    ("GFLOPs", "gflops", "{:.1f}", None),
+    ("time (s)", "time_s", "{:.3f}", None),
+    ("speed-up", "speedup", "{:.2f}x", None),
+    ("PSNR ↑", "psnr", "{:.2f}", True),
+    ("SSIM ↑", "ssim", "{:.4f}", True),
+    ("LPIPS ↓", "lpips", "{:.4f}", False),
+]
+VBENCH_KEYS = ("color", "shape", "motion", "relation", "temporal")
+
+
+def _fmt(value, fmt: str) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float) and math.isinf(value):
+        return "∞"
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    return fmt.format(value)
+
+
+def _vbench_cell(scores: dict | None) -> str:
+    if not scores:
+        return "–"
+    return " / ".join("–" if scores.get(k) is None else f"{scores[k]:.0f}" for k in VBENCH_KEYS)
+
+
+def budget_table(rows: list[dict], budget: int, vanilla: dict | None = None) -> str:
+    """Markdown table of the rows at one budget; the best PSNR/SSIM/LPIPS are in bold (ties included)."""
+    rows = [r for r in rows if r["budget"] == budget]
+    best = {}
+    for _, key, _, higher in COLUMNS:
+        values = [r[key] for r in rows if r.get(key) is not None and not (isinstance(r[key], float) and
+                                                                            math.isnan(r[key]))]
+        if higher is not None and values:
+            best[key] = max(values) if higher else min(values)
+    head = ["method", "setting"] + [c[0] for c in COLUMNS] + ["mini-VBench " + "/".join(VBENCH_KEYS)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    if vanilla is not None:
+        cells = ["vanilla", "all steps", _fmt(vanilla.get("full_steps"), "{:.1f}"), _fmt(vanilla.get("full_steps"), "{:.1f}"),
+                 _fmt(vanilla.get("gflops"), "{:.1f}"), _fmt(vanilla.get("time_s"), "{:.3f}"), "1.00x", "∞", "1", "0",
+                 _vbench_cell(vanilla.get("vbench"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    for r in rows:
+        cells = [r["title"], r["setting"]]
+        for _, key, fmt, higher in COLUMNS:
+            cell = _fmt(r.get(key), fmt)
+            if key in best and r.get(key) is not None and _ties(r[key], best[key], key):
+                cell = f"**{cell}**"
+            cells.append(cell)
+        cells.append(_vbench_cell(r.get("vbench")))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _ties(value: float, best: float, key: str) -> bool:
+    """Tied-best: within the rounding shown in the table."""
+    tolerance = {"psnr": 0.005, "ssim": 0.00005, "lpips": 0.00005}[key]
+    return abs(value - best) <= tolerance or value == best
+
+
+def write_markdown(result: dict, path: Path) -> Path:
+    meta = result["meta"]
+    parts = [f"# lemica bench: {meta['workload']}, T={meta['num_steps']}",
+             f"{len(meta['samples'])} evaluation samples; matched on {meta['match']} "
+             f"(budgets {meta['budgets']}); quality is against the vanilla video of the same prompt and seed."]
+    for budget in meta["budgets"]:
+        parts += [f"\n## Budget B = {budget} of {meta['num_steps']} steps\n",
+                  budget_table(result["rows"], budget, result["vanilla"])]
+    if result["unavailable"]:
+        parts.append("\n## Not run\n")
+        parts += [f"- {u['method']} (B={u['budget']}): {u['reason']}" for u in result["unavailable"]]
+    unmatched = [r for r in result["rows"] if r.get("tuning") and not r["tuning"]["reachable"]]
+    if unmatched:
+        parts.append("\n## Budgets a method could not reach (its nearest setting is shown)\n")
+        parts += [f"- {r['title']} at B={r['budget']}: lowest compute found {r['tuning']['tuning_compute']:.1f} "
+                  f"({r['tuning']['matched_on']})" for r in unmatched]
+    text = "\n".join(parts) + "\n"
+    return atomic_write_bytes(path, text.encode())
+
+
+def write_json(result: dict, path: Path) -> Path:
+    return atomic_write_json(path, result)
+
+
+def plot_quality_vs_latency(result: dict, path: Path) -> Path:
+    """The paper's Fig. 5: PSNR / SSIM / LPIPS against mean wall time per video, one line per method."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    methods = list(dict.fromkeys(r["method"] for r in result["rows"]))
+    markers = "os^vD<>phX*P8"
+    for i, method in enumerate(methods):
+        rows = sorted((r for r in result["rows"] if r["method"] == method and r.get("time_s")),
+                      key=lambda r: r["time_s"])
+        if not rows:
+            continue
+        style = dict(marker=markers[i % len(markers)], label=rows[0]["title"],
+                     linewidth=2.5 if method == "lemica-lexminimax" else 1.0)
+        for ax, key in zip(axes, ("psnr", "ssim", "lpips")):
+            points = [(r["time_s"], r[key]) for r in rows if r.get(key) is not None and math.isfinite(r[key])]
+            if points:
+                ax.plot(*zip(*points), **style)
+    for ax, title in zip(axes, ("PSNR (dB) ↑", "SSIM ↑", "LPIPS ↓")):
+        ax.axvline(result["vanilla"]["time_s"], color="gray", linestyle=":", label="vanilla time")
+        ax.set_xlabel("wall time per video (s)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, loc="best")
+    fig.suptitle(f"{result['meta']['workload']}: quality vs latency (T={result['meta']['num_steps']})")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_gif(videos: dict, rows: list[dict], budget: int, path: Path, sample: int = 0) -> Path | None:
+    """Side-by-side GIF of one evaluation sample: vanilla, then every method at ``budget``."""
+    from lemica.video import save_video, side_by_side
+
+    panels, captions = [videos[("vanilla", None)][sample]], ["vanilla"]
+    for r in rows:
+        if r["budget"] == budget and (r["method"], budget) in videos:
+            panels.append(videos[(r["method"], budget)][sample])
+            psnr = r["per_sample"][sample]["psnr"]
+            captions.append(f"{r['method']} {'∞' if psnr is None else f'{psnr:.1f}'}dB")
+    if len(panels) < 2:
+        return None
+    frames = side_by_side(panels, captions, scale=3, font_size=10)
+    return save_video(frames, path, fps=4)
+
+
+def write_all(result, out_dir: Path, gif_budget: int | None = None) -> dict[str, Path]:
+    out_dir = Path(out_dir)
+    data = result.to_dict()
+    paths = {"json": write_json(data, out_dir / "results.json"),
+             "markdown": write_markdown(data, out_dir / "results.md"),
+             "plot": plot_quality_vs_latency(data, out_dir / "quality_vs_latency.png")}
+    budget = gif_budget if gif_budget is not None else min(data["meta"]["budgets"])
+    gif = write_gif(result.videos, data["rows"], budget, out_dir / f"side_by_side_B{budget}.gif")
+    if gif is not None:
+        paths["gif"] = gif
+    return paths
+
+
+def summary_lines(result: dict) -> list[str]:
+    """Per budget: which method is best on each metric, and where lemica lexminimax stands."""
+    lines = []
+    for budget in result["meta"]["budgets"]:
+        rows = [r for r in result["rows"] if r["budget"] == budget]
+        ours = next((r for r in rows if r["method"] == "lemica-lexminimax"), None)
+        for key, higher in (("psnr", True), ("ssim", True), ("lpips", False)):
+            valid = [r for r in rows if r.get(key) is not None and np.isfinite(r[key])]
+            if not valid:
+                continue
+            best = (max if higher else min)(valid, key=lambda r: r[key])
+            mine = "" if ours is None else f"; lemica lexminimax {ours[key]:.4g}"
+            lines.append(f"B={budget} {key}: best {best['method']} {best[key]:.4g}{mine}")
+    return lines

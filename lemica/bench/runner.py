@@ -1,0 +1,277 @@
+"""Run every method at matched compute and measure cost and quality the same way for all of them.
+
+For each budget B (full steps out of T): static methods are built for B; threshold and discrete methods are
+tuned on the tuning prompts until their compute lands nearest B; then every chosen setting is run on the
+evaluation samples twice — once timed, once under the FLOP counter (the counter slows the run down) — and
+its videos are compared with the vanilla video of the same prompt and seed.
+
+"Compute" is the number of full block-stack executions per guidance branch, counted by a probe inside a
+middle block (``lemica.bench.counting``). Methods that never skip a whole block (attention-only caches) are
+matched on FLOPs expressed in full steps instead; ``match="flops"`` uses that for every method.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from typing import Any, Callable
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from lemica.bench.counting import measure
+from lemica.bench.methods import REGISTRY, BenchContext, Method, MethodUnavailable, Setting
+from lemica.metrics.quality import compare_videos
+
+SEARCH_STEPS = 9
+
+
+@dataclasses.dataclass
+class Measured:
+    """One setting on a list of samples."""
+
+    videos: list[np.ndarray]
+    times: list[float]
+    block_runs: list[int]
+    flops: list[int]
+    own_runs: list[int | None]
+    deterministic: bool  # the timed and the counted run gave the same video
+
+    def mean(self, values) -> float:
+        return float(np.mean(values)) if len(values) else float("nan")
+
+
+@dataclasses.dataclass
+class Reference:
+    """Vanilla per sample: what every method is compared with."""
+
+    measured: Measured
+    branches: int  # transformer calls per step (2 with separate CFG calls)
+    step_flops: float  # FLOPs of one full step, all branches
+
+    def full_steps(self, block_runs: float) -> float:
+        return block_runs / self.branches
+
+    def equivalent_steps(self, flops: float) -> float:
+        return flops / self.step_flops
+
+
+def _own_runs(pipe, setting: Setting) -> int | None:
+    """The method's own count of full block-stack executions, where it keeps one (a cross-check)."""
+    from lemica.runtime import cache_stats
+    try:
+        return cache_stats(pipe).block_stack_runs
+    except RuntimeError:
+        return None
+
+
+def run_setting(workload, setting: Setting, samples, timed: bool = True, progress=None) -> Measured:
+    pipe = workload.pipe
+    out = Measured([], [], [], [], [], True)
+    with setting.install(pipe):
+        for sample in samples:
+            video = None
+            if timed:
+                start = time.perf_counter()
+                video = workload.generate(sample, **setting.overrides)
+                out.times.append(time.perf_counter() - start)
+            with measure(pipe) as meter:
+                counted = workload.generate(sample, **setting.overrides)
+            out.own_runs.append(_own_runs(pipe, setting))
+            if video is not None and not np.array_equal(video, counted):
+                out.deterministic = False
+            out.videos.append(video if video is not None else counted)
+            out.block_runs.append(meter.compute.block_runs)
+            out.flops.append(meter.compute.flops)
+            if progress is not None:
+                progress.update()
+    return out
+
+
+def reference(workload, samples, timed: bool = True) -> Reference:
+    from lemica.bench.methods import _vanilla
+    measured = run_setting(workload, _vanilla(None), samples, timed=timed)
+    T = workload.num_steps
+    branches = max(1, round(measured.mean(measured.block_runs) / T))
+    return Reference(measured, branches, measured.mean(measured.flops) / T)
+
+
+class Matcher:
+    """Tunes threshold and discrete methods on the tuning prompts so their compute lands nearest a budget."""
+
+    def __init__(self, ctx: BenchContext, ref: Reference, match: str = "steps"):
+        if match not in ("steps", "flops"):
+            raise ValueError(f"match must be 'steps' or 'flops', got {match!r}")
+        self.ctx, self.ref, self.match = ctx, ref, match
+        self._memo: dict[tuple, float] = {}
+        self.log: list[dict] = []
+
+    def key_name(self, method: Method) -> str:
+        return "equivalent steps (FLOPs)" if (self.match == "flops" or method.partial) else "full steps"
+
+    def compute_of(self, method: Method, measured: Measured) -> float:
+        if self.match == "flops" or method.partial:
+            return self.ref.equivalent_steps(measured.mean(measured.flops))
+        return self.ref.full_steps(measured.mean(measured.block_runs))
+
+    def evaluate(self, method: Method, setting: Setting) -> float:
+        key = (method.name, json.dumps(setting.knob, sort_keys=True, default=str))
+        if key not in self._memo:
+            measured = run_setting(self.ctx.workload, setting, self.ctx.workload.tuning, timed=False)
+            self._memo[key] = self.compute_of(method, measured)
+            self.log.append({"method": method.name, "knob": setting.knob, "compute": self._memo[key]})
+        return self._memo[key]
+
+    def _pick(self, points: list[tuple[Setting, float]], budget: float) -> tuple[Setting, float]:
+        return min(points, key=lambda p: (abs(p[1] - budget), p[1]))
+
+    def tune(self, method: Method, budget: int) -> tuple[Setting, dict]:
+        if method.kind == "discrete":
+            points = [(s, self.evaluate(method, s)) for s in method.make(self.ctx)]
+        else:
+            points = self._bisect(method, budget)
+        setting, achieved = self._pick(points, budget)
+        reachable = min(c for _, c in points) <= budget + 0.5
+        return setting, {"target": budget, "matched_on": self.key_name(method), "tuning_compute": achieved,
+                         "candidates": len(points), "reachable": reachable}
+
+    def _bisect(self, method: Method, budget: int) -> list[tuple[Setting, float]]:
+        """Compute falls as the threshold rises: bisect log(threshold) for the crossing of the budget."""
+        lo, hi = method.threshold_range
+        points = []
+
+        def f(threshold: float) -> float:
+            setting = method.make(self.ctx, threshold, budget)
+            value = self.evaluate(method, setting)
+            points.append((setting, value))
+            return value
+
+        if f(hi) > budget:  # cannot reach the budget even at the largest threshold
+            return points
+        while f(lo) < budget and lo > 1e-7:
+            lo /= 10
+        for _ in range(SEARCH_STEPS):
+            mid = math.sqrt(lo * hi)
+            value = f(mid)
+            if value == budget:
+                break
+            lo, hi = (mid, hi) if value > budget else (lo, mid)
+        return points
+
+
+def _metrics(ref: Reference, measured: Measured) -> dict:
+    scores = [compare_videos(r, c) for r, c in zip(ref.measured.videos, measured.videos)]
+    out = {}
+    for name in ("psnr", "ssim", "lpips"):
+        values = np.array([s[name] for s in scores], dtype=float)
+        out[name] = float(np.mean(values)) if np.all(np.isfinite(values)) else float("inf")
+    out["per_sample"] = [{k: (v if math.isfinite(v) else None) for k, v in s.items()} for s in scores]
+    return out
+
+
+def _row(method: Method, setting: Setting, budget: int | None, measured: Measured, ref: Reference, workload,
+         tuning: dict | None) -> dict:
+    t_ref, t = sum(ref.measured.times), sum(measured.times)
+    row = {
+        "method": method.name, "title": method.title, "budget": budget, "setting": setting.label,
+        "knob": setting.knob,
+        "full_steps": ref.full_steps(measured.mean(measured.block_runs)),
+        "equivalent_steps": ref.equivalent_steps(measured.mean(measured.flops)),
+        "gflops": measured.mean(measured.flops) / 1e9,
+        "time_s": t / len(measured.times) if measured.times else None,
+        "speedup": t_ref / t if t else None,
+        **_metrics(ref, measured),
+        "vbench": workload.score(measured.videos, [s.scene for s in workload.samples]) if workload.score else None,
+        "schedule": list(setting.schedule.full_steps) if setting.schedule is not None else None,
+        "own_block_runs": measured.own_runs[0] if measured.own_runs and measured.own_runs[0] is not None else None,
+        "deterministic": measured.deterministic,
+        "tuning": tuning, "note": method.note,
+    }
+    return row
+
+
+@dataclasses.dataclass
+class BenchResult:
+    meta: dict
+    vanilla: dict
+    rows: list[dict]
+    unavailable: list[dict]
+    videos: dict[tuple[str, int | None], list[np.ndarray]]  # (method, budget) -> evaluation videos
+    tuning_log: list[dict]
+
+    def to_dict(self) -> dict:
+        return _finite({"meta": self.meta, "vanilla": self.vanilla, "rows": self.rows,
+                        "unavailable": self.unavailable, "tuning_log": self.tuning_log})
+
+
+def _finite(obj):
+    """JSON has no infinity: identical videos (PSNR = inf) are written as null."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def run_bench(ctx: BenchContext, methods: list[str], budgets: list[int], match: str = "steps",
+              progress: bool = True, log: Callable[[str], None] = print) -> BenchResult:
+    workload = ctx.workload
+    unknown = [m for m in methods if m not in REGISTRY]
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; choose from {list(REGISTRY)}")
+    log(f"vanilla on {len(workload.samples)} samples ({workload.num_steps} steps)")
+    ref = reference(workload, workload.samples)
+    if not ref.measured.deterministic:
+        raise RuntimeError("the vanilla pipeline is not deterministic for a fixed seed; nothing can be compared")
+    matcher = Matcher(ctx, ref, match)
+    vanilla = {"full_steps": ref.full_steps(ref.measured.mean(ref.measured.block_runs)),
+               "gflops": ref.measured.mean(ref.measured.flops) / 1e9,
+               "time_s": float(np.mean(ref.measured.times)), "branches": ref.branches,
+               "vbench": workload.score(ref.measured.videos, [s.scene for s in workload.samples])
+               if workload.score else None}
+
+    plan_: list[tuple[Method, int | None, Setting, dict | None]] = []
+    unavailable = []
+    chosen = [m for m in methods if m != "vanilla"]
+    for name in tqdm(chosen, desc="tuning", disable=not progress):
+        method = REGISTRY[name]
+        for budget in budgets:
+            try:
+                if method.kind == "static":
+                    plan_.append((method, budget, method.make(ctx, budget), None))
+                else:
+                    setting, tuning = matcher.tune(method, budget)
+                    plan_.append((method, budget, setting, tuning))
+            except MethodUnavailable as e:
+                unavailable.append({"method": name, "budget": budget, "reason": str(e)})
+            except Exception as e:  # a peer that breaks on this model is reported, not dropped silently
+                unavailable.append({"method": name, "budget": budget, "reason": f"{type(e).__name__}: {e}"})
+
+    rows, videos = [], {("vanilla", None): ref.measured.videos}
+    done: dict[tuple, Measured] = {}
+    bar = tqdm(total=len(plan_) * len(workload.samples), desc="evaluating", disable=not progress)
+    for method, budget, setting, tuning in plan_:
+        key = (method.name, json.dumps(setting.knob, sort_keys=True, default=str))
+        try:
+            if key not in done:
+                done[key] = run_setting(workload, setting, workload.samples, progress=bar)
+            measured = done[key]
+        except Exception as e:
+            unavailable.append({"method": method.name, "budget": budget, "reason": f"{type(e).__name__}: {e}"})
+            continue
+        rows.append(_row(method, setting, budget, measured, ref, workload, tuning))
+        videos[(method.name, budget)] = measured.videos
+    bar.close()
+
+    # The peers' hooks must leave the pipeline exactly as they found it, or later rows would be wrong.
+    after = run_setting(workload, REGISTRY["vanilla"].make(ctx), workload.samples[:1], timed=False)
+    restored = bool(np.array_equal(after.videos[0], ref.measured.videos[0]))
+    meta = {"workload": workload.name, "num_steps": workload.num_steps, "budgets": budgets, "match": match,
+            "samples": [{"key": s.key, "prompt": s.prompt, "seed": s.seed} for s in workload.samples],
+            "tuning_samples": [{"key": s.key, "prompt": s.prompt, "seed": s.seed} for s in workload.tuning],
+            "call_kwargs": {k: v for k, v in workload.call_kwargs.items() if isinstance(v, (int, float, str))},
+            "pipeline_restored_after_all_methods": restored, "context": ctx.info()}
+    return BenchResult(meta, vanilla, rows, unavailable, videos, matcher.log)

@@ -1,0 +1,108 @@
+"""What a benchmark runs: one pipeline, its call settings, evaluation samples and tuning samples.
+
+Prompts are encoded once up front and passed as embeddings, so text encoding is outside every timing.
+Tuning samples (thresholds, MagCache ratios, TeaCache's polynomial, the error graph) come from the model's
+calibration prompts, never from the evaluation prompts.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+
+@dataclasses.dataclass
+class Sample:
+    key: str
+    prompt: str
+    seed: int
+    kwargs: dict  # pipeline kwargs that carry the prompt (embeddings)
+    scene: Any = None  # ground truth for the mini-VBench scorer, when there is one
+
+
+@dataclasses.dataclass
+class Workload:
+    name: str
+    pipe: Any
+    num_steps: int
+    call_kwargs: dict  # every call: guidance scale, size ...
+    samples: list[Sample]  # evaluation
+    tuning: list[Sample]  # threshold search / peer calibration
+    score: Callable[[list[np.ndarray], list[Any]], dict] | None = None
+    graph_path: str | None = None  # shipped error graph for this workload, if any
+    graph_prompts: Callable[[int], list] | None = None  # prompts for calibrating an error graph
+
+    def kwargs(self, sample: Sample, **overrides) -> dict:
+        kwargs = dict(self.call_kwargs, **sample.kwargs)
+        kwargs.update(num_inference_steps=self.num_steps, generator=torch.Generator("cpu").manual_seed(sample.seed),
+                      output_type="np", return_dict=True)
+        kwargs.update(overrides)
+        return kwargs
+
+    def generate(self, sample: Sample, **overrides) -> np.ndarray:
+        """One video (F, H, W, 3) in [0, 1] for ``sample``."""
+        with torch.no_grad():
+            out = self.pipe(**self.kwargs(sample, **overrides))
+        frames = out.frames if hasattr(out, "frames") else out[0]
+        frames = frames.detach().float().cpu().numpy() if torch.is_tensor(frames) else np.asarray(frames)
+        return np.ascontiguousarray(frames[0], dtype=np.float32)
+
+    def calibration_prompts(self, n: int) -> list:
+        """n prompts for ``lemica.calibrate`` (strings or pipeline kwargs), never evaluation prompts."""
+        if self.graph_prompts is not None:
+            return self.graph_prompts(n)
+        return [s.kwargs for s in self.tuning][:n]
+
+
+def tiny_t2v_workload(prompts: int = 4, seeds: tuple[int, ...] = (0,), tuning_prompts: int = 1,
+                      num_steps: int | None = None, guidance_scale: float | None = None, shift: float | None = None,
+                      pipe=None, prompt_seed: int = 0) -> Workload:
+    """The embedded text-to-video model on its held-out prompts (scored by mini-VBench)."""
+    from lemica.models import tiny_t2v
+    from lemica.models.tiny_t2v.scorer import score_videos
+
+    pipe = pipe or tiny_t2v.load_default_pipeline()
+    if shift is not None:
+        pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, shift=shift)
+    encoder = pipe.text_encoder
+    negative = encoder([""])
+
+    def encode(caption: str) -> dict:
+        return {"prompt_embeds": encoder([caption]), "negative_prompt_embeds": negative}
+
+    scenes = tiny_t2v.heldout_prompts(prompts, seed=prompt_seed)
+    samples = [Sample(f"p{i}-s{seed}", scene.caption, seed, encode(scene.caption), scene)
+               for i, scene in enumerate(scenes) for seed in seeds]
+    captions = tiny_t2v.calibration_prompts(max(1, tuning_prompts), seed=prompt_seed)
+    tuning = [Sample(f"cal{i}", caption, 1000 + i, encode(caption)) for i, caption in enumerate(captions)]
+    from importlib import resources
+    graph = resources.files("lemica").joinpath("data/tiny_t2v_graph.json")
+    return Workload(
+        name="tiny_t2v", pipe=pipe, num_steps=num_steps or tiny_t2v.DEFAULT_STEPS,
+        call_kwargs={"guidance_scale": tiny_t2v.DEFAULT_GUIDANCE if guidance_scale is None else guidance_scale},
+        samples=samples, tuning=tuning, score=score_videos,
+        graph_path=str(graph) if graph.is_file() else None,
+        graph_prompts=lambda n: tiny_t2v.calibration_prompts(n, seed=prompt_seed))
+
+
+def tiny_pipeline_workload(family: str = "wan", prompts: int = 2, seeds: tuple[int, ...] = (0,),
+                           num_steps: int = 10, cfg: bool = True, tiny=None) -> Workload:
+    """A random-weight diffusers pipeline from ``lemica.testing`` (harness tests; quality numbers are meaningless)."""
+    from lemica.testing.tiny_pipelines import make_pipeline
+
+    tiny = tiny or make_pipeline(family)
+    size = dict(tiny.size, **tiny.extra, **(tiny.cfg_on if cfg else tiny.cfg_off))
+
+    def conditioning(prompt: int) -> dict:
+        kwargs = dict(tiny.conditioning(prompt))
+        if cfg:
+            kwargs.update(tiny.conditioning(prompt, negative=True))
+        return kwargs
+
+    samples = [Sample(f"p{p}-s{seed}", f"random prompt {p}", seed, conditioning(p))
+               for p in range(prompts) for seed in seeds]
+    tuning = [Sample("cal0", "random prompt 100", 1000, conditioning(100))]
+    return Workload(name=f"tiny_{family}", pipe=tiny.pipe, num_steps=num_steps, call_kwargs=size,
+                    samples=samples, tuning=tuning)
