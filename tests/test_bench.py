@@ -1,0 +1,273 @@
+"""The bench harness: TeaCache's rule, matched-compute bookkeeping, threshold matching, table/JSON writers."""
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from lemica.bench import report  # noqa: E402
+from lemica.bench.counting import TransformerFlops, measure, probe_linear  # noqa: E402
+from lemica.bench.methods import (REGISTRY, BenchContext, Method, Setting, dbcache_warmup,  # noqa: E402
+                                  magcache_limits)
+from lemica.bench.runner import Matcher, Reference, run_bench, run_setting  # noqa: E402
+from lemica.bench.teacache import (IDENTITY, TeaCachePolicy, TeaCacheRecorder, fit_coefficients,  # noqa: E402
+                                   modulated_input, published_coefficients)
+from lemica.bench.workload import tiny_pipeline_workload  # noqa: E402
+from lemica.runtime import Action, cache_stats, cached  # noqa: E402
+from lemica.schedule import Schedule  # noqa: E402
+
+C, R = Action.COMPUTE, Action.REUSE
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():  # tiny models run faster and steadier on one thread of the shared CPU
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def workload():
+    return tiny_pipeline_workload("wan", prompts=1, seeds=(0,), num_steps=6)
+
+
+def signal(value: float) -> torch.Tensor:
+    return torch.full((1, 4), float(value))
+
+
+# ------------------------------------------------------------------------------------------ TeaCache
+def test_teacache_accumulates_relative_l1_until_threshold():
+    # Relative L1 changes: 0.1, 0.1, 0.1, 0.5, 0.05, 0.05, 0.1 (step 1..7); threshold 0.25, identity rescale.
+    values = [1.0, 1.1, 1.21, 1.331, 1.9965, 2.096325, 2.20114125, 2.421255375]
+    policy = TeaCachePolicy(0.25, IDENTITY)
+    policy.start(len(values))
+    actions = [policy.decide(t, "cond", signal(v)) for t, v in enumerate(values)]
+    # step 0 warm-up; 0.1, 0.2 < 0.25 skip; 0.3 computes (reset); 0.5 computes; 0.05, 0.1 skip; last computes
+    assert actions == [C, R, R, C, C, R, R, C]
+
+
+def test_teacache_rescale_polynomial_and_branches_are_separate():
+    policy = TeaCachePolicy(1.0, coefficients=[10.0, 0.0])  # rescaled change = 10 x relative L1
+    policy.start(6)
+    cond = [policy.decide(t, "cond", signal(1.0 + 0.05 * t)) for t in range(3)]
+    uncond = [policy.decide(t, "uncond", signal(1.0)) for t in range(3)]  # never changes
+    # cond: 10 * 0.05 = 0.5 (skip), then 0.5 + 10 * 0.0476 = 0.976 (skip)
+    assert cond == [C, R, R]
+    assert uncond == [C, R, R]
+    assert policy.decide(3, "cond", signal(1.15)) is C  # 0.976 + 0.435 >= 1
+    assert policy.decide(3, "uncond", signal(1.0)) is R  # its own accumulator is still 0
+
+
+def test_teacache_warmup_and_zero_threshold():
+    policy = TeaCachePolicy(0.0, warmup=3)
+    policy.start(5)
+    assert [policy.decide(t, "b", signal(1.0)) for t in range(5)] == [C, C, C, C, C]
+    with pytest.raises(ValueError):
+        TeaCachePolicy(0.1, warmup=0)
+
+
+def test_modulated_input_prefers_temb():
+    h, e, temb = torch.zeros(1), torch.ones(1), torch.full((1,), 2.0)
+    assert modulated_input((h, e, temb, None), {}) is temb
+    assert modulated_input((h,), {"temb": temb}) is temb
+    assert modulated_input((h,), {}) is h
+
+
+def test_teacache_fit_recovers_a_polynomial():
+    x = np.linspace(0.01, 0.3, 40)
+    coefficients = fit_coefficients(x, 3 * x**2 + 0.5 * x + 0.01)
+    assert np.allclose(np.poly1d(coefficients)(x), 3 * x**2 + 0.5 * x + 0.01, atol=1e-8)
+    assert len(published_coefficients("wan2.1-t2v-1.3b")) == 5
+    with pytest.raises(KeyError):
+        published_coefficients("no-such-model")
+
+
+def test_teacache_on_a_pipeline_follows_its_decisions(workload):
+    """Runtime + policy: the skipped steps are the ones the rule chose, and the probe agrees with lemica's stats."""
+    policy = TeaCachePolicy(0.5)
+    decisions = []
+    decide = policy.decide
+    policy.decide = lambda step, branch, modulated: decisions.append((step, branch, decide(step, branch, modulated))) \
+        or decisions[-1][2]
+    with cached(workload.pipe, policy), measure(workload.pipe) as meter:
+        workload.generate(workload.samples[0])
+        stats = cache_stats(workload.pipe)
+    computed = {(s, b) for s, b, a in decisions if a is C}
+    assert computed == {(r.step, r.branch) for r in stats.records if r.action is C}
+    assert meter.compute.block_runs == stats.block_stack_runs == len(computed)
+    assert 0 < len(computed) < 2 * workload.num_steps
+
+
+def test_teacache_recorder_pairs(workload):
+    recorder = TeaCacheRecorder()
+    with cached(workload.pipe, recorder):
+        workload.generate(workload.samples[0])
+    x, y = recorder.pairs()
+    assert len(x) == len(y) == 2 * (workload.num_steps - 1)  # two branches
+    assert np.all(x >= 0) and np.all(y > 0)
+
+
+# ------------------------------------------------------------------------------------------ bookkeeping
+def test_probe_sits_in_a_middle_block(workload):
+    name, layer = probe_linear(workload.pipe.transformer)
+    assert name.startswith("blocks.1.") and isinstance(layer, torch.nn.Linear)
+
+
+@pytest.mark.parametrize("budget", [2, 4])
+def test_block_runs_count_full_steps_per_branch(workload, budget):
+    schedule = Schedule.uniform(workload.num_steps, budget)
+    with cached(workload.pipe, schedule), measure(workload.pipe) as meter:
+        workload.generate(workload.samples[0])
+        own = cache_stats(workload.pipe).block_stack_runs
+    assert meter.compute.block_runs == own == 2 * budget
+    assert meter.compute.transformer_calls == 2 * workload.num_steps
+
+
+def test_counts_for_peers_and_fewer_steps(workload):
+    ctx = BenchContext(workload)
+    full = run_setting(workload, REGISTRY["vanilla"].make(ctx), workload.samples, timed=False)
+    fewer = run_setting(workload, REGISTRY["fewer-steps"].make(ctx, 3), workload.samples, timed=False)
+    skip_all = run_setting(workload, REGISTRY["fbcache"].make(ctx, 1e9, 3), workload.samples, timed=False)
+    assert full.block_runs == [2 * workload.num_steps]
+    assert fewer.block_runs == [6] and fewer.flops[0] == pytest.approx(full.flops[0] / 2)
+    # FirstBlockCache skips every later step's remaining blocks, but its first block still costs FLOPs
+    assert skip_all.block_runs == [2]
+    assert full.flops[0] / 2 / workload.num_steps < skip_all.flops[0] < full.flops[0]
+
+
+def test_flops_include_cpu_attention():
+    class Attention(torch.nn.Module):
+        def forward(self, q):
+            return torch.nn.functional.scaled_dot_product_attention(q, q, q)
+
+    class Pipe:
+        def __init__(self):
+            self.transformer = Attention()
+            self.components = {"transformer": self.transformer}
+
+    pipe = Pipe()
+    meter = TransformerFlops(pipe)
+    pipe.transformer(torch.randn(1, 2, 16, 8))
+    meter.close()
+    assert meter.calls == 1
+    assert meter.flops == 2 * (2 * 2 * 16 * 16 * 8)  # QK^T and AV
+
+
+# ------------------------------------------------------------------------------------------ matching
+class _FakeMatcher(Matcher):
+    """Compute = a staircase in the knob, no pipeline needed."""
+
+    def __init__(self, steps_of):
+        self.ctx, self.match, self._memo, self.log = None, "steps", {}, []
+        self.steps_of = steps_of
+
+    def evaluate(self, method, setting):
+        return self.steps_of(setting.knob["threshold"])
+
+
+def _threshold_method(lo=1e-3, hi=10.0):
+    return Method("fake", "fake", "threshold",
+                  lambda ctx, value, budget: Setting("fake", f"{value}", {"threshold": value}, None), (lo, hi))
+
+
+def test_bisection_lands_on_the_budget():
+    matcher = _FakeMatcher(lambda t: max(2, 30 - math.floor(8 * math.log10(t / 1e-3))))
+    setting, info = matcher.tune(_threshold_method(), 15)
+    assert matcher.steps_of(setting.knob["threshold"]) == 15 and info["reachable"]
+    assert info["candidates"] <= 12
+
+
+def test_bisection_reports_unreachable_budgets():
+    matcher = _FakeMatcher(lambda t: 20)
+    setting, info = matcher.tune(_threshold_method(), 10)
+    assert not info["reachable"] and info["tuning_compute"] == 20
+
+
+def test_discrete_picks_nearest_then_cheaper():
+    settings = [Setting("d", str(v), {"threshold": v}, None) for v in (18, 14, 16, 12)]
+    method = Method("d", "d", "discrete", lambda ctx: settings)
+    setting, info = _FakeMatcher(lambda v: v).tune(method, 15)
+    assert setting.knob["threshold"] == 14  # 14 and 16 are equally near: take less compute
+
+
+def test_peer_knob_ladders_leave_room_for_their_threshold():
+    assert magcache_limits(30, 15) == (0.2, 3)  # diffusers' defaults reach 12 <= 15 - 3
+    retention, max_skip = magcache_limits(30, 10)
+    kept = int(retention * 30 + 0.5)
+    assert kept + math.ceil((30 - kept) / (max_skip + 1)) <= 7
+    assert dbcache_warmup(30, 15) == 8 and dbcache_warmup(30, 6) == 2
+
+
+def test_reference_units():
+    ref = Reference(measured=None, branches=2, step_flops=100.0)
+    assert ref.full_steps(30) == 15 and ref.equivalent_steps(450.0) == 4.5
+
+
+# ------------------------------------------------------------------------------------------ end to end + report
+@pytest.fixture(scope="module")
+def small_result(workload):
+    from lemica.calibrate import calibrate
+    graph = calibrate(workload.pipe, workload.calibration_prompts(1), (0,), num_inference_steps=workload.num_steps,
+                      max_skip=3, progress=False, **workload.call_kwargs)
+    ctx = BenchContext(workload, graph)
+    return run_bench(ctx, ["vanilla", "lemica-lexminimax", "uniform", "fewer-steps", "teacache", "pab"], [3],
+                     progress=False, log=lambda _: None)
+
+
+def test_run_bench_matches_and_restores(small_result):
+    rows = {r["method"]: r for r in small_result.rows}
+    assert set(rows) == {"lemica-lexminimax", "uniform", "fewer-steps", "teacache", "pab"}
+    for name in ("lemica-lexminimax", "uniform", "fewer-steps"):
+        assert rows[name]["full_steps"] == 3
+    assert rows["lemica-lexminimax"]["own_block_runs"] == 6
+    assert abs(rows["teacache"]["tuning"]["tuning_compute"] - 3) <= 1
+    assert rows["pab"]["full_steps"] == 6 and rows["pab"]["tuning"]["matched_on"].startswith("equivalent")
+    assert all(r["deterministic"] for r in small_result.rows)
+    assert small_result.meta["pipeline_restored_after_all_methods"]
+    assert len(rows["uniform"]["per_sample"]) == 1 and rows["uniform"]["psnr"] > 0
+
+
+def test_writers(small_result, tmp_path):
+    paths = report.write_all(small_result, tmp_path)
+    data = json.loads(paths["json"].read_text())  # strict JSON: no Infinity
+    assert {r["method"] for r in data["rows"]} == {r["method"] for r in small_result.rows}
+    text = paths["markdown"].read_text()
+    assert "## Budget B = 3 of 6 steps" in text and "| lemica lexminimax | B=3 |" in text
+    assert paths["plot"].stat().st_size > 0 and paths["gif"].stat().st_size > 0
+
+
+def test_table_bolds_best_and_ties():
+    rows = [dict(method=m, title=m, setting="s", budget=5, full_steps=5.0, equivalent_steps=5.0, gflops=1.0,
+                 time_s=1.0, speedup=1.0, psnr=p, ssim=s, lpips=l, vbench=None)
+            for m, p, s, l in [("a", 30.0, 0.9, 0.1), ("b", 30.001, 0.8, 0.2), ("c", 20.0, 0.9, 0.05)]]
+    rows.append(dict(rows[0], budget=4, psnr=99.0))
+    lines = report.budget_table(rows, 5).splitlines()
+    a, b, c = lines[2:]
+    assert "**30.00**" in a and "**30.00**" in b and "**20.00**" not in c  # PSNR tie within rounding
+    assert "**0.9000**" in a and "**0.9000**" in c  # SSIM tie
+    assert "**0.0500**" in c and "99.00" not in "".join(lines)  # other budgets stay out
+
+
+def test_json_has_no_infinity():
+    from lemica.bench.runner import _finite
+    assert _finite({"a": [float("inf"), 1.0], "b": float("nan")}) == {"a": [None, 1.0], "b": None}
+
+
+def test_cli_method_list_matches_registry():
+    from lemica.bench.cli import METHODS
+    assert METHODS == tuple(REGISTRY)
+
+
+def test_cli_rejects_unknown_method():
+    from typer.testing import CliRunner
+
+    from lemica.cli import app
+    result = CliRunner().invoke(app, ["bench", "--methods", "nope"])
+    assert result.exit_code == 2 and "unknown methods" in result.output
