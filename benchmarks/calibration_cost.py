@@ -214,7 +214,8 @@ def main() -> None:
 def print_table(result: dict, budgets: list[int]) -> None:
     exact = next(r for r in result["rows"] if r["estimator"] == "exact ×N")
     head = ("| estimator | runs/sample (gens) | s/sample (gens) | ÷exact per sample runs / time | ÷exact total "
-            "runs / time | Spearman | " + " | ".join(f"B={b}: PSNR / SSIM / LPIPS (Δ vs exact)" for b in budgets) + " |")
+            "runs / time | Spearman | "
+            + " | ".join(f"B={b}: PSNR / SSIM / LPIPS (Δ vs exact)" for b in budgets) + " |")
     print(head)
     print("|" + "---|" * (6 + len(budgets)))
     for r in result["rows"]:

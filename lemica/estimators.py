@@ -127,16 +127,36 @@ class _StepTap:
         return False
 
 
-def _run(pipe, policy, kwargs: dict, keep=None, stop_after=None):
-    """One pipeline call under ``policy``: (x̂0 of the kept steps, final latents or None if stopped, runs, tap)."""
-    with cached(pipe, policy):
-        with _StepTap(pipe.scheduler, keep, stop_after) as tap:
-            try:
-                final = _final_latents(pipe, kwargs)
-            except _Stop:
-                final = None
-        stats = cache_stats(pipe)
-        return final, stats.block_stack_runs, len(stats.branches), tap
+class _Switch(StepPolicy):
+    """Forwards every decision to the current replay's policy, so the hooks are attached once, not per replay."""
+
+    def __init__(self):
+        self.target: StepPolicy = StepPolicy()
+
+    def start(self, num_steps):
+        self.target.start(num_steps)
+
+    def action(self, step, branch):
+        return self.target.action(step, branch)
+
+    def served_output(self, step, branch, transformer):
+        return self.target.served_output(step, branch, transformer)
+
+    def observe(self, step, branch, transformer, action, output, residual):
+        self.target.observe(step, branch, transformer, action, output, residual)
+
+
+def _run(pipe, switch: _Switch, policy: StepPolicy, kwargs: dict, keep=None, stop_after=None):
+    """One pipeline call under ``policy`` (``switch`` is installed): (final latents or None if stopped, block-stack
+    runs, guidance branches, the tap with the kept steps' x̂0)."""
+    switch.target = policy
+    with _StepTap(pipe.scheduler, keep, stop_after) as tap:
+        try:
+            final = _final_latents(pipe, kwargs)
+        except _Stop:
+            final = None
+    stats = cache_stats(pipe)
+    return final, stats.block_stack_runs, len(stats.branches), tap
 
 
 def _mae(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -186,16 +206,16 @@ def _by_start(edges) -> dict[int, list[int]]:
 class _Sample:
     """The reference trajectory of one (prompt, seed) and the replays measured against it."""
 
-    def __init__(self, pipe, kwargs_factory):
-        self.pipe, self.kwargs = pipe, kwargs_factory
+    def __init__(self, pipe, switch: _Switch, kwargs_factory):
+        self.pipe, self.switch, self.kwargs = pipe, switch, kwargs_factory
         self.record = RecordPolicy()
-        self.final, self.runs, self.branches, tap = _run(pipe, self.record, kwargs_factory())
+        self.final, self.runs, self.branches, tap = _run(pipe, switch, self.record, kwargs_factory())
         self.x0, self.target = tap.x0, tap.target
 
     def _chain(self, i: int, last: int, keep) -> tuple["_ChainRecord", _StepTap]:
         """Serve ≤ i, reuse i+1 … last−1 and stop there, keeping those steps' outputs and x̂0."""
         chain = _ChainRecord(self.record, i, last)
-        _, runs, _, tap = _run(self.pipe, chain, self.kwargs(), keep=keep, stop_after=last - 1)
+        _, runs, _, tap = _run(self.pipe, self.switch, chain, self.kwargs(), keep=keep, stop_after=last - 1)
         self.runs += runs
         return chain, tap
 
@@ -216,8 +236,8 @@ class _Sample:
             chain, _ = self._chain(i, max(ends), keep=())
             for j in ends:
                 end = min(j + lookahead, T - 1)
-                _, runs, _, tap = _run(self.pipe, _ServeThenCompute(self.record, chain, i, j), self.kwargs(),
-                                       keep={end}, stop_after=end)
+                replay = _ServeThenCompute(self.record, chain, i, j)
+                _, runs, _, tap = _run(self.pipe, self.switch, replay, self.kwargs(), keep={end}, stop_after=end)
                 self.runs += runs
                 errors[(i, j)] = _mae(tap.x0[end], self.x0[end])
                 bar.update()
@@ -229,7 +249,7 @@ class _Sample:
 
     def exact(self, edge) -> float:
         """Exact-mode weight: final latents of the full replay vs the reference's."""
-        final, runs, _, _ = _run(self.pipe, SegmentReplayPolicy(self.record, *edge), self.kwargs())
+        final, runs, _, _ = _run(self.pipe, self.switch, SegmentReplayPolicy(self.record, *edge), self.kwargs())
         self.runs += runs
         return _mae(final, self.final)
 
@@ -252,7 +272,8 @@ def _refine(samples: list[_Sample], base: dict[tuple[int, int], Edge], T: int, L
     rounds, scale = 0, 1.0
     while True:
         if measured:  # bring unmeasured estimates to exact units
-            ratios = [measured[e].error / base[e].error for e in measured if base[e].error > 0 and measured[e].error > 0]
+            ratios = [measured[e].error / base[e].error for e in measured
+                      if base[e].error > 0 and measured[e].error > 0]
             scale = math.exp(statistics.median(math.log(r) for r in ratios)) if ratios else 1.0
         current = {e: measured.get(e) or Edge(base[e].error * scale, base[e].std * scale, base[e].samples)
                    for e in base}
@@ -326,16 +347,19 @@ def calibrate_fast(pipe, prompts: Sequence[str | dict], seeds: Iterable[int] = (
             pipe.set_progress_bar_config(disable=True)
         measured, per_sample = [], []
         first = method if method != "refine" else base
-        for p, seed in tqdm(samples, desc=f"calibrating ({method})", disable=not progress):
-            sample = _Sample(pipe, lambda p=p, seed=seed: _sample_kwargs(prompts[p], seed, device, T, run_kwargs))
-            per_sample.append(sample.free(edges) if first == "free" else sample.proxy(edges, lookahead, progress))
-            if method != "refine":
-                sample.release()  # only refine replays again
-            measured.append(sample)
-        edges_out = _mean_graph(per_sample, edges)
-        extra = {}
-        if method == "refine":
-            edges_out, extra["refine"] = _refine(measured, edges_out, T, L, budgets, max_rounds, progress)
+        switch = _Switch()
+        with cached(pipe, switch):
+            for p, seed in tqdm(samples, desc=f"calibrating ({method})", disable=not progress):
+                sample = _Sample(pipe, switch,
+                                 lambda p=p, seed=seed: _sample_kwargs(prompts[p], seed, device, T, run_kwargs))
+                per_sample.append(sample.free(edges) if first == "free" else sample.proxy(edges, lookahead, progress))
+                if method != "refine":
+                    sample.release()  # only refine replays again
+                measured.append(sample)
+            edges_out = _mean_graph(per_sample, edges)
+            extra = {}
+            if method == "refine":
+                edges_out, extra["refine"] = _refine(measured, edges_out, T, L, budgets, max_rounds, progress)
         branches = max(s.branches for s in measured)
         per_sample_runs = sum(s.runs for s in measured) / len(measured)
         target = measured[0].target
