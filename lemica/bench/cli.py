@@ -38,7 +38,8 @@ def environment() -> dict:
             "torch_threads": torch.get_num_threads(), "processor": platform.processor() or platform.machine()}
 
 
-def resolve_graph(workload, graph_path: Path | None, out: Path, samples: int, max_skip: int, info):
+def resolve_graph(workload, graph_path: Path | None, out: Path, samples: int, max_skip: int, info,
+                  progress: bool = True):
     """The error graph: --graph, else the one shipped for the workload (if its T matches), else calibrate one."""
     from lemica.calibrate import calibrate, check_graph_matches
     from lemica.cli import load_graph_or_exit
@@ -59,7 +60,7 @@ def resolve_graph(workload, graph_path: Path | None, out: Path, samples: int, ma
             start = time.perf_counter()
             graph = calibrate(workload.pipe, workload.calibration_prompts(samples), (0,),
                               num_inference_steps=workload.num_steps, max_skip=max_skip,
-                              workdir=out / "calibration", **workload.call_kwargs)
+                              workdir=out / "calibration", progress=progress, **workload.call_kwargs)
             graph.save(cache)
             info(f"calibrated in {time.perf_counter() - start:.0f}s")
             source = str(cache)
@@ -122,7 +123,8 @@ def bench(
     graph_info = None
     the_graph = None
     if any(m.startswith("lemica") or m == "cache-dit-static" for m in chosen):
-        the_graph, graph_info = resolve_graph(workload, graph, out, calibration_samples, max_skip, info)
+        the_graph, graph_info = resolve_graph(workload, graph, out, calibration_samples, max_skip, info,
+                                              progress)
     ctx = BenchContext(workload, the_graph, teacache_coefficients)
     result = run_bench(ctx, chosen, targets, match=match, progress=progress, log=info)
     result.meta.update(graph=graph_info, environment=environment(), wall_time_s=time.perf_counter() - start,

@@ -152,6 +152,13 @@ def _quiet(prefix: str) -> Iterator[None]:
 
 
 # ---------------------------------------------------------------------------------------------- static
+def schedule_setting(method: str, schedule: Schedule, label: str | None = None) -> Setting:
+    """Any lemica schedule as a runnable setting (ablations: transferred or subset-calibrated schedules)."""
+    return Setting(method, label or f"B={schedule.budget}",
+                   {"budget": schedule.budget, "full_steps": list(schedule.full_steps)},
+                   _lemica_installer(schedule), schedule=schedule)
+
+
 def _vanilla(ctx) -> Setting:
     return Setting("vanilla", "vanilla", {}, _noop)
 

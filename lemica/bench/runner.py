@@ -160,7 +160,8 @@ class Matcher:
         return points
 
 
-def _metrics(ref: Reference, measured: Measured) -> dict:
+def quality(ref: Reference, measured: Measured) -> dict:
+    """Mean PSNR / SSIM / LPIPS against the vanilla video of the same sample, and the per-sample values."""
     scores = [compare_videos(r, c) for r, c in zip(ref.measured.videos, measured.videos)]
     out = {}
     for name in ("psnr", "ssim", "lpips"):
@@ -170,10 +171,11 @@ def _metrics(ref: Reference, measured: Measured) -> dict:
     return out
 
 
-def _row(method: Method, setting: Setting, budget: int | None, measured: Measured, ref: Reference, workload,
-         tuning: dict | None) -> dict:
+def row(method: Method, setting: Setting, budget: int | None, measured: Measured, ref: Reference, workload,
+        tuning: dict | None = None) -> dict:
+    """Everything the report shows about one setting at one budget."""
     t_ref, t = sum(ref.measured.times), sum(measured.times)
-    row = {
+    return {
         "method": method.name, "title": method.title, "budget": budget, "setting": setting.label,
         "knob": setting.knob,
         "full_steps": ref.full_steps(measured.mean(measured.block_runs)),
@@ -181,14 +183,22 @@ def _row(method: Method, setting: Setting, budget: int | None, measured: Measure
         "gflops": measured.mean(measured.flops) / 1e9,
         "time_s": t / len(measured.times) if measured.times else None,
         "speedup": t_ref / t if t else None,
-        **_metrics(ref, measured),
+        **quality(ref, measured),
         "vbench": workload.score(measured.videos, [s.scene for s in workload.samples]) if workload.score else None,
         "schedule": list(setting.schedule.full_steps) if setting.schedule is not None else None,
         "own_block_runs": measured.own_runs[0] if measured.own_runs and measured.own_runs[0] is not None else None,
         "deterministic": measured.deterministic,
         "tuning": tuning, "note": method.note,
     }
-    return row
+
+
+def evaluate(workload, ref: Reference, setting: Setting, budget: int | None = None, title: str | None = None,
+             name: str | None = None) -> tuple[dict, Measured]:
+    """Run one setting on the evaluation samples and describe it like a bench row (for ablation scripts)."""
+    measured = run_setting(workload, setting, workload.samples)
+    method = REGISTRY.get(setting.method) or Method(setting.method, setting.method, "static", None)
+    method = dataclasses.replace(method, name=name or method.name, title=title or method.title)
+    return row(method, setting, budget, measured, ref, workload), measured
 
 
 @dataclasses.dataclass
@@ -262,7 +272,7 @@ def run_bench(ctx: BenchContext, methods: list[str], budgets: list[int], match: 
         except Exception as e:
             unavailable.append({"method": method.name, "budget": budget, "reason": f"{type(e).__name__}: {e}"})
             continue
-        rows.append(_row(method, setting, budget, measured, ref, workload, tuning))
+        rows.append(row(method, setting, budget, measured, ref, workload, tuning))
         videos[(method.name, budget)] = measured.videos
     bar.close()
 
