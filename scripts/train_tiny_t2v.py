@@ -47,7 +47,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "tiny_t2v")
     p.add_argument("--weights-dir", type=Path, default=PKG_DIR / "weights")
-    p.add_argument("--steps", type=int, default=2800)
+    p.add_argument("--steps", type=int, default=2200)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--warmup", type=int, default=100)
@@ -61,6 +61,9 @@ def parse_args(argv=None):
     p.add_argument("--patch-t", type=int, default=2)
     p.add_argument("--patch-hw", type=int, default=4)
     p.add_argument("--shift", type=float, default=1.0, help="sampling scheduler shift saved with the pipeline")
+    p.add_argument("--prediction", choices=["sample", "flow"], default="sample",
+                   help="network output: clean video x0 ('sample', default) or velocity ('flow')")
+    p.add_argument("--min-sigma", type=float, default=0.05, help="clip of sigma in the x0 -> velocity conversion")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--ckpt-every", type=int, default=200)
@@ -131,7 +134,7 @@ def export(args, transformer) -> None:
     from lemica.models.tiny_t2v.pipeline import TinyT2VPipeline
 
     scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=args.shift)
-    pipe = TinyT2VPipeline(transformer=transformer, scheduler=scheduler)
+    pipe = TinyT2VPipeline(transformer=transformer, scheduler=scheduler, prediction_type=args.prediction)
     pipe.save_pretrained(args.weights_dir, safe_serialization=True)
     print(f"saved pipeline to {args.weights_dir}")
 
@@ -182,6 +185,10 @@ def main(argv=None):
         s = sigma.view(-1, 1, 1, 1, 1)
         xt = (1 - s) * x0 + s * noise
         pred = model(hidden_states=xt, timestep=sigma * 1000, encoder_hidden_states=cond, return_dict=False)[0]
+        if args.prediction == "sample":
+            # x-prediction with the loss in velocity space (as in JiT, Li & He 2025): a tiny pixel-space net cannot
+            # reproduce per-pixel noise well; predicting the clean video keeps its output on the data manifold.
+            pred = (xt - pred) / s.clamp(min=args.min_sigma)
         loss = torch.nn.functional.mse_loss(pred, noise - x0)  # rectified-flow velocity target
         opt.zero_grad(set_to_none=True)
         loss.backward()

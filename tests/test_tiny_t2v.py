@@ -138,3 +138,20 @@ def test_latents_in_are_used(pipe):
     torch.testing.assert_close(a, b)
     with pytest.raises(ValueError):
         pipe("a blue square", latents=lat[:, :, :4], num_inference_steps=STEPS)
+
+
+def test_sample_prediction_converts_to_velocity(encoder, monkeypatch):
+    """With x0-prediction, a transformer that always predicts video C must make the sampler land exactly on C."""
+    transformer = WanTransformer3DModel(
+        patch_size=(2, 4, 4), num_attention_heads=2, attention_head_dim=12, in_channels=3, out_channels=3,
+        text_dim=TEXT_DIM, freq_dim=32, ffn_dim=32, num_layers=1, rope_max_seq_len=64)
+    target = torch.rand(1, 3, 8, 32, 32) * 2 - 1
+    monkeypatch.setattr(transformer, "forward", lambda hidden_states, **kw: (target.expand_as(hidden_states),))
+    p = TinyT2VPipeline(transformer, FlowMatchEulerDiscreteScheduler(shift=3.0), prediction_type="sample")
+    p.text_encoder = encoder
+    p.set_progress_bar_config(disable=True)
+    out = p("anything", num_inference_steps=7, guidance_scale=3.0, output_type="latent",
+            generator=torch.Generator().manual_seed(0)).frames
+    torch.testing.assert_close(out, target, atol=1e-4, rtol=0)
+    with pytest.raises(ValueError):
+        TinyT2VPipeline(transformer, FlowMatchEulerDiscreteScheduler(), prediction_type="epsilon")

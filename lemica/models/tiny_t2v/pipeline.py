@@ -33,9 +33,15 @@ class TinyT2VPipeline(DiffusionPipeline):
     model_cpu_offload_seq = "transformer"
     _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
 
-    def __init__(self, transformer: WanTransformer3DModel, scheduler: FlowMatchEulerDiscreteScheduler):
+    def __init__(self, transformer: WanTransformer3DModel, scheduler: FlowMatchEulerDiscreteScheduler,
+                 prediction_type: str = "flow"):
         super().__init__()
+        if prediction_type not in ("flow", "sample"):
+            raise ValueError(f"prediction_type must be 'flow' (velocity) or 'sample' (clean video), got {prediction_type!r}")
         self.register_modules(transformer=transformer, scheduler=scheduler)
+        # "sample": the transformer predicts the clean video x0; it is turned into the velocity the flow-matching
+        # scheduler expects, v = (x_t - x0) / sigma, after guidance (guidance is affine, so the order is immaterial).
+        self.register_to_config(prediction_type=prediction_type)
         self._text_encoder: MiniLMTextEncoder | None = None
 
     # The encoder lives outside the saved folder: built on first use, or injected (tests, shared instances).
@@ -166,6 +172,9 @@ class TinyT2VPipeline(DiffusionPipeline):
                             return_dict=False)[0]
                     noise_pred = noise_uncond + guidance_scale * (noise_pred - noise_uncond)
 
+                if self.config.prediction_type == "sample":
+                    sigma = t.float() / self.scheduler.config.num_train_timesteps
+                    noise_pred = (latents - noise_pred.float()) / sigma
                 latents = self.scheduler.step(noise_pred.float(), t, latents, return_dict=False)[0]
 
                 if callback_on_step_end is not None:
