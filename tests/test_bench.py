@@ -271,3 +271,13 @@ def test_cli_rejects_unknown_method():
     from lemica.cli import app
     result = CliRunner().invoke(app, ["bench", "--methods", "nope"])
     assert result.exit_code == 2 and "unknown methods" in result.output
+
+
+def test_output_reuse_serves_the_last_computed_output(workload):
+    from lemica.bench.methods import output_cache_setting, schedule_setting
+    schedule = Schedule.uniform(workload.num_steps, 3)
+    outputs = run_setting(workload, output_cache_setting(schedule), workload.samples, timed=False)
+    residuals = run_setting(workload, schedule_setting("r", schedule), workload.samples, timed=False)
+    assert outputs.block_runs == residuals.block_runs == [6]
+    assert outputs.flops[0] < residuals.flops[0]  # served steps skip the whole transformer, not just the blocks
+    assert not np.array_equal(outputs.videos[0], residuals.videos[0])

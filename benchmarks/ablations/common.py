@@ -63,6 +63,17 @@ def calibrated(work, samples: int, max_skip: int, folder: Path) -> ErrorGraph:
     return graph
 
 
+def main_graph(args, work, samples: int = 2) -> tuple[ErrorGraph, str]:
+    """The shipped graph of the embedded model when its T matches, else one calibrated here (cached)."""
+    from lemica.pipelines import default_graph_path
+
+    shipped = default_graph_path()
+    if shipped.exists() and ErrorGraph.load(shipped).num_steps == work.num_steps:
+        return ErrorGraph.load(shipped), str(shipped.relative_to(ROOT))
+    graph = calibrated(work, samples, args.max_skip, args.out / f"graph_T{work.num_steps}_L{args.max_skip}")
+    return graph, f"calibrated here ({samples} samples, max skip {args.max_skip})"
+
+
 def graph_from_samples(folder: Path, n: int, num_steps: int, max_skip: int) -> ErrorGraph:
     """The graph of the first n finished calibration samples in a calibration workdir (mean over samples)."""
     files = sorted(folder.glob("sample_*.json"))[:n]

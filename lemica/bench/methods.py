@@ -24,7 +24,7 @@ import torch
 from lemica.bench.counting import transformers_of
 from lemica.bench.teacache import IDENTITY, TeaCachePolicy, TeaCacheRecorder, fit_coefficients
 from lemica.planner import PlanningError, plan
-from lemica.runtime import cached
+from lemica.runtime import Action, StepPolicy, cached
 from lemica.schedule import Schedule
 
 
@@ -157,6 +157,34 @@ def schedule_setting(method: str, schedule: Schedule, label: str | None = None) 
     return Setting(method, label or f"B={schedule.budget}",
                    {"budget": schedule.budget, "full_steps": list(schedule.full_steps)},
                    _lemica_installer(schedule), schedule=schedule)
+
+
+class OutputReusePolicy(StepPolicy):
+    """Output caching on a schedule: skipped steps reuse the last computed transformer output as is (what
+    "fewer steps with a stale velocity" amounts to), instead of adding the block-stack residual to the new input."""
+
+    def __init__(self, schedule: Schedule):
+        self.schedule, self._mask = schedule, schedule.mask
+        self._outputs: dict[tuple[str, str], Any] = {}
+
+    def start(self, num_steps: int) -> None:
+        self._outputs.clear()
+
+    def action(self, step: int, branch: str) -> Action:
+        return Action.COMPUTE if self._mask[step] else Action.SERVE
+
+    def observe(self, step, branch, transformer, action, output, residual) -> None:
+        if action is Action.COMPUTE:
+            self._outputs[(branch, transformer)] = output
+
+    def served_output(self, step, branch, transformer):
+        return self._outputs[(branch, transformer)], None
+
+
+def output_cache_setting(schedule: Schedule, label: str | None = None) -> Setting:
+    return Setting("output-cache", label or f"B={schedule.budget}",
+                   {"budget": schedule.budget, "full_steps": list(schedule.full_steps), "reuse": "output"},
+                   _lemica_installer(OutputReusePolicy(schedule)), schedule=schedule)
 
 
 def _vanilla(ctx) -> Setting:
