@@ -76,7 +76,8 @@ def bench(
     prompts: Annotated[int, typer.Option(min=1, help="Held-out prompts to evaluate.")] = 3,
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds; every prompt runs with every seed.")] = "0,1",
     steps: Annotated[Optional[int], typer.Option(help="Sampling steps T (default: the model's).")] = None,
-    budgets: Annotated[Optional[str], typer.Option(help="Comma-separated full-step budgets B (default T/2,T/3).")] = None,
+    budgets: Annotated[Optional[str], typer.Option(
+        help="Comma-separated full-step budgets B (default T/2,T/3).")] = None,
     methods: Annotated[str, typer.Option(help=f"Comma-separated subset of: {','.join(METHODS)}.")] = "all",
     graph: Annotated[Optional[Path], typer.Option(help="Error graph for lemica's schedules (default: shipped or "
                                                        "calibrated here).")] = None,
@@ -85,8 +86,8 @@ def bench(
     max_skip: Annotated[int, typer.Option(min=2, help="Longest cached segment when calibrating here.")] = 10,
     tuning_prompts: Annotated[int, typer.Option(min=1, help="Calibration prompts used to tune thresholds.")] = 1,
     match: Annotated[str, typer.Option(help="Match budgets on 'steps' (full block-stack runs) or 'flops'.")] = "steps",
-    teacache_coefficients: Annotated[str, typer.Option(help="'fit' (TeaCache's own calibration on tuning "
-                                                            "prompts), 'identity', or a published model name.")] = "fit",
+    teacache_coefficients: Annotated[str, typer.Option(
+        help="'fit' (TeaCache's own calibration on tuning prompts), 'identity', or a published model name.")] = "fit",
     shift: Annotated[Optional[float], typer.Option(help="Override the sampler's shift.")] = None,
     threads: Annotated[int, typer.Option(min=1, help="torch CPU threads.")] = 2,
     progress: Annotated[bool, typer.Option(help="Progress bars on stderr.")] = True,

@@ -50,9 +50,9 @@ def budget_table(rows: list[dict], budget: int, vanilla: dict | None = None) -> 
     head = ["method", "setting"] + [c[0] for c in COLUMNS] + ["mini-VBench " + "/".join(VBENCH_KEYS)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     if vanilla is not None:
-        cells = ["vanilla", "all steps", _fmt(vanilla.get("full_steps"), "{:.1f}"), _fmt(vanilla.get("full_steps"), "{:.1f}"),
-                 _fmt(vanilla.get("gflops"), "{:.1f}"), _fmt(vanilla.get("time_s"), "{:.3f}"), "1.00x", "∞", "1", "0",
-                 _vbench_cell(vanilla.get("vbench"))]
+        steps = _fmt(vanilla.get("full_steps"), "{:.1f}")
+        cells = ["vanilla", "all steps", steps, steps, _fmt(vanilla.get("gflops"), "{:.1f}"),
+                 _fmt(vanilla.get("time_s"), "{:.3f}"), "1.00x", "∞", "1", "0", _vbench_cell(vanilla.get("vbench"))]
         lines.append("| " + " | ".join(cells) + " |")
     for r in rows:
         cells = [r["title"], r["setting"]]

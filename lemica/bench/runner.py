@@ -66,24 +66,29 @@ def _own_runs(pipe, setting: Setting) -> int | None:
         return None
 
 
-def run_setting(workload, setting: Setting, samples, timed: bool = True, progress=None) -> Measured:
+def run_setting(workload, setting: Setting, samples, timed: bool = True, flops: bool = True,
+                progress=None) -> Measured:
+    """Each sample once with the block-run probe (and timed), then once more under the FLOP counter (which
+    slows the run down, so it is never timed); the two runs must agree exactly."""
     pipe = workload.pipe
     out = Measured([], [], [], [], [], True)
     with setting.install(pipe):
         for sample in samples:
-            video = None
-            if timed:
+            with measure(pipe, flops=False) as meter:  # a forward hook on one Linear: next to free
                 start = time.perf_counter()
                 video = workload.generate(sample, **setting.overrides)
-                out.times.append(time.perf_counter() - start)
-            with measure(pipe) as meter:
-                counted = workload.generate(sample, **setting.overrides)
-            out.own_runs.append(_own_runs(pipe, setting))
-            if video is not None and not np.array_equal(video, counted):
-                out.deterministic = False
-            out.videos.append(video if video is not None else counted)
+                elapsed = time.perf_counter() - start
+            if timed:
+                out.times.append(elapsed)
             out.block_runs.append(meter.compute.block_runs)
-            out.flops.append(meter.compute.flops)
+            out.own_runs.append(_own_runs(pipe, setting))
+            if flops:
+                with measure(pipe) as counted:
+                    again = workload.generate(sample, **setting.overrides)
+                out.flops.append(counted.compute.flops)
+                if not np.array_equal(video, again) or counted.compute.block_runs != meter.compute.block_runs:
+                    out.deterministic = False
+            out.videos.append(video)
             if progress is not None:
                 progress.update()
     return out
@@ -118,7 +123,9 @@ class Matcher:
     def evaluate(self, method: Method, setting: Setting) -> float:
         key = (method.name, json.dumps(setting.knob, sort_keys=True, default=str))
         if key not in self._memo:
-            measured = run_setting(self.ctx.workload, setting, self.ctx.workload.tuning, timed=False)
+            needs_flops = self.match == "flops" or method.partial
+            measured = run_setting(self.ctx.workload, setting, self.ctx.workload.tuning, timed=False,
+                                   flops=needs_flops)
             self._memo[key] = self.compute_of(method, measured)
             self.log.append({"method": method.name, "knob": setting.knob, "compute": self._memo[key]})
         return self._memo[key]
@@ -175,12 +182,13 @@ def row(method: Method, setting: Setting, budget: int | None, measured: Measured
         tuning: dict | None = None) -> dict:
     """Everything the report shows about one setting at one budget."""
     t_ref, t = sum(ref.measured.times), sum(measured.times)
+    flops = measured.mean(measured.flops) if measured.flops else None
     return {
         "method": method.name, "title": method.title, "budget": budget, "setting": setting.label,
         "knob": setting.knob,
         "full_steps": ref.full_steps(measured.mean(measured.block_runs)),
-        "equivalent_steps": ref.equivalent_steps(measured.mean(measured.flops)),
-        "gflops": measured.mean(measured.flops) / 1e9,
+        "equivalent_steps": ref.equivalent_steps(flops) if flops is not None else None,
+        "gflops": flops / 1e9 if flops is not None else None,
         "time_s": t / len(measured.times) if measured.times else None,
         "speedup": t_ref / t if t else None,
         **quality(ref, measured),
@@ -193,9 +201,9 @@ def row(method: Method, setting: Setting, budget: int | None, measured: Measured
 
 
 def evaluate(workload, ref: Reference, setting: Setting, budget: int | None = None, title: str | None = None,
-             name: str | None = None) -> tuple[dict, Measured]:
+             name: str | None = None, flops: bool = False) -> tuple[dict, Measured]:
     """Run one setting on the evaluation samples and describe it like a bench row (for ablation scripts)."""
-    measured = run_setting(workload, setting, workload.samples)
+    measured = run_setting(workload, setting, workload.samples, flops=flops)
     method = REGISTRY.get(setting.method) or Method(setting.method, setting.method, "static", None)
     method = dataclasses.replace(method, name=name or method.name, title=title or method.title)
     return row(method, setting, budget, measured, ref, workload), measured
@@ -277,7 +285,7 @@ def run_bench(ctx: BenchContext, methods: list[str], budgets: list[int], match: 
     bar.close()
 
     # The peers' hooks must leave the pipeline exactly as they found it, or later rows would be wrong.
-    after = run_setting(workload, REGISTRY["vanilla"].make(ctx), workload.samples[:1], timed=False)
+    after = run_setting(workload, REGISTRY["vanilla"].make(ctx), workload.samples[:1], timed=False, flops=False)
     restored = bool(np.array_equal(after.videos[0], ref.measured.videos[0]))
     meta = {"workload": workload.name, "num_steps": workload.num_steps, "budgets": budgets, "match": match,
             "samples": [{"key": s.key, "prompt": s.prompt, "seed": s.seed} for s in workload.samples],
