@@ -25,6 +25,7 @@ measured costs and schedule fidelity.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import math
@@ -157,6 +158,48 @@ def _run(pipe, switch: _Switch, policy: StepPolicy, kwargs: dict, keep=None, sto
             final = None
     stats = cache_stats(pipe)
     return final, stats.block_stack_runs, len(stats.branches), tap
+
+
+def _prompt_key(value) -> str:
+    """A cache key for plain encode_prompt arguments; TypeError for anything else (tensors: not cached)."""
+    if value is None or isinstance(value, (str, bool, int, float, torch.device, torch.dtype)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_prompt_key(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k!r}:{_prompt_key(v)}" for k, v in sorted(value.items())) + "}"
+    raise TypeError(type(value).__name__)
+
+
+@contextlib.contextmanager
+def _encode_prompts_once(pipe):
+    """Every replay calls the pipeline anew, and with it the text encoder; its output for the same prompt
+    never changes, so keep it. Calls with tensors (precomputed embeddings) pass straight through."""
+    original = getattr(pipe, "encode_prompt", None)
+    if original is None:
+        yield
+        return
+    previous = pipe.__dict__.get("encode_prompt")
+    cache: dict[str, Any] = {}
+
+    @functools.wraps(original)
+    def encode_prompt(*args, **kwargs):
+        try:
+            key = _prompt_key((args, kwargs))
+        except TypeError:
+            return original(*args, **kwargs)
+        if key not in cache:
+            cache[key] = original(*args, **kwargs)
+        return _clone(cache[key])
+
+    pipe.encode_prompt = encode_prompt
+    try:
+        yield
+    finally:
+        if previous is None:
+            pipe.__dict__.pop("encode_prompt", None)
+        else:
+            pipe.encode_prompt = previous
 
 
 def _mae(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -335,39 +378,15 @@ def calibrate_fast(pipe, prompts: Sequence[str | dict], seeds: Iterable[int] = (
         budgets = sorted({max(2, round(T / 2)), max(2, round(T / 3))} if budgets is None else set(budgets))
         params |= {"base": base, "max_rounds": max_rounds}
 
-    if method == "exact":
-        graph = _exact(pipe, prompts, samples, T, L, progress, run_kwargs)
-        edges_out, extra, metric = graph.edges, {}, graph.meta["metric"]
-        per_sample_runs = graph.meta["cost"]["block_stack_runs_per_sample"]
-        branches = round(per_sample_runs / exact_cost(T, L))
-    else:
-        edges = edges_for(T, L)
-        device = getattr(pipe, "device", torch.device("cpu"))
-        if hasattr(pipe, "set_progress_bar_config"):
-            pipe.set_progress_bar_config(disable=True)
-        measured, per_sample = [], []
-        first = method if method != "refine" else base
-        switch = _Switch()
-        with cached(pipe, switch):
-            for p, seed in tqdm(samples, desc=f"calibrating ({method})", disable=not progress):
-                sample = _Sample(pipe, switch,
-                                 lambda p=p, seed=seed: _sample_kwargs(prompts[p], seed, device, T, run_kwargs))
-                per_sample.append(sample.free(edges) if first == "free" else sample.proxy(edges, lookahead, progress))
-                if method != "refine":
-                    sample.release()  # only refine replays again
-                measured.append(sample)
-            edges_out = _mean_graph(per_sample, edges)
-            extra = {}
-            if method == "refine":
-                edges_out, extra["refine"] = _refine(measured, edges_out, T, L, budgets, max_rounds, progress)
-        branches = max(s.branches for s in measured)
-        per_sample_runs = sum(s.runs for s in measured) / len(measured)
-        target = measured[0].target
-        metric = (f"mean |x0_hat(replay) - x0_hat(reference)| at the "
-                  + ("last reused step j-1" if first == "free" else f"step min(j+{lookahead}, T-1)")
-                  + f"; x0_hat: {target}")
-        if method == "refine":
-            metric += "; edges in meta.refine.exact_edges are exact (final latents), others rescaled estimates"
+    with _encode_prompts_once(pipe):
+        if method == "exact":
+            graph = _exact(pipe, prompts, samples, T, L, progress, run_kwargs)
+            edges_out, extra, metric = graph.edges, {}, graph.meta["metric"]
+            per_sample_runs = graph.meta["cost"]["block_stack_runs_per_sample"]
+            branches = round(per_sample_runs / exact_cost(T, L))
+        else:
+            edges_out, extra, per_sample_runs, branches, metric = _estimate(
+                pipe, prompts, samples, T, L, method, base, lookahead, budgets, max_rounds, progress, run_kwargs)
 
     exact_runs = branches * exact_cost(T, L)
     meta = dict(pipeline_fingerprint(pipe, T, call_kwargs), max_skip=L, prompts_hash=_hash(prompts),
@@ -382,6 +401,36 @@ def calibrate_fast(pipe, prompts: Sequence[str | dict], seeds: Iterable[int] = (
         meta["calibration_resolution"] = dict(calibration_size)
         meta["cost"]["note"] = "block-stack runs at the calibration resolution, each cheaper than a full-size one"
     return ErrorGraph(num_steps=T, max_skip=L, edges=edges_out, meta=meta)
+
+
+def _estimate(pipe, prompts, samples, T, L, method, base, lookahead, budgets, max_rounds, progress, run_kwargs):
+    """free / proxy / refine on the chosen samples: (edges, extra meta, runs per sample, branches, metric)."""
+    edges = edges_for(T, L)
+    device = getattr(pipe, "device", torch.device("cpu"))
+    if hasattr(pipe, "set_progress_bar_config"):
+        pipe.set_progress_bar_config(disable=True)
+    measured, per_sample = [], []
+    first = method if method != "refine" else base
+    switch = _Switch()
+    with cached(pipe, switch):
+        for p, seed in tqdm(samples, desc=f"calibrating ({method})", disable=not progress):
+            kwargs = lambda p=p, seed=seed: _sample_kwargs(prompts[p], seed, device, T, run_kwargs)  # noqa: E731
+            sample = _Sample(pipe, switch, kwargs)
+            per_sample.append(sample.free(edges) if first == "free" else sample.proxy(edges, lookahead, progress))
+            if method != "refine":
+                sample.release()  # only refine replays again
+            measured.append(sample)
+        edges_out = _mean_graph(per_sample, edges)
+        extra = {}
+        if method == "refine":
+            edges_out, extra["refine"] = _refine(measured, edges_out, T, L, budgets, max_rounds, progress)
+    metric = ("mean |x0_hat(replay) - x0_hat(reference)| at the "
+              + ("last reused step j-1" if first == "free" else f"step min(j+{lookahead}, T-1)")
+              + f"; x0_hat: {measured[0].target}")
+    if method == "refine":
+        metric += "; edges in meta.refine.exact_edges are exact (final latents), others rescaled estimates"
+    runs = sum(s.runs for s in measured) / len(measured)
+    return edges_out, extra, runs, max(s.branches for s in measured), metric
 
 
 def _exact(pipe, prompts, samples, T, L, progress, run_kwargs) -> ErrorGraph:

@@ -160,3 +160,38 @@ def test_bad_inputs(wan, kwargs, match):
 def test_empty_prompts(wan):
     with pytest.raises(ValueError, match="at least one prompt"):
         calibrate_fast(wan.pipe, [], [0], num_inference_steps=T, max_skip=L)
+
+
+class _CountingEncoder:
+    """Deterministic stand-in for the MiniLM encoder that counts its calls."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, prompts):
+        self.calls += 1
+        seeds = [sum(map(ord, p)) for p in prompts]
+        return torch.stack([torch.randn(4, 384, generator=torch.Generator().manual_seed(s)) for s in seeds])
+
+
+def test_text_prompts_are_encoded_once_per_calibration():
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
+
+    from lemica.models.tiny_t2v import TinyT2VPipeline
+
+    torch.manual_seed(0)
+    transformer = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8,
+                                        in_channels=3, out_channels=3, text_dim=384, freq_dim=32, ffn_dim=32,
+                                        num_layers=2, cross_attn_norm=True, rope_max_seq_len=32)
+    pipe = TinyT2VPipeline(transformer, FlowMatchEulerDiscreteScheduler())
+    pipe.set_progress_bar_config(disable=True)
+    pipe.text_encoder = encoder = _CountingEncoder()
+    size = dict(height=8, width=8, num_frames=2, guidance_scale=5.0)
+    graph = calibrate_fast(pipe, ["a red circle"], [0], num_inference_steps=T, max_skip=L, method="proxy",
+                           progress=False, **size)
+    assert encoder.calls == 2  # the prompt and the empty negative prompt, once each, for every replay
+    assert "encode_prompt" not in pipe.__dict__
+    embeds = {"prompt_embeds": encoder(["a red circle"]), "negative_prompt_embeds": encoder([""])}
+    same = calibrate_fast(pipe, [embeds], [0], num_inference_steps=T, max_skip=L, method="proxy", progress=False,
+                          **size)
+    assert graph.edges == same.edges
