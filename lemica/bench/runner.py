@@ -181,7 +181,8 @@ def quality(ref: Reference, measured: Measured) -> dict:
 def row(method: Method, setting: Setting, budget: int | None, measured: Measured, ref: Reference, workload,
         tuning: dict | None = None) -> dict:
     """Everything the report shows about one setting at one budget."""
-    t_ref, t = sum(ref.measured.times), sum(measured.times)
+    t_ref = float(np.median(ref.measured.times)) if ref.measured.times else None
+    t = float(np.median(measured.times)) if measured.times else None
     flops = measured.mean(measured.flops) if measured.flops else None
     return {
         "method": method.name, "title": method.title, "budget": budget, "setting": setting.label,
@@ -189,8 +190,8 @@ def row(method: Method, setting: Setting, budget: int | None, measured: Measured
         "full_steps": ref.full_steps(measured.mean(measured.block_runs)),
         "equivalent_steps": ref.equivalent_steps(flops) if flops is not None else None,
         "gflops": flops / 1e9 if flops is not None else None,
-        "time_s": t / len(measured.times) if measured.times else None,
-        "speedup": t_ref / t if t else None,
+        "time_s": t,
+        "speedup": t_ref / t if t and t_ref else None,
         **quality(ref, measured),
         "vbench": workload.score(measured.videos, [s.scene for s in workload.samples]) if workload.score else None,
         "schedule": list(setting.schedule.full_steps) if setting.schedule is not None else None,
@@ -247,7 +248,7 @@ def run_bench(ctx: BenchContext, methods: list[str], budgets: list[int], match: 
     matcher = Matcher(ctx, ref, match)
     vanilla = {"full_steps": ref.full_steps(ref.measured.mean(ref.measured.block_runs)),
                "gflops": ref.measured.mean(ref.measured.flops) / 1e9,
-               "time_s": float(np.mean(ref.measured.times)), "branches": ref.branches,
+               "time_s": float(np.median(ref.measured.times)), "branches": ref.branches,
                "vbench": workload.score(ref.measured.videos, [s.scene for s in workload.samples])
                if workload.score else None}
 
