@@ -111,8 +111,9 @@ class _StepTap:
             result = original(*args, **kwargs)
             if self.keep is None or index in self.keep:
                 bound = signature.bind(*args, **kwargs).arguments
-                self.x0[index], self.target = _predicted_clean(scheduler, bound["model_output"], bound["sample"],
-                                                               result)
+                model_output = bound["model_output"] if "model_output" in bound else args[0]
+                sample = bound["sample"] if "sample" in bound else args[2]
+                self.x0[index], self.target = _predicted_clean(scheduler, model_output, sample, result)
             if self.stop_after is not None and index >= self.stop_after:
                 raise _Stop
             return result
