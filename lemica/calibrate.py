@@ -27,7 +27,11 @@ from lemica.graph import Edge, ErrorGraph
 from lemica.planner import CALIBRATION_KEYS
 from lemica.runtime import Action, StepPolicy, cache_stats, cached
 
-__all__ = ["calibrate", "edges_for", "exact_cost", "pipeline_fingerprint", "check_graph_matches"]
+__all__ = ["calibrate", "WorkdirMismatchError", "edges_for", "exact_cost", "pipeline_fingerprint", "check_graph_matches"]
+
+
+class WorkdirMismatchError(ValueError):
+    """The work directory holds samples of a calibration with other settings; resuming would mix them."""
 
 
 def edges_for(num_steps: int, max_skip: int) -> list[tuple[int, int]]:
@@ -130,6 +134,18 @@ def _hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=tensor_digest).encode()).hexdigest()[:16]
 
 
+def _model_name(pipe) -> str:
+    """Hub id when there is one; a local folder's name otherwise (paths differ between machines)."""
+    name = str(getattr(pipe, "name_or_path", "") or getattr(getattr(pipe, "config", {}), "_name_or_path", "") or "")
+    if not name:
+        return type(pipe).__name__
+    path = Path(name)
+    if path.exists():
+        embedded = Path(__file__).resolve().parent / "models" / "tiny_t2v" / "weights"
+        return "lemica-tiny-t2v" if path.resolve() == embedded else f"local:{path.resolve().name}"
+    return name
+
+
 def pipeline_fingerprint(pipe, num_steps: int, call_kwargs: dict) -> dict:
     """What a graph is only valid for: model, sampler, step count, guidance, resolution."""
     transformer = getattr(pipe, "transformer", None)
@@ -137,7 +153,7 @@ def pipeline_fingerprint(pipe, num_steps: int, call_kwargs: dict) -> dict:
     scheduler = pipe.scheduler
     sampler_keys = ("shift", "use_dynamic_shifting", "flow_shift", "prediction_type", "timestep_spacing")
     return {
-        "model": getattr(config, "_name_or_path", None) or type(pipe).__name__,
+        "model": _model_name(pipe),
         "pipeline": type(pipe).__name__,
         "transformer": type(transformer).__name__,
         "transformer_config_hash": _hash({k: v for k, v in dict(config).items() if not k.startswith("_")}),
@@ -233,7 +249,7 @@ def _prepare_workdir(workdir, config) -> Path | None:
     if manifest.exists():
         previous = json.loads(manifest.read_text())
         if previous != json.loads(json.dumps(config, default=repr)):
-            raise ValueError(f"{work} holds a calibration with different settings; use another --workdir or "
+            raise WorkdirMismatchError(f"{work} holds a calibration with different settings; use another --workdir or "
                              f"delete it (differences in: "
                              f"{sorted(k for k in config if previous.get(k) != json.loads(json.dumps(config[k], default=repr)))})")
     elif int(os.environ.get("RANK", "0")) == 0:

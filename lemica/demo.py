@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lemica import plan
-from lemica.calibrate import calibrate
+from lemica.calibrate import WorkdirMismatchError, calibrate
 from lemica.schedule import Schedule
 
 console = Console(highlight=False)
@@ -31,17 +32,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-skip", type=int, default=8)
     parser.add_argument("--heldout-prompts", type=int, default=8)
     parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args(argv)
 
     import torch
 
-    from lemica.evaluate import fidelity, generate_videos
+    from lemica.evaluate import compare_methods, fidelity
     from lemica.models.tiny_t2v import (DEFAULT_GUIDANCE, DEFAULT_STEPS, calibration_prompts, heldout_prompts,
                                         load_default_pipeline)
     from lemica.plots import plot_graph
-    from lemica.video import save_video, side_by_side
+    import numpy as np
 
-    torch.set_num_threads(2)
+    from lemica.video import caption_strip, save_video, side_by_side
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     T, G = DEFAULT_STEPS, DEFAULT_GUIDANCE
@@ -50,8 +55,15 @@ def main(argv: list[str] | None = None) -> None:
 
     console.rule("[bold]1. calibrate")
     started = time.perf_counter()
-    graph = calibrate(pipe, calibration_prompts(args.calibration_prompts), [0], num_inference_steps=T,
-                      max_skip=args.max_skip, workdir=out / "calibration.work", guidance_scale=G)
+    workdir = out / "calibration.work"
+    calibration = dict(num_inference_steps=T, max_skip=args.max_skip, workdir=workdir, guidance_scale=G)
+    prompts = calibration_prompts(args.calibration_prompts)
+    try:
+        graph = calibrate(pipe, prompts, [0], **calibration)  # resumes an interrupted demo
+    except WorkdirMismatchError:
+        console.print(f"{workdir} is from a demo with other settings: starting its calibration afresh")
+        shutil.rmtree(workdir)
+        graph = calibrate(pipe, prompts, [0], **calibration)
     graph.save(out / "graph.json")
     plots = plot_graph(graph, out, stem="graph")
     console.print(f"exact calibration of {args.calibration_prompts} prompts, T={T}, max skip {args.max_skip}: "
@@ -68,22 +80,20 @@ def main(argv: list[str] | None = None) -> None:
     console.rule("[bold]3. generate held-out prompts")
     scenes = heldout_prompts(args.heldout_prompts, seed=1)
     prompts = [s.caption for s in scenes]
-    common = dict(guidance_scale=G)
-    vanilla = generate_videos(pipe, prompts, seeds, num_inference_steps=T, desc="vanilla", **common)
-    rows, gif_panels = [], {"vanilla": vanilla.videos}
-    rows.append(("vanilla", T, vanilla.seconds, 1.0, None))
+    methods = {"vanilla": (T, None)}
     for label, p in plans.items():
         B = p.budget
-        runs = {
-            f"lemica {label}": generate_videos(pipe, prompts, seeds, num_inference_steps=T, schedule=p.schedule,
-                                               desc=f"lemica {label}", **common),
-            f"uniform B={B}": generate_videos(pipe, prompts, seeds, num_inference_steps=T,
-                                              schedule=Schedule.uniform(T, B), desc=f"uniform B={B}", **common),
-            f"{B} steps": generate_videos(pipe, prompts, seeds, num_inference_steps=B, desc=f"{B} steps", **common),
-        }
-        for name, gen in runs.items():
-            rows.append((name, B, gen.seconds, vanilla.seconds / gen.seconds, fidelity(vanilla.videos, gen.videos)))
-        gif_panels[f"lemica {label}"] = runs[f"lemica {label}"].videos
+        methods[f"lemica {label}"] = (T, p.schedule)
+        methods[f"uniform B={B}"] = (T, Schedule.uniform(T, B))
+        methods[f"{B} steps"] = (B, None)
+    runs = compare_methods(pipe, prompts, seeds, methods, guidance_scale=G)
+    vanilla = runs["vanilla"]
+    rows = [("vanilla", T, vanilla.seconds, 1.0, None)]
+    for name, (steps, schedule) in list(methods.items())[1:]:
+        gen = runs[name]
+        budget = schedule.budget if schedule is not None else steps
+        rows.append((name, budget, gen.seconds, vanilla.seconds / gen.seconds, fidelity(vanilla.videos, gen.videos)))
+    gif_panels = {name: runs[name].videos for name in ("vanilla", *(f"lemica {label}" for label in plans))}
 
     table = Table(title=f"held-out prompts: {len(prompts)} × {len(seeds)} seed(s), T={T}, guidance {G}")
     for column in ("method", "full steps", "latency / video", "speed-up", "PSNR ↑", "SSIM ↑", "LPIPS ↓"):
@@ -102,10 +112,10 @@ def main(argv: list[str] | None = None) -> None:
     panels = []
     for k in range(min(3, len(prompts))):
         names = list(gif_panels)
-        panels.append(side_by_side([gif_panels[m][k] for m in names], [f"{m}" for m in names], scale=4))
-    import numpy as np
-
-    gif = save_video(np.concatenate(panels, axis=1) if len(panels) > 1 else panels[0], out / "side_by_side.gif")
+        row = side_by_side([gif_panels[m][k] for m in names], names, scale=4)
+        title = np.repeat(caption_strip(f"prompt: {prompts[k]}", row.shape[2])[None], row.shape[0], axis=0)
+        panels.append(np.concatenate([title, row], axis=1))
+    gif = save_video(np.concatenate(panels, axis=1), out / "side_by_side.gif")
     console.print(f"prompts in the GIF (top to bottom): {prompts[:len(panels)]}")
     console.print(f"wrote {gif}, {out / 'results.json'}, schedules, graph and plots to {out}/")
 

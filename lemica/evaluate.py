@@ -1,6 +1,7 @@
 """Generate held-out videos under a schedule and compare them with the uncached ones (PSNR / SSIM / LPIPS)."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from typing import Sequence
@@ -21,30 +22,39 @@ class Generation:
     block_stack_runs: int | None
 
 
-def generate_videos(pipe, prompts: Sequence[str], seeds: Sequence[int], *, num_inference_steps: int,
-                    schedule: Schedule | None = None, desc: str = "generating", progress: bool = True,
-                    **call_kwargs) -> Generation:
-    """Every prompt with every seed; with ``schedule`` the pipeline runs cached (its wall time includes that)."""
+def generate_one(pipe, prompt: str, seed: int, *, num_inference_steps: int, schedule: Schedule | None = None,
+                 **call_kwargs) -> tuple[np.ndarray, float, int | None]:
+    """(video, wall seconds of the pipeline call, block-stack runs or None when uncached)."""
     from lemica.pipelines import video_frames
 
-    videos, seconds, runs = [], 0.0, 0
+    kwargs = dict(call_kwargs, prompt=prompt, num_inference_steps=num_inference_steps,
+                  generator=torch.Generator().manual_seed(int(seed)))
+    with torch.no_grad(), (cached(pipe, schedule) if schedule is not None else contextlib.nullcontext()):
+        started = time.perf_counter()
+        output = pipe(**kwargs)
+        seconds = time.perf_counter() - started
+        runs = cache_stats(pipe).block_stack_runs if schedule is not None else None
+    return video_frames(output), seconds, runs
+
+
+def compare_methods(pipe, prompts: Sequence[str], seeds: Sequence[int],
+                    methods: dict[str, tuple[int, Schedule | None]], *, progress: bool = True,
+                    **call_kwargs) -> dict[str, Generation]:
+    """Run every method — name → (num_inference_steps, schedule or None) — on every (prompt, seed), interleaved,
+    so that a busy machine slows all methods alike and their latency ratios stay fair."""
+    results = {name: Generation([], 0.0, 0 if schedule is not None else None)
+               for name, (_, schedule) in methods.items()}
     jobs = [(p, s) for p in prompts for s in seeds]
-    for prompt, seed in tqdm(jobs, desc=desc, leave=False, disable=not progress):
-        kwargs = dict(call_kwargs, prompt=prompt, num_inference_steps=num_inference_steps,
-                      generator=torch.Generator().manual_seed(int(seed)))
-        with torch.no_grad():
-            if schedule is None:
-                started = time.perf_counter()
-                output = pipe(**kwargs)
-                seconds += time.perf_counter() - started
-            else:
-                with cached(pipe, schedule):
-                    started = time.perf_counter()
-                    output = pipe(**kwargs)
-                    seconds += time.perf_counter() - started
-                    runs += cache_stats(pipe).block_stack_runs
-        videos.append(video_frames(output))
-    return Generation(videos, seconds, runs if schedule is not None else None)
+    for prompt, seed in tqdm(jobs, desc="generating", disable=not progress):
+        for name, (steps, schedule) in methods.items():
+            video, seconds, runs = generate_one(pipe, prompt, seed, num_inference_steps=steps, schedule=schedule,
+                                                **call_kwargs)
+            result = results[name]
+            result.videos.append(video)
+            result.seconds += seconds
+            if runs is not None:
+                result.block_stack_runs += runs
+    return results
 
 
 def fidelity(references: Sequence[np.ndarray], candidates: Sequence[np.ndarray]) -> dict[str, float]:
