@@ -11,7 +11,9 @@ and produces the same graph; under ``torchrun`` samples are sharded across ranks
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -88,6 +90,48 @@ class SegmentReplayPolicy(StepPolicy):
                                f"reference run never did: the pipeline is not deterministic across calls")
         residual = self.record.residuals.get(key) if step == self.start_step else None
         return _clone(self.record.outputs[key]), residual
+
+
+def _prompt_key(value) -> str:
+    """A cache key for plain encode_prompt arguments; TypeError for anything else (tensors: not cached)."""
+    if value is None or isinstance(value, (str, bool, int, float, torch.device, torch.dtype)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_prompt_key(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k!r}:{_prompt_key(v)}" for k, v in sorted(value.items())) + "}"
+    raise TypeError(type(value).__name__)
+
+
+@contextlib.contextmanager
+def encode_prompts_once(pipe):
+    """Every replay calls the pipeline anew, and with it the text encoder; its output for the same prompt
+    never changes, so keep it. Calls with tensors (precomputed embeddings) pass straight through."""
+    original = getattr(pipe, "encode_prompt", None)
+    if original is None:
+        yield
+        return
+    previous = pipe.__dict__.get("encode_prompt")
+    cache: dict[str, Any] = {}
+
+    @functools.wraps(original)
+    def encode_prompt(*args, **kwargs):
+        try:
+            key = _prompt_key((args, kwargs))
+        except TypeError:
+            return original(*args, **kwargs)
+        if key not in cache:
+            cache[key] = original(*args, **kwargs)
+        return _clone(cache[key])
+
+    pipe.encode_prompt = encode_prompt
+    try:
+        yield
+    finally:
+        if previous is None:
+            pipe.__dict__.pop("encode_prompt", None)
+        else:
+            pipe.encode_prompt = previous
 
 
 def _final_latents(pipe, call_kwargs: dict) -> torch.Tensor:
@@ -221,8 +265,18 @@ def calibrate(pipe, prompts: Sequence[str | dict], seeds: Iterable[int] = (0,), 
 
     results: dict[int, dict] = {}
     mine = [k for k in range(len(samples)) if k % world == rank]
-    bar = tqdm(mine, desc=f"calibrating (rank {rank})" if world > 1 else "calibrating", disable=not progress)
-    for k in bar:
+    with encode_prompts_once(pipe):  # the text encoder's output is the same for every replay of a prompt
+        _run_samples(pipe, prompts, samples, mine, results, work, device, T, L, edges, progress, call_kwargs,
+                     f"calibrating (rank {rank})" if world > 1 else "calibrating")
+    if dist:
+        gathered = [None] * world
+        dist.all_gather_object(gathered, results)
+        results = {k: v for part in gathered for k, v in part.items()}
+    return _aggregate(results, samples, edges, T, L, config)
+
+
+def _run_samples(pipe, prompts, samples, mine, results, work, device, T, L, edges, progress, call_kwargs, desc):
+    for k in tqdm(mine, desc=desc, disable=not progress):
         path = work / f"sample_{k:05d}.json" if work else None
         if path is not None and path.exists():
             results[k] = json.loads(path.read_text())
@@ -231,13 +285,8 @@ def calibrate(pipe, prompts: Sequence[str | dict], seeds: Iterable[int] = (0,), 
         factory = lambda: _sample_kwargs(prompts[p], seed, device, T, call_kwargs)  # noqa: E731
         result = _measure_sample(pipe, factory, T, L, edges, progress) | {"prompt_index": p, "seed": seed}
         if path is not None:
-            atomic_write_json(path, result)
+            atomic_write_json(path, result)  # a killed run loses at most the sample in progress
         results[k] = result
-    if dist:
-        gathered = [None] * world
-        dist.all_gather_object(gathered, results)
-        results = {k: v for part in gathered for k, v in part.items()}
-    return _aggregate(results, samples, edges, T, L, config)
 
 
 def _prepare_workdir(workdir, config) -> Path | None:
