@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -12,7 +11,6 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from lemica._io import atomic_write_bytes, atomic_write_json  # noqa: E402
@@ -21,7 +19,7 @@ from lemica.bench.report import budget_table  # noqa: E402
 from lemica.bench.runner import _finite, evaluate, reference  # noqa: E402
 from lemica.bench.workload import tiny_t2v_workload  # noqa: E402
 from lemica.calibrate import calibrate  # noqa: E402
-from lemica.graph import Edge, ErrorGraph  # noqa: E402
+from lemica.graph import ErrorGraph  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -72,20 +70,6 @@ def main_graph(args, work, samples: int = 2) -> tuple[ErrorGraph, str]:
         return ErrorGraph.load(shipped), str(shipped.relative_to(ROOT))
     graph = calibrated(work, samples, args.max_skip, args.out / f"graph_T{work.num_steps}_L{args.max_skip}")
     return graph, f"calibrated here ({samples} samples, max skip {args.max_skip})"
-
-
-def graph_from_samples(folder: Path, n: int, num_steps: int, max_skip: int) -> ErrorGraph:
-    """The graph of the first n finished calibration samples in a calibration workdir (mean over samples)."""
-    files = sorted(folder.glob("sample_*.json"))[:n]
-    if len(files) < n:
-        raise FileNotFoundError(f"{folder} has {len(files)} finished samples, {n} needed")
-    errors = [json.loads(f.read_text())["errors"] for f in files]
-    edges = {}
-    for key in errors[0]:
-        values = np.array([e[key] for e in errors])
-        i, j = map(int, key.split(","))
-        edges[(i, j)] = Edge(error=float(values.mean()), std=float(values.std()), samples=n)
-    return ErrorGraph(num_steps=num_steps, max_skip=max_skip, edges=edges, meta={"samples": n})
 
 
 def vanilla(work):
