@@ -104,6 +104,9 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=None, help="subset of estimator names")
     parser.add_argument("--random-weights", action="store_true", help="smoke test before the model is trained")
     parser.add_argument("--out", type=Path, default=Path("runs/calibration_cost"))
+    parser.add_argument("--resume", action="store_true", help="reuse the calibrations saved in --out")
+    parser.add_argument("--extra-graph", action="append", default=[], metavar="NAME=PATH",
+                        help="also plan from this graph (same T and max skip), e.g. a shipped exact graph")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -145,22 +148,33 @@ def main() -> None:
 
     graphs: dict[str, ErrorGraph] = {}
     costs: dict[str, dict] = {}
+    saved = args.out / "calibrations.json"  # graphs and measured costs, so --resume skips finished estimators
+    if args.resume and saved.exists():
+        for name, item in json.loads(saved.read_text()).items():
+            graphs[name], costs[name] = ErrorGraph.from_dict(item["graph"]), item["cost"]
+
+    def keep(name: str, graph: ErrorGraph, cost: dict) -> None:
+        graphs[name], costs[name] = graph, cost
+        saved.write_text(json.dumps({n: {"graph": g.to_dict(), "cost": costs[n]} for n, g in graphs.items()}))
+
     for name, kwargs in PER_SAMPLE.items():
-        if not wanted(name) and name != "exact":
+        if (not wanted(name) and name != "exact") or f"{name} ×N" in graphs:
             continue
         per = [run(kwargs, [p]) for p in calib]
         gs, secs = [g for g, _ in per], [s for _, s in per]
-        print(f"{name}: {statistics.mean(w for w, _ in secs):.1f} s per sample")
-        graphs[f"{name} ×N"], costs[f"{name} ×N"] = mean_graph(gs), cost_of(gs, secs)
-        graphs[f"{name} ×1"], costs[f"{name} ×1"] = gs[0], cost_of(gs[:1], secs[:1])
+        print(f"{name}: {statistics.mean(w for w, _ in secs):.1f} s per sample", flush=True)
+        keep(f"{name} ×N", mean_graph(gs), cost_of(gs, secs))
+        keep(f"{name} ×1", gs[0], cost_of(gs[:1], secs[:1]))
     for name, (kwargs, n) in WHOLE.items():
-        if wanted(name):
+        if wanted(name) and name not in graphs:
             graph, secs = run(kwargs, calib[:n])
-            graphs[name], costs[name] = graph, cost_of([graph], [secs])
+            keep(name, graph, cost_of([graph], [secs]))
             print(f"{name}: {secs[0]:.1f} s, refine {graph.meta['refine']['rounds']} rounds, "
-                  f"{len(graph.meta['refine']['exact_edges'])} exact edges")
-    for name, graph in graphs.items():
-        graph.save(args.out / f"graph_{name.replace(' ', '_').replace('×', 'x').replace('@', 'at')}.json")
+                  f"{len(graph.meta['refine']['exact_edges'])} exact edges", flush=True)
+    extra = {}
+    for item in args.extra_graph:  # e.g. a shipped many-sample exact graph: agreement and fidelity only
+        name, path = item.split("=", 1)
+        extra[name] = ErrorGraph.load(path)
 
     # ---- agreement and fidelity
     reference = graphs["exact ×N"]
@@ -206,6 +220,16 @@ def main() -> None:
             row[f"B{budget}"] = {"full_steps": list(schedule.full_steps), **fidelity(schedule)}
         rows.append(row)
         print(f"{name}: spearman {row['spearman']:.3f}, total cost ÷{row['ratio_to_exact_total_time']:.1f} (time)")
+    for name, graph in extra.items():
+        row = {"estimator": name, "samples": graph.meta.get("samples"),
+               "spearman": float(spearmanr(exact_w, [graph.error(*e) for e in edges]).statistic)}
+        for budget in budgets:
+            try:
+                schedule = plan(graph, budget).schedule
+            except PlanningError:
+                continue
+            row[f"B{budget}"] = {"full_steps": list(schedule.full_steps), **fidelity(schedule)}
+        rows.append(row)
     for budget in budgets:  # context: the same number of full steps, spread evenly
         steps = sorted({round(k * (T - 1) / (budget - 1)) for k in range(budget)})
         rows.append({"estimator": f"uniform B={budget}", f"B{budget}": {"full_steps": steps,
@@ -237,7 +261,7 @@ def print_table(result: dict, budgets: list[int]) -> None:
                       f"{r['ratio_to_exact_total_cpu']:.1f}",
                       f"{r['spearman']:.3f}"]
         else:
-            cells += [""] * 5
+            cells += [""] * 4 + [f"{r['spearman']:.3f}" if "spearman" in r else ""]
         for b in budgets:
             f, e = r.get(f"B{b}"), exact.get(f"B{b}")
             delta = "" if f is None or e is None else \
