@@ -56,7 +56,7 @@ def write_gif(videos, prompts, path: Path, scale: int = 4):
     import imageio.v3 as iio
     from PIL import Image, ImageDraw
 
-    cell_w, text_h = data.WIDTH * scale, 34
+    cell_w, text_h = data.WIDTH * scale, 46
     frames = []
     for f in range(videos.shape[1]):
         canvas = Image.new("RGB", (cell_w * len(videos), data.HEIGHT * scale + text_h), "white")
@@ -65,7 +65,7 @@ def write_gif(videos, prompts, path: Path, scale: int = 4):
             img = Image.fromarray((video[f] * 255).round().astype(np.uint8)).resize(
                 (cell_w, data.HEIGHT * scale), Image.NEAREST)
             canvas.paste(img, (k * cell_w, 0))
-            lines = textwrap.wrap(prompt, width=cell_w // 6)[:3]  # ~6 px per character of the default font
+            lines = textwrap.wrap(prompt, width=cell_w // 6)[:4]  # ~6 px per character of the default font
             draw.multiline_text((k * cell_w + 2, data.HEIGHT * scale + 1), "\n".join(lines), fill="black",
                                 spacing=0)
         frames.append(np.asarray(canvas))
