@@ -1,7 +1,8 @@
 """Wall-clock cost and speed-up of `lemica.enable_cache` on a medium random-weight Wan pipeline (issue 3).
 
 Variants, all on one pipeline object and timed side by side, interleaved round by round (the order rotates
-each round so that no variant always runs first after another), medians reported:
+each round and reverses every other round, so no variant always runs first or after the same one), medians
+reported:
 
 * vanilla                -- the plain WanPipeline call;
 * lemica B=T             -- every step computed through the hooks: the mechanism's overhead (target <= 1 %);
@@ -149,7 +150,8 @@ def measure(args) -> tuple[Bench, dict[str, Schedule], dict, dict]:
     times = {clock: {name: [] for name in names} for clock in CLOCKS}
     timer_share = {clock: [] for clock in CLOCKS}
     for r in range(args.rounds):
-        for name in names[r % len(names):] + names[: r % len(names)]:  # rotate the order each round
+        order = names[r % len(names):] + names[: r % len(names)]  # rotate the order each round ...
+        for name in order[::-1] if r % 2 else order:  # ... and reverse it every other one: no fixed neighbours
             if name == "block timers":
                 seconds, in_blocks = bench.timed_blocks()
                 for clock in CLOCKS:
