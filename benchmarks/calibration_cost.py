@@ -105,6 +105,9 @@ def main() -> None:
     parser.add_argument("--random-weights", action="store_true", help="smoke test before the model is trained")
     parser.add_argument("--out", type=Path, default=Path("runs/calibration_cost"))
     parser.add_argument("--resume", action="store_true", help="reuse the calibrations saved in --out")
+    parser.add_argument("--paired", type=Path, default=None, metavar="WORKDIR",
+                        help="paired study: the exact per-sample errors of a `lemica calibrate` work directory "
+                             "against proxy k=0 on the same samples, one by one and pooled")
     parser.add_argument("--extra-graph", action="append", default=[], metavar="NAME=PATH",
                         help="also plan from this graph (same T and max skip), e.g. a shipped exact graph")
     args = parser.parse_args()
@@ -138,6 +141,19 @@ def main() -> None:
     generation_runs = 2 * T  # cond + uncond block stacks per step
     print(f"one generation: {generation_s:.2f} s wall, {generation_cpu:.2f} s CPU (median of {len(gen_times)}), "
           f"{generation_runs} block-stack runs")
+
+    videos: dict[tuple, dict] = {}
+
+    def fidelity(schedule: Schedule) -> dict:
+        key = schedule.full_steps
+        if key not in videos:
+            scores = [compare_videos(vanilla[k], generate(k, schedule)) for k in range(len(heldout))]
+            videos[key] = {m: statistics.mean(s[m] for s in scores) for m in ("psnr", "ssim", "lpips")}
+        return videos[key]
+
+    budgets = sorted({round(T / 2), round(T / 3)}, reverse=True)
+    if args.paired:
+        return paired_study(args.paired, pipe, T, L, G, fidelity, budgets, args.out)
 
     # ---- calibrations
     def run(kwargs: dict, prompts: list[dict]) -> tuple[ErrorGraph, tuple[float, float]]:
@@ -181,16 +197,6 @@ def main() -> None:
     edges = edges_for(T, L)
     exact_w = [reference.error(*e) for e in edges]
     exact_total = costs["exact ×N"]
-    budgets = sorted({round(T / 2), round(T / 3)}, reverse=True)
-    videos: dict[tuple, dict] = {}
-
-    def fidelity(schedule: Schedule) -> dict:
-        key = schedule.full_steps
-        if key not in videos:
-            scores = [compare_videos(vanilla[k], generate(k, schedule)) for k in range(len(heldout))]
-            videos[key] = {m: statistics.mean(s[m] for s in scores) for m in ("psnr", "ssim", "lpips")}
-        return videos[key]
-
     rows = []
     for name, graph in graphs.items():
         cost = costs[name]
@@ -241,6 +247,78 @@ def main() -> None:
               generation_runs, "random_weights": args.random_weights, "rows": rows}
     (args.out / "results.json").write_text(json.dumps(result, indent=1))
     print_table(result, budgets)
+
+
+def paired_study(workdir: Path, pipe, T: int, L: int, G: float, fidelity, budgets: list[int], out: Path) -> None:
+    """Same (prompt, seed) samples as an exact calibration: is one proxy sample as good as one exact sample, and
+    how far does either move from the pooled exact graph (the noise floor of the schedules themselves)?"""
+    from lemica.models.tiny_t2v import calibration_prompts
+
+    config = json.loads((workdir / "calibration.json").read_text())
+    fingerprint = config["fingerprint"]
+    if (fingerprint["num_steps"], config["max_skip"], fingerprint["guidance"].get("guidance_scale")) != (T, L, G):
+        raise SystemExit(f"{workdir} was calibrated at T={config['fingerprint']['num_steps']}, max skip "
+                         f"{config['max_skip']}, guidance {config['fingerprint']['guidance']}; pass --max-skip etc.")
+    records = [json.loads(p.read_text()) for p in sorted(workdir.glob("sample_*.json"))]
+    captions = calibration_prompts(max(r["prompt_index"] for r in records) + 1)
+    exact = [ErrorGraph(T, L, {tuple(map(int, k.split(","))): Edge(v) for k, v in r["errors"].items()})
+             for r in records]
+    proxy, cpu = [], []
+    for r in records:
+        c0 = time.process_time()
+        proxy.append(calibrate_fast(pipe, [captions[r["prompt_index"]]], [r["seed"]], num_inference_steps=T,
+                                    max_skip=L, method="proxy", progress=False, guidance_scale=G))
+        cpu.append(time.process_time() - c0)
+        print(f"proxy sample {len(proxy)}/{len(records)}: {cpu[-1]:.1f} s CPU", flush=True)
+    edges = edges_for(T, L)
+    pooled = {"exact": mean_graph(exact), "proxy": mean_graph(proxy)}
+
+    def scores(graph):
+        return {b: fidelity(plan(graph, b).schedule) | {"full_steps": list(plan(graph, b).full_steps)}
+                for b in budgets}
+
+    result = {"workdir": str(workdir), "samples": len(records), "num_steps": T, "max_skip": L,
+              "exact_runs_per_sample": statistics.mean(r["block_stack_runs"] for r in records),
+              "proxy_runs_per_sample": proxy[0].meta["cost"]["block_stack_runs_per_sample"],
+              "proxy_cpu_seconds_per_sample": statistics.mean(cpu),
+              "pooled": {name: scores(g) for name, g in pooled.items()},
+              "spearman_pooled": float(spearmanr([pooled["exact"].error(*e) for e in edges],
+                                                 [pooled["proxy"].error(*e) for e in edges]).statistic),
+              "per_sample": []}
+    for e, p in zip(exact, proxy):
+        result["per_sample"].append({
+            "spearman": float(spearmanr([e.error(*x) for x in edges], [p.error(*x) for x in edges]).statistic),
+            "exact": scores(e), "proxy": scores(p)})
+    (out / "paired.json").write_text(json.dumps(result, indent=1))
+
+    ref = result["pooled"]["exact"]
+    print(f"{len(records)} samples; runs per sample: exact {result['exact_runs_per_sample']:.0f}, proxy "
+          f"{result['proxy_runs_per_sample']:.0f}; Spearman pooled {result['spearman_pooled']:.3f}, per sample "
+          f"median {statistics.median(s['spearman'] for s in result['per_sample']):.3f}")
+    print("| budget | graph | PSNR vs vanilla | LPIPS | ΔPSNR vs pooled exact (median [min, max]) | "
+          "ΔLPIPS vs pooled exact (median [min, max]) | within 0.3 dB and 0.01 LPIPS |")
+    print("|---|---|---|---|---|---|---|")
+    for b in budgets:
+        for name in ("exact", "proxy"):
+            f = result["pooled"][name][b]
+            print(f"| {b} | {name} ×{len(records)} | {f['psnr']:.2f} | {f['lpips']:.4f} | "
+                  f"{f['psnr'] - ref[b]['psnr']:+.2f} | {f['lpips'] - ref[b]['lpips']:+.4f} | |")
+        for name in ("exact", "proxy"):
+            d_psnr = [s[name][b]["psnr"] - ref[b]["psnr"] for s in result["per_sample"]]
+            d_lpips = [s[name][b]["lpips"] - ref[b]["lpips"] for s in result["per_sample"]]
+            ok = sum(p >= -0.3 and q <= 0.01 for p, q in zip(d_psnr, d_lpips))
+            psnr = statistics.median(s[name][b]["psnr"] for s in result["per_sample"])
+            lpips = statistics.median(s[name][b]["lpips"] for s in result["per_sample"])
+            print(f"| {b} | {name} ×1 (each sample) | {psnr:.2f} (median) | {lpips:.4f} (median) | "
+                  f"{statistics.median(d_psnr):+.2f} [{min(d_psnr):+.2f}, {max(d_psnr):+.2f}] | "
+                  f"{statistics.median(d_lpips):+.4f} [{min(d_lpips):+.4f}, {max(d_lpips):+.4f}] | "
+                  f"{ok}/{len(d_psnr)} |")
+        paired = [s["proxy"][b]["psnr"] - s["exact"][b]["psnr"] for s in result["per_sample"]]
+        paired_lpips = [s["proxy"][b]["lpips"] - s["exact"][b]["lpips"] for s in result["per_sample"]]
+        print(f"| {b} | proxy ×1 − exact ×1, same sample | | | {statistics.median(paired):+.2f} "
+              f"[{min(paired):+.2f}, {max(paired):+.2f}] | {statistics.median(paired_lpips):+.4f} "
+              f"[{min(paired_lpips):+.4f}, {max(paired_lpips):+.4f}] | "
+              f"{sum(p >= -0.3 and q <= 0.01 for p, q in zip(paired, paired_lpips))}/{len(paired)} |")
 
 
 def print_table(result: dict, budgets: list[int]) -> None:
