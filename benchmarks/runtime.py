@@ -280,6 +280,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write all timings and results to this JSON file")
     args = parser.parse_args()
+    if args.rounds < 2:
+        parser.error("--rounds must be >= 2 (ratios are medians over rounds)")
     if args.steps < 6:
         parser.error("--steps must be >= 6 (B = T/3 needs at least the first and last step)")
     res = run(args)
