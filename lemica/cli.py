@@ -1,6 +1,12 @@
 """`lemica` command line. Each command is a small function; shared loading/printing helpers live here."""
 from __future__ import annotations
 
+import os
+
+# Before torch starts its OpenMP pool: idle workers sleep instead of spinning, which on a shared or
+# oversubscribed CPU made every command several times slower. Users can still override it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 if __name__ == "__main__":  # `python -m lemica.cli`: run the importable module, which the commands register on
     from lemica.cli import app as _app
 

@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("demo_out"))
     parser.add_argument("--calibration-prompts", type=int, default=2)
-    parser.add_argument("--max-skip", type=int, default=8)
+    parser.add_argument("--max-skip", type=int, default=6)
     parser.add_argument("--heldout-prompts", type=int, default=8)
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
