@@ -263,15 +263,24 @@ def paired_study(workdir: Path, pipe, T: int, L: int, G: float, fidelity, budget
     captions = calibration_prompts(max(r["prompt_index"] for r in records) + 1)
     exact = [ErrorGraph(T, L, {tuple(map(int, k.split(","))): Edge(v) for k, v in r["errors"].items()})
              for r in records]
-    proxy, cpu = [], []
-    for r in records:
-        c0 = time.process_time()
-        proxy.append(calibrate_fast(pipe, [captions[r["prompt_index"]]], [r["seed"]], num_inference_steps=T,
-                                    max_skip=L, method="proxy", progress=False, guidance_scale=G))
-        cpu.append(time.process_time() - c0)
-        print(f"proxy sample {len(proxy)}/{len(records)}: {cpu[-1]:.1f} s CPU", flush=True)
+    saved = out / "paired_proxy_graphs.json"  # per-sample proxy graphs and CPU seconds: reused when present
+    if saved.exists():
+        kept = json.loads(saved.read_text())
+        proxy, cpu = [ErrorGraph.from_dict(g) for g in kept["graphs"]], kept["cpu_seconds"]
+    else:
+        proxy, cpu = [], []
+        for r in records:
+            c0 = time.process_time()
+            proxy.append(calibrate_fast(pipe, [captions[r["prompt_index"]]], [r["seed"]], num_inference_steps=T,
+                                        max_skip=L, method="proxy", progress=False, guidance_scale=G))
+            cpu.append(time.process_time() - c0)
+            print(f"proxy sample {len(proxy)}/{len(records)}: {cpu[-1]:.1f} s CPU", flush=True)
+        saved.write_text(json.dumps({"graphs": [g.to_dict() for g in proxy], "cpu_seconds": cpu}))
     edges = edges_for(T, L)
     pooled = {"exact": mean_graph(exact), "proxy": mean_graph(proxy)}
+    sizes = [n for n in (2, 4, 8) if n < len(records)]  # fewer samples: pools of the first n
+    subsets = {f"{name} ×{n}": mean_graph(graphs[:n]) for n in sizes
+               for name, graphs in (("exact", exact), ("proxy", proxy))}
 
     def scores(graph):
         return {b: fidelity(plan(graph, b).schedule) | {"full_steps": list(plan(graph, b).full_steps)}
@@ -282,6 +291,7 @@ def paired_study(workdir: Path, pipe, T: int, L: int, G: float, fidelity, budget
               "proxy_runs_per_sample": proxy[0].meta["cost"]["block_stack_runs_per_sample"],
               "proxy_cpu_seconds_per_sample": statistics.mean(cpu),
               "pooled": {name: scores(g) for name, g in pooled.items()},
+              "subsets": {name: scores(g) for name, g in subsets.items()},
               "spearman_pooled": float(spearmanr([pooled["exact"].error(*e) for e in edges],
                                                  [pooled["proxy"].error(*e) for e in edges]).statistic),
               "per_sample": []}
@@ -302,6 +312,10 @@ def paired_study(workdir: Path, pipe, T: int, L: int, G: float, fidelity, budget
         for name in ("exact", "proxy"):
             f = result["pooled"][name][b]
             print(f"| {b} | {name} ×{len(records)} | {f['psnr']:.2f} | {f['lpips']:.4f} | "
+                  f"{f['psnr'] - ref[b]['psnr']:+.2f} | {f['lpips'] - ref[b]['lpips']:+.4f} | |")
+        for name in subsets:
+            f = result["subsets"][name][b]
+            print(f"| {b} | {name} (first samples) | {f['psnr']:.2f} | {f['lpips']:.4f} | "
                   f"{f['psnr'] - ref[b]['psnr']:+.2f} | {f['lpips'] - ref[b]['lpips']:+.4f} | |")
         for name in ("exact", "proxy"):
             d_psnr = [s[name][b]["psnr"] - ref[b]["psnr"] for s in result["per_sample"]]
