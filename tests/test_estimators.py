@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lemica.calibrate import calibrate, check_graph_matches, edges_for, exact_cost
-from lemica.estimators import calibrate_fast, free_cost, proxy_cost, refine_cost
+from lemica.estimators import calibrate_fast, free_cost, probe_edge, probed_proxy_cost, proxy_cost, refine_cost
 from lemica.graph import ErrorGraph
 from lemica.planner import plan
 from lemica.runtime.hooks import find_blocks
@@ -51,8 +51,9 @@ def _fast(wan, inputs, n_prompts=1, **kwargs):
 
 @pytest.mark.parametrize("kwargs,formula", [
     (dict(method="free"), lambda g: free_cost(T, L)),
-    (dict(method="proxy"), lambda g: proxy_cost(T, L, 0)),
-    (dict(method="proxy", lookahead=2), lambda g: proxy_cost(T, L, 2)),
+    (dict(method="proxy"), lambda g: probed_proxy_cost(T, L, 0)),
+    (dict(method="proxy", probe=False), lambda g: proxy_cost(T, L, 0)),
+    (dict(method="proxy", lookahead=2), lambda g: probed_proxy_cost(T, L, 2)),
     (dict(method="exact"), lambda g: exact_cost(T, L)),
     (dict(method="refine", base="free", budgets=[3, 4]),
      lambda g: refine_cost(T, free_cost(T, L), map(tuple, g.meta["refine"]["exact_edges"]))),
@@ -74,8 +75,11 @@ def test_counted_block_stack_runs_equal_the_cost_formula(wan, inputs, kwargs, fo
 
 
 def test_cheap_estimators_cost_less_than_exact():
-    assert free_cost(30, 10) == 30 and exact_cost(30, 10) / proxy_cost(30, 10) > 10
+    assert free_cost(30, 10) == 30 and exact_cost(30, 10) / probed_proxy_cost(30, 10) > 10
+    assert exact_cost(30, 8) / probed_proxy_cost(30, 8) > 10
+    assert probe_edge(30, 8) == (13, 15) and probed_proxy_cost(30, 8) == proxy_cost(30, 8) + (30 - 15) - 1
     assert proxy_cost(30, 10, lookahead=29) == exact_cost(30, 10)  # a lookahead to the end is exact mode
+    assert probe_edge(6, 3, lookahead=2) is None  # the probe's lookahead already reaches the end
 
 
 @pytest.mark.parametrize("method", ["free", "proxy", "refine", "exact"])
@@ -106,6 +110,17 @@ def test_proxy_tracks_exact_weights(wan, inputs, exact_graph):
     proxy_rank = sorted(edges, key=lambda e: proxy.error(*e))
     assert exact_rank[-1] == proxy_rank[-1]  # the worst skip is found
     assert proxy.error(0, 3) > proxy.error(0, 2)
+
+
+def test_probe_rescales_the_edges_measured_before_the_last_step(wan, inputs, exact_graph):
+    probed, plain = _fast(wan, inputs, method="proxy"), _fast(wan, inputs, method="proxy", probe=False)
+    info = probed.meta["probe"]
+    i, j = probe_edge(T, L)
+    assert info["edge"] == [i, j] and info["exact"] == [exact_graph.error(i, j)]  # the probe ran to the end
+    assert info["proxy"] == [plain.error(i, j)] and info["scale"] == pytest.approx(info["exact"][0] / info["proxy"][0])
+    for (a, b), edge in plain.edges.items():
+        expected = edge.error if b == T - 1 else edge.error * info["scale"]  # x0-hat of the last step is exact
+        assert probed.error(a, b) == pytest.approx(expected, rel=1e-12)
 
 
 def test_refine_plans_on_exact_weights_only(wan, inputs, exact_graph):
