@@ -40,11 +40,12 @@ SMALL = {"height": 16, "width": 16}
 PER_SAMPLE = {
     "exact": dict(method="exact"),
     "free": dict(method="free"),
-    "proxy k=0": dict(method="proxy", lookahead=0),
-    "proxy k=1": dict(method="proxy", lookahead=1),
-    "proxy k=3": dict(method="proxy", lookahead=3),
+    "proxy k=0": dict(method="proxy", lookahead=0, probe=False),
+    "proxy k=0 +probe": dict(method="proxy", lookahead=0),  # the default of calibrate_fast
+    "proxy k=1": dict(method="proxy", lookahead=1, probe=False),
+    "proxy k=3": dict(method="proxy", lookahead=3, probe=False),
     "exact @16x16": dict(method="exact", calibration_size=SMALL),
-    "proxy k=0 @16x16": dict(method="proxy", lookahead=0, calibration_size=SMALL),
+    "proxy k=0 @16x16": dict(method="proxy", lookahead=0, probe=False, calibration_size=SMALL),
 }
 # Estimators whose samples are not independent (refine plans on the mean): run as a whole, on n samples.
 WHOLE = {
@@ -80,10 +81,18 @@ def encode(pipe, captions: list[str]) -> list[dict]:
 
 
 def mean_graph(graphs: list[ErrorGraph]) -> ErrorGraph:
+    """The graph calibrate_fast would return for these samples together (probed graphs: one pooled scale)."""
     T, L = graphs[0].num_steps, graphs[0].max_skip
+    probes = [g.meta.get("probe") for g in graphs]
+    lookahead = graphs[0].meta.get("estimator_params", {}).get("lookahead", 0)
+    pooled = 1.0
+    if all(probes):  # undo each sample's own scale, rescale by the ratio over all samples (as _rescale does)
+        pooled = math.fsum(v for p in probes for v in p["exact"]) / math.fsum(v for p in probes for v in p["proxy"])
     edges = {}
     for e in graphs[0].edges:
-        values = [g.edges[e].error for g in graphs]
+        before_last = min(e[1] + lookahead, T - 1) < T - 1
+        values = [g.edges[e].error * (pooled / p["scale"] if p and before_last else 1.0)
+                  for g, p in zip(graphs, probes)]
         mean = math.fsum(values) / len(values)
         edges[e] = Edge(mean, math.sqrt(math.fsum((v - mean) ** 2 for v in values) / len(values)), len(values))
     return ErrorGraph(T, L, edges, dict(graphs[0].meta, samples=len(graphs)))
