@@ -281,3 +281,14 @@ def test_output_reuse_serves_the_last_computed_output(workload):
     assert outputs.block_runs == residuals.block_runs == [6]
     assert outputs.flops[0] < residuals.flops[0]  # served steps skip the whole transformer, not just the blocks
     assert not np.array_equal(outputs.videos[0], residuals.videos[0])
+
+
+def test_flops_matching_tunes_static_budgets(workload):
+    result = run_bench(BenchContext(workload), ["vanilla", "uniform"], [4], match="flops", progress=False,
+                       log=lambda _: None)
+    (r,) = result.rows
+    assert r["tuning"]["matched_on"].startswith("equivalent")
+    # a reused step still runs the embeddings and the output head: at equal FLOPs fewer blocks run than B
+    assert r["knob"]["budget"] <= 4
+    assert r["equivalent_steps"] == pytest.approx(r["tuning"]["tuning_compute"])  # static: same FLOPs everywhere
+    assert abs(r["equivalent_steps"] - 4) < 1

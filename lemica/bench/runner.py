@@ -66,32 +66,57 @@ def _own_runs(pipe, setting: Setting) -> int | None:
         return None
 
 
+def _run_once(workload, setting: Setting, sample, out: Measured, timed: bool, flops: bool) -> None:
+    """One sample with the setting already installed: a probed (and timed) run, then optionally a FLOP-counted
+    rerun (the counter slows the run down, so it is never timed); the two runs must agree exactly."""
+    pipe = workload.pipe
+    with measure(pipe, flops=False) as meter:  # a forward hook on one Linear: next to free
+        start = time.perf_counter()
+        video = workload.generate(sample, **setting.overrides)
+        elapsed = time.perf_counter() - start
+    if timed:
+        out.times.append(elapsed)
+    out.block_runs.append(meter.compute.block_runs)
+    out.own_runs.append(_own_runs(pipe, setting))
+    if flops:
+        with measure(pipe) as counted:
+            again = workload.generate(sample, **setting.overrides)
+        out.flops.append(counted.compute.flops)
+        if not np.array_equal(video, again) or counted.compute.block_runs != meter.compute.block_runs:
+            out.deterministic = False
+    out.videos.append(video)
+
+
+def _empty() -> Measured:
+    return Measured([], [], [], [], [], True)
+
+
 def run_setting(workload, setting: Setting, samples, timed: bool = True, flops: bool = True,
                 progress=None) -> Measured:
-    """Each sample once with the block-run probe (and timed), then once more under the FLOP counter (which
-    slows the run down, so it is never timed); the two runs must agree exactly."""
-    pipe = workload.pipe
-    out = Measured([], [], [], [], [], True)
-    with setting.install(pipe):
+    """Every sample under one installation of the setting."""
+    out = _empty()
+    with setting.install(workload.pipe):
         for sample in samples:
-            with measure(pipe, flops=False) as meter:  # a forward hook on one Linear: next to free
-                start = time.perf_counter()
-                video = workload.generate(sample, **setting.overrides)
-                elapsed = time.perf_counter() - start
-            if timed:
-                out.times.append(elapsed)
-            out.block_runs.append(meter.compute.block_runs)
-            out.own_runs.append(_own_runs(pipe, setting))
-            if flops:
-                with measure(pipe) as counted:
-                    again = workload.generate(sample, **setting.overrides)
-                out.flops.append(counted.compute.flops)
-                if not np.array_equal(video, again) or counted.compute.block_runs != meter.compute.block_runs:
-                    out.deterministic = False
-            out.videos.append(video)
+            _run_once(workload, setting, sample, out, timed, flops)
             if progress is not None:
                 progress.update()
     return out
+
+
+def run_interleaved(workload, settings: list[tuple[Setting, str]], samples, progress=None) -> list[Measured]:
+    """Sample-major: all settings on the first sample, then all on the second ... so that load changes on a shared
+    CPU hit every method alike. The flop policy per setting is "all" samples, "first" (compute that cannot vary
+    between samples: static schedules, fixed intervals) or "none"."""
+    results = [_empty() for _ in settings]
+    workload.generate(samples[0])  # warm-up: the first call pays one-off costs
+    for k, sample in enumerate(samples):
+        for (setting, flop_policy), out in zip(settings, results):
+            with setting.install(workload.pipe):
+                _run_once(workload, setting, sample, out, True, flop_policy == "all" or (flop_policy == "first"
+                                                                                         and k == 0))
+            if progress is not None:
+                progress.update()
+    return results
 
 
 def reference(workload, samples, timed: bool = True) -> Reference:
@@ -113,19 +138,21 @@ class Matcher:
         self.log: list[dict] = []
 
     def key_name(self, method: Method) -> str:
-        return "equivalent steps (FLOPs)" if (self.match == "flops" or method.partial) else "full steps"
+        return "equivalent steps (FLOPs)" if self._by_flops(method) else "full steps"
+
+    def _by_flops(self, method: Method) -> bool:
+        return self.match == "flops" or method.partial
 
     def compute_of(self, method: Method, measured: Measured) -> float:
-        if self.match == "flops" or method.partial:
+        if self._by_flops(method):
             return self.ref.equivalent_steps(measured.mean(measured.flops))
         return self.ref.full_steps(measured.mean(measured.block_runs))
 
     def evaluate(self, method: Method, setting: Setting) -> float:
         key = (method.name, json.dumps(setting.knob, sort_keys=True, default=str))
         if key not in self._memo:
-            needs_flops = self.match == "flops" or method.partial
             measured = run_setting(self.ctx.workload, setting, self.ctx.workload.tuning, timed=False,
-                                   flops=needs_flops)
+                                   flops=self._by_flops(method))
             self._memo[key] = self.compute_of(method, measured)
             self.log.append({"method": method.name, "knob": setting.knob, "compute": self._memo[key]})
         return self._memo[key]
@@ -136,6 +163,16 @@ class Matcher:
     def tune(self, method: Method, budget: int) -> tuple[Setting, dict]:
         if method.kind == "discrete":
             points = [(s, self.evaluate(method, s)) for s in method.make(self.ctx)]
+        elif method.kind == "static":  # FLOP matching: the budget B' whose compute lands nearest
+            points = []
+            for b in range(max(2, budget - 8), min(self.ctx.num_steps - 1, budget + 2) + 1):
+                try:
+                    setting = method.make(self.ctx, b)
+                except MethodUnavailable:
+                    continue
+                points.append((setting, self.evaluate(method, setting)))
+            if not points:
+                raise MethodUnavailable(f"no feasible budget near {budget}")
         else:
             points = self._bisect(method, budget)
         setting, achieved = self._pick(points, budget)
@@ -241,16 +278,11 @@ def run_bench(ctx: BenchContext, methods: list[str], budgets: list[int], match: 
     unknown = [m for m in methods if m not in REGISTRY]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; choose from {list(REGISTRY)}")
-    log(f"vanilla on {len(workload.samples)} samples ({workload.num_steps} steps)")
-    ref = reference(workload, workload.samples)
-    if not ref.measured.deterministic:
+    log(f"vanilla compute on 1 sample ({workload.num_steps} steps)")
+    probe = reference(workload, workload.samples[:1], timed=False)
+    if not probe.measured.deterministic:
         raise RuntimeError("the vanilla pipeline is not deterministic for a fixed seed; nothing can be compared")
-    matcher = Matcher(ctx, ref, match)
-    vanilla = {"full_steps": ref.full_steps(ref.measured.mean(ref.measured.block_runs)),
-               "gflops": ref.measured.mean(ref.measured.flops) / 1e9,
-               "time_s": float(np.median(ref.measured.times)), "branches": ref.branches,
-               "vbench": workload.score(ref.measured.videos, [s.scene for s in workload.samples])
-               if workload.score else None}
+    matcher = Matcher(ctx, probe, match)
 
     plan_: list[tuple[Method, int | None, Setting, dict | None]] = []
     unavailable = []
@@ -259,7 +291,7 @@ def run_bench(ctx: BenchContext, methods: list[str], budgets: list[int], match: 
         method = REGISTRY[name]
         for budget in budgets:
             try:
-                if method.kind == "static":
+                if method.kind == "static" and match == "steps":
                     plan_.append((method, budget, method.make(ctx, budget), None))
                 else:
                     setting, tuning = matcher.tune(method, budget)
@@ -269,25 +301,35 @@ def run_bench(ctx: BenchContext, methods: list[str], budgets: list[int], match: 
             except Exception as e:  # a peer that breaks on this model is reported, not dropped silently
                 unavailable.append({"method": name, "budget": budget, "reason": f"{type(e).__name__}: {e}"})
 
-    rows, videos = [], {("vanilla", None): ref.measured.videos}
-    done: dict[tuple, Measured] = {}
-    bar = tqdm(total=len(plan_) * len(workload.samples), desc="evaluating", disable=not progress)
+    # One evaluation per distinct setting (two budgets may pick the same one), vanilla included, interleaved.
+    distinct: dict[tuple, tuple[Setting, str]] = {("vanilla", "{}"): (REGISTRY["vanilla"].make(ctx), "first")}
     for method, budget, setting, tuning in plan_:
         key = (method.name, json.dumps(setting.knob, sort_keys=True, default=str))
-        try:
-            if key not in done:
-                done[key] = run_setting(workload, setting, workload.samples, progress=bar)
-            measured = done[key]
-        except Exception as e:
-            unavailable.append({"method": method.name, "budget": budget, "reason": f"{type(e).__name__}: {e}"})
-            continue
-        rows.append(row(method, setting, budget, measured, ref, workload, tuning))
-        videos[(method.name, budget)] = measured.videos
-    bar.close()
+        distinct.setdefault(key, (setting, "all" if method.kind == "threshold" else "first"))
+    log(f"evaluating {len(distinct)} settings on {len(workload.samples)} samples")
+    bar = tqdm(total=len(distinct) * len(workload.samples), desc="evaluating", disable=not progress)
+    try:
+        measured = dict(zip(distinct, run_interleaved(workload, list(distinct.values()), workload.samples, bar)))
+    finally:
+        bar.close()
+    vanilla_runs = measured[("vanilla", "{}")]
+    ref = Reference(vanilla_runs, probe.branches, probe.step_flops)
+    if not vanilla_runs.deterministic:
+        raise RuntimeError("the vanilla pipeline is not deterministic for a fixed seed; nothing can be compared")
+    vanilla = {"full_steps": ref.full_steps(vanilla_runs.mean(vanilla_runs.block_runs)),
+               "gflops": vanilla_runs.mean(vanilla_runs.flops) / 1e9,
+               "time_s": float(np.median(vanilla_runs.times)), "branches": ref.branches,
+               "vbench": workload.score(vanilla_runs.videos, [s.scene for s in workload.samples])
+               if workload.score else None}
+    rows, videos = [], {("vanilla", None): vanilla_runs.videos}
+    for method, budget, setting, tuning in plan_:
+        result = measured[(method.name, json.dumps(setting.knob, sort_keys=True, default=str))]
+        rows.append(row(method, setting, budget, result, ref, workload, tuning))
+        videos[(method.name, budget)] = result.videos
 
     # The peers' hooks must leave the pipeline exactly as they found it, or later rows would be wrong.
     after = run_setting(workload, REGISTRY["vanilla"].make(ctx), workload.samples[:1], timed=False, flops=False)
-    restored = bool(np.array_equal(after.videos[0], ref.measured.videos[0]))
+    restored = bool(np.array_equal(after.videos[0], vanilla_runs.videos[0]))
     meta = {"workload": workload.name, "num_steps": workload.num_steps, "budgets": budgets, "match": match,
             "samples": [{"key": s.key, "prompt": s.prompt, "seed": s.seed} for s in workload.samples],
             "tuning_samples": [{"key": s.key, "prompt": s.prompt, "seed": s.seed} for s in workload.tuning],
