@@ -187,8 +187,33 @@ def analyse(T: int, plans: dict[str, Schedule], times: dict[str, list[float]], t
                      "overhead": paired(name, "vanilla") - 1.0 if B == T else None,
                      "overhead_quartiles": quartiles(name, "vanilla") if B == T else None,
                      "overhead_ms_per_step": 1000 * (med[name] - med["vanilla"]) / T if B == T else None})
+    control = {"ratio": paired("block timers", "vanilla"), "quartiles": quartiles("block timers", "vanilla")}
     return {"median_s": med, "vanilla_ms_per_step": 1000 * med["vanilla"] / T, "block_share": share,
+            "control_block_timers_vs_vanilla": control,
             "block_share_by_timers": statistics.median(timer_share), "rows": rows}
+
+
+def overhead_abba(bench: Bench, every_step: Schedule, quads: int) -> dict:
+    """B=T vs vanilla in adjacent ABBA / BAAB quads: each quad's ratio cancels drift that is linear in time.
+
+    Single runs on a shared VM scatter by several per cent (see the block-timer control), more than the 1 %
+    to resolve; neighbouring runs share most of that drift, so the quad ratio sum(B) / sum(A) is much tighter.
+    """
+    ratios = {clock: [] for clock in CLOCKS}
+    for q in range(quads):
+        order = "ABBA" if q % 2 == 0 else "BAAB"
+        total = {(c, k): 0.0 for c in CLOCKS for k in "AB"}
+        for kind in order:
+            seconds, _ = bench.vanilla() if kind == "A" else bench.lemica(every_step)
+            for clock in CLOCKS:
+                total[clock, kind] += seconds[clock]
+        for clock in CLOCKS:
+            ratios[clock].append(total[clock, "B"] / total[clock, "A"])
+        print(f"overhead quad {q + 1}/{quads} ({order}): B=T / vanilla = {ratios['wall'][-1]:.4f} wall, "
+              f"{ratios['cpu'][-1]:.4f} cpu", flush=True)
+    return {clock: {"overhead": statistics.median(r) - 1.0,
+                    "quartiles": [q - 1.0 for q in statistics.quantiles(r, n=4)], "ratios": r}
+            for clock, r in ratios.items()}
 
 
 def hook_cost(args, steps: int = 50) -> dict:
@@ -218,6 +243,7 @@ def run(args) -> dict:
     load_before = os.getloadavg()
     bench, plans, times, timer_share = measure(args)
     results = {clock: analyse(args.steps, plans, times[clock], timer_share[clock]) for clock in CLOCKS}
+    abba = overhead_abba(bench, plans[f"lemica B={args.steps}"], args.overhead_quads) if args.overhead_quads else None
     hooks = hook_cost(args)
     hooks["share_of_full_size_cpu_step"] = hooks["cost_ms_per_step"] / results["cpu"]["vanilla_ms_per_step"]
     return {
@@ -228,6 +254,7 @@ def run(args) -> dict:
                   "date": time.strftime("%Y-%m-%d %H:%M:%S"), "load_average_before": load_before,
                   "load_average_after": os.getloadavg()},
         "results": results,
+        "overhead_abba": abba,
         "hook_cost": hooks,
         "times_s": times,
     }
@@ -265,6 +292,17 @@ def report(res: dict) -> None:
             print(f"{row['variant']:<14} {row['median_s']:>9.3f} {row['speedup']:>8.3f}x "
                   f"{row['theoretical_T_over_B']:>5.2f}x {row['ideal_speedup']:>6.3f}x "
                   f"{row['speedup_over_ideal']:>7.3f}  {verdict}")
+        c = r["control_block_timers_vs_vanilla"]
+        print(f"noise control: vanilla + block timers / vanilla = {c['ratio']:.4f} (rounds' quartiles "
+              f"{100 * c['quartiles'][0]:+.1f} .. {100 * c['quartiles'][2]:+.1f} %)")
+    if res["overhead_abba"]:
+        for clock, o in res["overhead_abba"].items():
+            ok = o["overhead"] <= OVERHEAD_TARGET
+            print(f"\n[{clock} time] overhead of B=T from {len(o['ratios'])} adjacent ABBA quads: "
+                  f"{100 * o['overhead']:+.2f} % (quartiles {100 * o['quartiles'][0]:+.2f} .. "
+                  f"{100 * o['quartiles'][2]:+.2f} %; target <= {100 * OVERHEAD_TARGET:.0f} %: "
+                  f"{'met' if ok else 'MISSED'})", end="")
+        print()
     h = res["hook_cost"]
     print(f"\nhook cost, isolated (same transformer, 1 token, {h['steps']} steps, CPU time): vanilla "
           f"{h['vanilla_ms_per_step']:.3f} ms/step, B=T {h['hooked_ms_per_step']:.3f} ms/step; paired difference "
@@ -275,6 +313,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=12, help="denoising steps T (B = T, T/2, T/3 are timed)")
     parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds; medians are over these")
+    parser.add_argument("--overhead-quads", type=int, default=10,
+                        help="extra ABBA quads of vanilla vs B=T for a tighter overhead figure (0: skip)")
     parser.add_argument("--cfg", action="store_true", help="classifier-free guidance (2 transformer calls/step)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: the machine is shared)")
     parser.add_argument("--seed", type=int, default=0)
