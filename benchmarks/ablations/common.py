@@ -33,6 +33,7 @@ def parser(description: str, out: str) -> argparse.ArgumentParser:
     p.add_argument("--budgets", default="15,10", help="comma-separated full-step budgets")
     p.add_argument("--max-skip", type=int, default=10, help="longest cached segment in calibrated graphs")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--graph", type=Path, default=None, help="error graph at --steps (default: the shipped one)")
     return p
 
 
@@ -65,6 +66,8 @@ def main_graph(args, work, samples: int = 2) -> tuple[ErrorGraph, str]:
     """The shipped graph of the embedded model when its T matches, else one calibrated here (cached)."""
     from lemica.pipelines import default_graph_path
 
+    if args.graph is not None:
+        return ErrorGraph.load(args.graph), str(args.graph)
     shipped = default_graph_path()
     if shipped.exists() and ErrorGraph.load(shipped).num_steps == work.num_steps:
         return ErrorGraph.load(shipped), str(shipped.relative_to(ROOT))

@@ -9,11 +9,9 @@ optimises, and whether the graph's ranking carries over to the measured videos.
 """
 from __future__ import annotations
 
-from common import ROOT, calibrated, parser, plot_lines, run, setup, table, vanilla, workload, write
+from common import main_graph, parser, plot_lines, run, setup, table, vanilla, workload, write
 
 from lemica.bench.methods import schedule_setting
-from lemica.graph import ErrorGraph
-from lemica.pipelines import default_graph_path
 from lemica.planner import plan
 from lemica.schedule import Schedule
 
@@ -27,12 +25,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     setup(args)
     work = workload(args)
-    shipped = default_graph_path()
-    if shipped.exists() and ErrorGraph.load(shipped).num_steps == work.num_steps:
-        graph, source = ErrorGraph.load(shipped), str(shipped.relative_to(ROOT))
-    else:
-        graph = calibrated(work, args.samples, args.max_skip, args.out / f"graph_T{work.num_steps}")
-        source = f"calibrated here ({args.samples} samples)"
+    graph, source = main_graph(args, work, args.samples)
     print(f"graph: {source}; vanilla on {len(work.samples)} samples", flush=True)
     ref = vanilla(work)
     rows = []

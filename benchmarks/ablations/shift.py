@@ -9,12 +9,10 @@ a graph calibrated at that shift (--samples prompts).
 """
 from __future__ import annotations
 
-from common import calibrated, parser, plot_lines, setup, table, workload, write
+from common import calibrated, main_graph, parser, plot_lines, setup, table, workload, write
 
 from lemica.bench.methods import BenchContext
 from lemica.bench.runner import run_bench
-from lemica.graph import ErrorGraph
-from lemica.pipelines import default_graph_path
 
 
 def main(argv=None):
@@ -26,12 +24,7 @@ def main(argv=None):
     setup(args)
     base = workload(args)
     default_shift = float(base.pipe.scheduler.config.shift)
-    shipped = default_graph_path()
-    if shipped.exists() and ErrorGraph.load(shipped).num_steps == base.num_steps:
-        graph, source = ErrorGraph.load(shipped), "shipped graph"
-    else:
-        graph = calibrated(base, args.samples, args.max_skip, args.out / f"graph_shift{default_shift:g}")
-        source = f"calibrated here at shift {default_shift:g} ({args.samples} samples)"
+    graph, source = main_graph(args, base, args.samples)
     rows = []
     for shift in [float(s) for s in args.shifts.split(",")]:
         work = workload(args, shift=shift)

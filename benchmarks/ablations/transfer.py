@@ -9,11 +9,9 @@ uniform spacing, and fewer sampling steps.
 """
 from __future__ import annotations
 
-from common import ROOT, calibrated, parser, plot_lines, run, setup, table, vanilla, workload, write
+from common import calibrated, main_graph, parser, plot_lines, run, setup, table, vanilla, workload, write
 
 from lemica.bench.methods import REGISTRY, BenchContext, schedule_setting
-from lemica.graph import ErrorGraph
-from lemica.pipelines import default_graph_path
 from lemica.planner import plan
 from lemica.schedule import Schedule
 
@@ -32,12 +30,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     setup(args)
     source_work = workload(args)
-    shipped = default_graph_path()
-    if shipped.exists() and ErrorGraph.load(shipped).num_steps == source_work.num_steps:
-        graph, source = ErrorGraph.load(shipped), str(shipped.relative_to(ROOT))
-    else:
-        graph = calibrated(source_work, args.samples, args.max_skip, args.out / f"graph_T{args.steps}")
-        source = f"calibrated here ({args.samples} samples)"
+    graph, source = main_graph(args, source_work, args.samples)
     rows = []
     for target in [int(t) for t in args.targets.split(",")]:
         work = workload(args, steps=target)

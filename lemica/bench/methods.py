@@ -101,7 +101,7 @@ def _diffusers_installer(make_config: Callable[[Any], Any]):
     @contextlib.contextmanager
     def install(pipe) -> Iterator[None]:
         modules = list(transformers_of(pipe).values())
-        with _quiet("diffusers"):  # FasterCache warns that it is experimental on every enable
+        with _quiet():  # FasterCache warns that it is experimental on every enable
             for module in modules:
                 module.enable_cache(make_config(pipe))
         try:
@@ -119,7 +119,6 @@ def _cache_dit_installer(config_kwargs: dict):
         import cache_dit
         from diffusers import WanTransformer3DModel
 
-        cache_dit.disable_print() if hasattr(cache_dit, "disable_print") else None
         config = cache_dit.DBCacheConfig(**config_kwargs)
         target = pipe
         if isinstance(getattr(pipe, "transformer", None), WanTransformer3DModel) and \
@@ -128,27 +127,25 @@ def _cache_dit_installer(config_kwargs: dict):
             target = cache_dit.BlockAdapter(pipe=pipe, transformer=pipe.transformer, blocks=pipe.transformer.blocks,
                                             forward_pattern=cache_dit.ForwardPattern.Pattern_2,
                                             check_forward_pattern=True, has_separate_cfg=True)
-        with _quiet("cache_dit"):
+        with _quiet():
             cache_dit.enable_cache(target, cache_config=config)
         try:
             yield
         finally:
-            with _quiet("cache_dit"):
+            with _quiet():
                 cache_dit.disable_cache(pipe)
     return install
 
 
 @contextlib.contextmanager
-def _quiet(prefix: str) -> Iterator[None]:
-    loggers = [logging.getLogger(n) for n in list(logging.root.manager.loggerDict) if n.startswith(prefix)]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
+def _quiet() -> Iterator[None]:
+    """Silence the peers' info/warning chatter while they install (cache-dit logs every enable)."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
     try:
         yield
     finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
+        logging.disable(previous)
 
 
 # ---------------------------------------------------------------------------------------------- static
