@@ -26,7 +26,6 @@ measured costs and schedule fidelity.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 import math
@@ -37,7 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lemica.calibrate import (RecordPolicy, SegmentReplayPolicy, _clone, _final_latents, _hash, _sample_kwargs,
-                              calibrate, edges_for, exact_cost, pipeline_fingerprint)
+                              calibrate, edges_for, encode_prompts_once, exact_cost, pipeline_fingerprint)
 from lemica.graph import Edge, ErrorGraph
 from lemica.planner import PlanningError, plan
 from lemica.runtime import Action, StepPolicy, cache_stats, cached
@@ -176,48 +175,6 @@ def _run(pipe, switch: _Switch, policy: StepPolicy, kwargs: dict, keep=None, sto
             final = None
     stats = cache_stats(pipe)
     return final, stats.block_stack_runs, len(stats.branches), tap
-
-
-def _prompt_key(value) -> str:
-    """A cache key for plain encode_prompt arguments; TypeError for anything else (tensors: not cached)."""
-    if value is None or isinstance(value, (str, bool, int, float, torch.device, torch.dtype)):
-        return repr(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_prompt_key(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{k!r}:{_prompt_key(v)}" for k, v in sorted(value.items())) + "}"
-    raise TypeError(type(value).__name__)
-
-
-@contextlib.contextmanager
-def _encode_prompts_once(pipe):
-    """Every replay calls the pipeline anew, and with it the text encoder; its output for the same prompt
-    never changes, so keep it. Calls with tensors (precomputed embeddings) pass straight through."""
-    original = getattr(pipe, "encode_prompt", None)
-    if original is None:
-        yield
-        return
-    previous = pipe.__dict__.get("encode_prompt")
-    cache: dict[str, Any] = {}
-
-    @functools.wraps(original)
-    def encode_prompt(*args, **kwargs):
-        try:
-            key = _prompt_key((args, kwargs))
-        except TypeError:
-            return original(*args, **kwargs)
-        if key not in cache:
-            cache[key] = original(*args, **kwargs)
-        return _clone(cache[key])
-
-    pipe.encode_prompt = encode_prompt
-    try:
-        yield
-    finally:
-        if previous is None:
-            pipe.__dict__.pop("encode_prompt", None)
-        else:
-            pipe.encode_prompt = previous
 
 
 def _mae(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -416,7 +373,7 @@ def calibrate_fast(pipe, prompts: Sequence[str | dict], seeds: Iterable[int] = (
         budgets = sorted({max(2, round(T / 2)), max(2, round(T / 3))} if budgets is None else set(budgets))
         params |= {"base": base, "max_rounds": max_rounds}
 
-    with _encode_prompts_once(pipe):
+    with encode_prompts_once(pipe):
         if method == "exact":
             graph = _exact(pipe, prompts, samples, T, L, progress, run_kwargs)
             edges_out, extra, metric = graph.edges, {}, graph.meta["metric"]
