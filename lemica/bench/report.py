@@ -72,6 +72,32 @@ def _ties(value: float, best: float, key: str) -> bool:
     return abs(value - best) <= tolerance or value == best
 
 
+def _per_sample(r: dict, key: str) -> np.ndarray:
+    # identical videos have PSNR = inf (stored as null): rank them above every finite value
+    values = [s[key] for s in r.get("per_sample") or []]
+    return np.array([np.inf if v is None else v for v in values], dtype=float)
+
+
+def robustness_table(rows: list[dict], budget: int, anchor: str = "lemica-lexminimax") -> str:
+    """Per-sample view: medians, and on how many samples ``anchor`` is better. A mean of PSNR in dB is pulled up by
+    the few samples a method reproduces almost exactly, and a mean LPIPS is pulled up by one bad sample."""
+    rows = [r for r in rows if r["budget"] == budget and r.get("per_sample")]
+    ours = next((r for r in rows if r["method"] == anchor), None)
+    lines = ["| method | median PSNR | median SSIM | median LPIPS | "
+             f"{anchor} better on (PSNR / LPIPS) |", "|---|---|---|---|---|"]
+    for r in rows:
+        psnr, ssim, lpips = (_per_sample(r, k) for k in ("psnr", "ssim", "lpips"))
+        cells = [r["title"], _fmt(float(np.median(psnr)), "{:.2f}"), _fmt(float(np.median(ssim)), "{:.4f}"),
+                 _fmt(float(np.median(lpips)), "{:.4f}")]
+        if ours is None or r is ours:
+            cells.append("–")
+        else:
+            mine_p, mine_l = _per_sample(ours, "psnr"), _per_sample(ours, "lpips")
+            cells.append(f"{int(np.sum(mine_p > psnr))}/{len(psnr)} / {int(np.sum(mine_l < lpips))}/{len(lpips)}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def write_markdown(result: dict, path: Path) -> Path:
     meta = result["meta"]
     parts = [f"# lemica bench: {meta['workload']}, T={meta['num_steps']}",
@@ -79,7 +105,8 @@ def write_markdown(result: dict, path: Path) -> Path:
              f"(budgets {meta['budgets']}); quality is against the vanilla video of the same prompt and seed."]
     for budget in meta["budgets"]:
         parts += [f"\n## Budget B = {budget} of {meta['num_steps']} steps\n",
-                  budget_table(result["rows"], budget, result["vanilla"])]
+                  budget_table(result["rows"], budget, result["vanilla"]),
+                  f"\nPer sample (B = {budget}):\n", robustness_table(result["rows"], budget)]
     if result["unavailable"]:
         parts.append("\n## Not run\n")
         parts += [f"- {u['method']} (B={u['budget']}): {u['reason']}" for u in result["unavailable"]]
