@@ -292,3 +292,13 @@ def test_flops_matching_tunes_static_budgets(workload):
     assert r["knob"]["budget"] <= 4
     assert r["equivalent_steps"] == pytest.approx(r["tuning"]["tuning_compute"])  # static: same FLOPs everywhere
     assert abs(r["equivalent_steps"] - 4) < 1
+
+
+def test_per_sample_table_counts_wins_and_handles_identical_videos():
+    def r(method, psnr, lpips):
+        return dict(method=method, title=method, budget=5,
+                    per_sample=[{"psnr": p, "ssim": 0.9, "lpips": q} for p, q in zip(psnr, lpips)])
+    rows = [r("lemica-lexminimax", [30.0, None, 20.0], [0.1, 0.0, 0.3]), r("peer", [25.0, None, 40.0], [0.2, 0.0, 0.1])]
+    lines = report.robustness_table(rows, 5).splitlines()
+    assert lines[3].endswith("| 1/3 / 1/3 |")  # identical videos (PSNR inf) are ties, not wins
+    assert "| 30.00 |" in lines[2]  # median over [20, 30, inf]
