@@ -152,6 +152,8 @@ def plot_quality_vs_latency(result: dict, path: Path) -> Path:
                 ax.axvline(vanilla[x_key], color="gray", linestyle=":", label="vanilla")
             ax.set_xlabel(x_label)
             ax.set_title(title)
+            if title.startswith("LPIPS"):
+                ax.set_yscale("log")  # the attention-only caches sit an order of magnitude above the rest
             ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7, loc="best")
     fig.suptitle(f"{result['meta']['workload']}: quality vs latency and compute (T={result['meta']['num_steps']}, "
