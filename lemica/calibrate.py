@@ -222,12 +222,14 @@ def check_graph_matches(calibrated_for: ErrorGraph | dict, pipe, num_steps: int,
     return problems
 
 
-def _dist():
+def _dist() -> tuple[object | None, bool]:
+    """The process group to shard over (None when not launched by torchrun) and whether we created it."""
     if not (torch.distributed.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1):
-        return None
-    if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-    return torch.distributed
+        return None, False
+    if torch.distributed.is_initialized():
+        return torch.distributed, False
+    torch.distributed.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return torch.distributed, True
 
 
 def calibrate(pipe, prompts: Sequence[str | dict], seeds: Iterable[int] = (0,), *, num_inference_steps: int,
@@ -257,7 +259,7 @@ def calibrate(pipe, prompts: Sequence[str | dict], seeds: Iterable[int] = (0,), 
     config = {"fingerprint": fingerprint, "max_skip": L, "prompts_hash": _hash(prompts), "seeds": seeds,
               "call_kwargs_hash": _hash(call_kwargs), "estimator": "exact"}
     work = _prepare_workdir(workdir, config)
-    dist = _dist()
+    dist, owns_group = _dist()
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist else (0, 1)
     device = getattr(pipe, "device", torch.device("cpu"))
     if hasattr(pipe, "set_progress_bar_config"):
@@ -272,6 +274,9 @@ def calibrate(pipe, prompts: Sequence[str | dict], seeds: Iterable[int] = (0,), 
         gathered = [None] * world
         dist.all_gather_object(gathered, results)
         results = {k: v for part in gathered for k, v in part.items()}
+        if owns_group:  # a gloo group left to the interpreter's exit can abort ("terminate called …")
+            dist.barrier()
+            dist.destroy_process_group()
     return _aggregate(results, samples, edges, T, L, config)
 
 
