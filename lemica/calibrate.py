@@ -19,7 +19,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -232,6 +232,21 @@ def _dist() -> tuple[object | None, bool]:
     return torch.distributed, True
 
 
+def check_inputs(prompts, seeds, num_steps, max_skip) -> tuple[list, list[int], int, int]:
+    """The calibration inputs as lists and ints, with a clear error for each impossible value; L capped at T−1."""
+    prompts, seeds = list(prompts), [int(s) for s in seeds]
+    T, L = int(num_steps), int(max_skip)
+    if not prompts:
+        raise ValueError("calibrate needs at least one prompt")
+    if not seeds:
+        raise ValueError("calibrate needs at least one seed")
+    if T < 2:
+        raise ValueError(f"num_inference_steps must be ≥ 2, got {T}")
+    if L < 1:
+        raise ValueError(f"max_skip must be ≥ 1, got {L}")
+    return prompts, seeds, T, min(L, T - 1)
+
+
 def calibrate(pipe, prompts: Sequence[str | dict], seeds: Iterable[int] = (0,), *, num_inference_steps: int,
               max_skip: int, workdir: str | os.PathLike | None = None, progress: bool = True,
               **call_kwargs) -> ErrorGraph:
@@ -242,34 +257,47 @@ def calibrate(pipe, prompts: Sequence[str | dict], seeds: Iterable[int] = (0,), 
     With ``workdir``, finished samples are kept there and a re-run resumes; under ``torchrun`` samples are
     sharded across ranks and the merged graph is returned on every rank.
     """
-    prompts, seeds = list(prompts), [int(s) for s in seeds]
-    T, L = int(num_inference_steps), int(max_skip)
-    if not prompts:
-        raise ValueError("calibrate needs at least one prompt")
-    if not seeds:
-        raise ValueError("calibrate needs at least one seed")
-    if T < 2:
-        raise ValueError(f"num_inference_steps must be ≥ 2, got {T}")
-    if L < 1:
-        raise ValueError(f"max_skip must be ≥ 1, got {L}")
-    L = min(L, T - 1)
+    prompts, seeds, T, L = check_inputs(prompts, seeds, num_inference_steps, max_skip)
     edges = edges_for(T, L)
     samples = [(p, s) for p in range(len(prompts)) for s in seeds]
     fingerprint = pipeline_fingerprint(pipe, T, call_kwargs)
     config = {"fingerprint": fingerprint, "max_skip": L, "prompts_hash": _hash(prompts), "seeds": seeds,
               "call_kwargs_hash": _hash(call_kwargs), "estimator": "exact"}
-    work = _prepare_workdir(workdir, config)
-    dist, owns_group = _dist()
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist else (0, 1)
     device = getattr(pipe, "device", torch.device("cpu"))
     if hasattr(pipe, "set_progress_bar_config"):
         pipe.set_progress_bar_config(disable=True)
 
-    results: dict[int, dict] = {}
-    mine = [k for k in range(len(samples)) if k % world == rank]
+    def measure(k: int) -> dict:
+        p, seed = samples[k]
+        factory = lambda: _sample_kwargs(prompts[p], seed, device, T, call_kwargs)  # noqa: E731
+        return _measure_sample(pipe, factory, T, L, edges, progress) | {"prompt_index": p, "seed": seed}
+
     with encode_prompts_once(pipe):  # the text encoder's output is the same for every replay of a prompt
-        _run_samples(pipe, prompts, samples, mine, results, work, device, T, L, edges, progress, call_kwargs,
-                     f"calibrating (rank {rank})" if world > 1 else "calibrating")
+        results = measure_samples(measure, len(samples), workdir, config, progress=progress, desc="calibrating")
+    return _aggregate(results, samples, edges, T, L, config)
+
+
+def measure_samples(measure: Callable[[int], dict], count: int, workdir, config: dict, *, progress: bool = True,
+                    desc: str = "calibrating") -> dict[int, dict]:
+    """``measure(k)`` for every sample k < count, as one resumable, shardable job.
+
+    With ``workdir``, each finished sample is written there atomically and a re-run with the same ``config``
+    loads it instead of measuring again (a killed run loses at most the samples in progress). Under
+    ``torchrun`` each rank measures every world-th sample and all ranks return the merged results.
+    """
+    work = _prepare_workdir(workdir, config)
+    dist, owns_group = _dist()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist else (0, 1)
+    results: dict[int, dict] = {}
+    for k in tqdm(range(rank, count, world), desc=f"{desc} (rank {rank})" if world > 1 else desc,
+                  disable=not progress):
+        path = work / f"sample_{k:05d}.json" if work else None
+        if path is not None and path.exists():
+            results[k] = json.loads(path.read_text())
+            continue
+        results[k] = measure(k)
+        if path is not None:
+            atomic_write_json(path, results[k])
     if dist:
         gathered = [None] * world
         dist.all_gather_object(gathered, results)
@@ -277,21 +305,7 @@ def calibrate(pipe, prompts: Sequence[str | dict], seeds: Iterable[int] = (0,), 
         if owns_group:  # a gloo group left to the interpreter's exit can abort ("terminate called …")
             dist.barrier()
             dist.destroy_process_group()
-    return _aggregate(results, samples, edges, T, L, config)
-
-
-def _run_samples(pipe, prompts, samples, mine, results, work, device, T, L, edges, progress, call_kwargs, desc):
-    for k in tqdm(mine, desc=desc, disable=not progress):
-        path = work / f"sample_{k:05d}.json" if work else None
-        if path is not None and path.exists():
-            results[k] = json.loads(path.read_text())
-            continue
-        p, seed = samples[k]
-        factory = lambda: _sample_kwargs(prompts[p], seed, device, T, call_kwargs)  # noqa: E731
-        result = _measure_sample(pipe, factory, T, L, edges, progress) | {"prompt_index": p, "seed": seed}
-        if path is not None:
-            atomic_write_json(path, result)  # a killed run loses at most the sample in progress
-        results[k] = result
+    return results
 
 
 def _prepare_workdir(workdir, config) -> Path | None:

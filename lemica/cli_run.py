@@ -44,7 +44,8 @@ def calibrate_command(
     max_skip: Annotated[int, typer.Option("--max-skip", "-L", min=1, help="Longest cached segment.")] = 10,
     guidance: Annotated[Optional[float], typer.Option(help="Guidance scale.")] = None,
     workdir: Annotated[Optional[Path], typer.Option(
-        help="Keeps finished samples; re-running the same command resumes (default: OUT.work/).")] = None,
+        help="Keeps finished samples; re-running the same command resumes (default: OUT.work/, with --fast "
+             "OUT.fast.work/).")] = None,
     fast: Annotated[bool, typer.Option("--fast", help="Cheap estimator instead of exact replays (see docs).")] = False,
 ) -> None:
     """Measure every cache segment's global error on the final output and write the error graph."""
@@ -67,13 +68,12 @@ def calibrate_command(
     T, G = _defaults(pipeline, steps, guidance)
     pipe = _load_or_exit(pipeline)
     kwargs = dict(num_inference_steps=T, max_skip=max_skip, guidance_scale=G,
-                  workdir=workdir or out.with_name(out.name + ".work"))
+                  workdir=workdir or out.with_name(out.name + (".fast.work" if fast else ".work")))
     started = time.perf_counter()
     try:
         if fast:
             from lemica.estimators import calibrate_fast
 
-            kwargs.pop("workdir")
             graph = calibrate_fast(pipe, prompts, seed_list, **kwargs)
         else:
             graph = calibrate(pipe, prompts, seed_list, **kwargs)

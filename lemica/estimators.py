@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import os
 import statistics
 from typing import Any, Iterable, Sequence
 
@@ -36,7 +37,8 @@ import torch
 from tqdm.auto import tqdm
 
 from lemica.calibrate import (RecordPolicy, SegmentReplayPolicy, _clone, _final_latents, _hash, _sample_kwargs,
-                              calibrate, edges_for, encode_prompts_once, exact_cost, pipeline_fingerprint)
+                              calibrate, check_inputs, edges_for, encode_prompts_once, exact_cost, measure_samples,
+                              pipeline_fingerprint)
 from lemica.graph import Edge, ErrorGraph
 from lemica.planner import PlanningError, plan
 from lemica.runtime import Action, StepPolicy, cache_stats, cached
@@ -268,9 +270,6 @@ class _Sample:
         bar.close()
         return errors
 
-    def release(self) -> None:
-        self.record = self.x0 = self.final = None
-
     def exact(self, edge) -> float:
         """Exact-mode weight: final latents of the full replay vs the reference's."""
         final, runs, _, _ = _run(self.pipe, self.switch, SegmentReplayPolicy(self.record, *edge), self.kwargs())
@@ -289,11 +288,11 @@ def _mean_graph(per_sample: list[dict], edges) -> dict[tuple[int, int], Edge]:
     return {e: _edge([errors[e] for errors in per_sample]) for e in edges}
 
 
-def _rescale(edges: dict[tuple[int, int], Edge], samples: list[_Sample], probe, lookahead: int, T: int):
+def _rescale(edges: dict[tuple[int, int], Edge], probes: list[tuple[float, float]], probe, lookahead: int, T: int):
     """Later steps partly undo an error seen in x̂0 mid-sampling (measured: x̂0 errors ~1.1–1.5× the final ones),
     while x̂0 of the last step is the output itself. One probe edge per sample, run to the end, gives the
     ratio; edges measured before the last step are scaled by it, so they compare fairly with the final ones."""
-    proxy_values, exact_values = zip(*(s.probe for s in samples))
+    proxy_values, exact_values = zip(*probes)  # per sample: (x̂0 error, exact error) of the probe edge
     scale = math.fsum(exact_values) / math.fsum(proxy_values) if math.fsum(proxy_values) > 0 else 1.0
     scaled = {(i, j): e if min(j + lookahead, T - 1) == T - 1 else Edge(e.error * scale, e.std * scale, e.samples)
               for (i, j), e in edges.items()}
@@ -334,7 +333,8 @@ def _refine(samples: list[_Sample], base: dict[tuple[int, int], Edge], T: int, L
 def calibrate_fast(pipe, prompts: Sequence[str | dict], seeds: Iterable[int] = (0,), *, num_inference_steps: int,
                    max_skip: int, method: str = "proxy", lookahead: int = 0, probe: bool = True, base: str = "proxy",
                    budgets: Sequence[int] | None = None, max_rounds: int = 8, max_samples: int | None = None,
-                   calibration_size: dict | None = None, progress: bool = True, **call_kwargs) -> ErrorGraph:
+                   calibration_size: dict | None = None, workdir: str | os.PathLike | None = None,
+                   progress: bool = True, **call_kwargs) -> ErrorGraph:
     """Estimate the error graph cheaply; same inputs as ``lemica.calibrate`` plus the estimator's knobs.
 
     ``method``: "free", "proxy" (``lookahead`` extra computed steps; with ``probe``, one edge per sample runs
@@ -342,6 +342,7 @@ def calibrate_fast(pipe, prompts: Sequence[str | dict], seeds: Iterable[int] = (
     paths planned for ``budgets``, default ≈ T/2 and ≈ T/3 full steps) or "exact".
     ``max_samples`` keeps the first n samples (prompts cycle fastest); ``calibration_size`` overrides the
     size kwargs while calibrating, and the graph is stamped for the full-size call (``call_kwargs``).
+    "free" and "proxy" resume from ``workdir`` and shard samples under ``torchrun``, like ``lemica.calibrate``.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
@@ -349,19 +350,12 @@ def calibrate_fast(pipe, prompts: Sequence[str | dict], seeds: Iterable[int] = (
         raise ValueError(f"refine's base estimator must be 'free' or 'proxy', got {base!r}")
     if lookahead < 0:
         raise ValueError(f"lookahead must be ≥ 0, got {lookahead}")
-    prompts, seeds = list(prompts), [int(s) for s in seeds]
-    T, L = int(num_inference_steps), int(max_skip)
-    if not prompts:
-        raise ValueError("calibrate needs at least one prompt")
-    if not seeds:
-        raise ValueError("calibrate needs at least one seed")
-    if T < 2:
-        raise ValueError(f"num_inference_steps must be ≥ 2, got {T}")
-    if L < 1:
-        raise ValueError(f"max_skip must be ≥ 1, got {L}")
+    prompts, seeds, T, L = check_inputs(prompts, seeds, num_inference_steps, max_skip)
     if max_samples is not None and max_samples < 1:
         raise ValueError(f"max_samples must be ≥ 1, got {max_samples}")
-    L = min(L, T - 1)
+    if workdir is not None and method in ("refine", "exact"):
+        raise ValueError(f"workdir is for the 'free' and 'proxy' estimators; {method!r} keeps every sample's "
+                         f"trajectory in memory (use lemica.calibrate for a resumable exact graph)")
     samples = [(p, s) for s in seeds for p in range(len(prompts))][:max_samples]
     run_kwargs = dict(call_kwargs, **(calibration_size or {}))
     params = {"max_samples": max_samples, "calibration_size": calibration_size}
@@ -381,9 +375,12 @@ def calibrate_fast(pipe, prompts: Sequence[str | dict], seeds: Iterable[int] = (
             branches = round(per_sample_runs / exact_cost(T, L))
         else:
             probe_at = probe_edge(T, L, lookahead) if method == "proxy" and probe else None
+            config = {"fingerprint": pipeline_fingerprint(pipe, T, run_kwargs), "max_skip": L,
+                      "prompts_hash": _hash(prompts), "samples": samples, "call_kwargs_hash": _hash(run_kwargs),
+                      "estimator": method, "estimator_params": params}
             edges_out, extra, per_sample_runs, branches, metric = _estimate(
                 pipe, prompts, samples, T, L, method, base, lookahead, probe_at, budgets, max_rounds, progress,
-                run_kwargs)
+                run_kwargs, workdir, config)
 
     exact_runs = branches * exact_cost(T, L)
     meta = dict(pipeline_fingerprint(pipe, T, call_kwargs), max_skip=L, prompts_hash=_hash(prompts),
@@ -401,39 +398,51 @@ def calibrate_fast(pipe, prompts: Sequence[str | dict], seeds: Iterable[int] = (
 
 
 def _estimate(pipe, prompts, samples, T, L, method, base, lookahead, probe, budgets, max_rounds, progress,
-              run_kwargs):
+              run_kwargs, workdir, config):
     """free / proxy / refine on the chosen samples: (edges, extra meta, runs per sample, branches, metric)."""
     edges = edges_for(T, L)
     device = getattr(pipe, "device", torch.device("cpu"))
     if hasattr(pipe, "set_progress_bar_config"):
         pipe.set_progress_bar_config(disable=True)
-    measured, per_sample = [], []
     first = method if method != "refine" else base
+    kept: list[_Sample] = []  # refine replays again, so it keeps every sample's trajectory
     switch = _Switch()
+
+    def measure(k: int) -> dict:
+        p, seed = samples[k]
+        sample = _Sample(pipe, switch, lambda: _sample_kwargs(prompts[p], seed, device, T, run_kwargs))
+        errors = sample.free(edges) if first == "free" else sample.proxy(edges, lookahead, probe, progress)
+        if method == "refine":
+            kept.append(sample)
+        return {"errors": {f"{i},{j}": v for (i, j), v in errors.items()},
+                "probe": list(sample.probe) if sample.probe else None, "block_stack_runs": sample.runs,
+                "branches": sample.branches, "x0": sample.target, "prompt_index": p, "seed": seed}
+
     with cached(pipe, switch):
-        for p, seed in tqdm(samples, desc=f"calibrating ({method})", disable=not progress):
-            kwargs = lambda p=p, seed=seed: _sample_kwargs(prompts[p], seed, device, T, run_kwargs)  # noqa: E731
-            sample = _Sample(pipe, switch, kwargs)
-            per_sample.append(sample.free(edges) if first == "free"
-                              else sample.proxy(edges, lookahead, probe, progress))
-            if method != "refine":
-                sample.release()  # only refine replays again
-            measured.append(sample)
-        edges_out = _mean_graph(per_sample, edges)
+        if method == "refine":
+            results = {k: measure(k) for k in tqdm(range(len(samples)), desc="calibrating (refine)",
+                                                   disable=not progress)}
+        else:
+            results = measure_samples(measure, len(samples), workdir, config, progress=progress,
+                                      desc=f"calibrating ({method})")
+        done = [results[k] for k in sorted(results)]
+        edges_out = _mean_graph([{e: r["errors"][f"{e[0]},{e[1]}"] for e in edges} for r in done], edges)
         extra = {}
         if probe is not None:
-            edges_out, extra["probe"] = _rescale(edges_out, measured, probe, lookahead, T)
+            edges_out, extra["probe"] = _rescale(edges_out, [tuple(r["probe"]) for r in done], probe, lookahead, T)
         if method == "refine":
-            edges_out, extra["refine"] = _refine(measured, edges_out, T, L, budgets, max_rounds, progress)
+            edges_out, extra["refine"] = _refine(kept, edges_out, T, L, budgets, max_rounds, progress)
     metric = ("mean |x0_hat(replay) - x0_hat(reference)| at the "
               + ("last reused step j-1" if first == "free" else f"step min(j+{lookahead}, T-1)")
-              + f"; x0_hat: {measured[0].target}")
+              + f"; x0_hat: {done[0]['x0']}")
     if probe is not None:
         metric += "; edges measured before the last step scaled by meta.probe.scale"
     if method == "refine":
         metric += "; edges in meta.refine.exact_edges are exact (final latents), others rescaled estimates"
-    runs = sum(s.runs for s in measured) / len(measured)
-    return edges_out, extra, runs, max(s.branches for s in measured), metric
+        runs = sum(s.runs for s in kept) / len(kept)
+    else:
+        runs = sum(r["block_stack_runs"] for r in done) / len(done)
+    return edges_out, extra, runs, max(r["branches"] for r in done), metric
 
 
 def _exact(pipe, prompts, samples, T, L, progress, run_kwargs) -> ErrorGraph:

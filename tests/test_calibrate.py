@@ -130,10 +130,11 @@ def test_resume_after_sigkill_gives_the_same_graph(tmp_path):
     assert json.loads(out.read_text()) == json.loads(clean_out.read_text())
 
 
-def test_two_process_torchrun_equals_one_process(tmp_path):
-    single_out, cmd = _job(tmp_path, "single", workdir=False)
+@pytest.mark.parametrize("mode", [[], ["--fast"]], ids=["exact", "fast"])
+def test_two_process_torchrun_equals_one_process(tmp_path, mode):
+    single_out, cmd = _job(tmp_path, "single", *mode, workdir=False)
     subprocess.run(cmd, check=True, env=ENV, timeout=300)
-    multi_out, cmd = _job(tmp_path, "multi", workdir=False)
+    multi_out, cmd = _job(tmp_path, "multi", *mode, workdir=False)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     subprocess.run(torchrun + cmd[1:], check=True, env=ENV, timeout=300)
     assert json.loads(multi_out.read_text()) == json.loads(single_out.read_text())

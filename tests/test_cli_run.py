@@ -50,6 +50,11 @@ def test_calibrate_plan_generate(pipeline_dir, tmp_path):
     assert sorted((graph_path.parent / "graph.json.work").glob("sample_*.json"))  # kept for resuming
     rerun = lemica("calibrate", *common, "--prompts", prompts, "--seeds", "0", "--max-skip", 3, "--out", graph_path)
     assert rerun.returncode == 0 and ErrorGraph.load(graph_path).to_dict() == graph.to_dict()
+    fast_path = tmp_path / "fast.json"
+    lemica("calibrate", *common, "--prompts", prompts, "--seeds", "0", "--max-skip", 3, "--fast", "--out", fast_path)
+    fast = ErrorGraph.load(fast_path)
+    assert fast.meta["estimator"] == "proxy" and fast.meta["samples"] == 2 and set(fast.edges) == set(graph.edges)
+    assert len(list((tmp_path / "fast.json.fast.work").glob("sample_*.json"))) == 2
 
     schedule_path = tmp_path / "schedule.json"
     lemica("plan", graph_path, "--budget", 4, "--out", schedule_path)

@@ -210,3 +210,29 @@ def test_text_prompts_are_encoded_once_per_calibration():
     same = calibrate_fast(pipe, [embeds], [0], num_inference_steps=T, max_skip=L, method="proxy", progress=False,
                           **size)
     assert graph.edges == same.edges
+
+
+def test_fast_workdir_resumes_and_measures_only_missing_samples(wan, inputs, tmp_path):
+    from lemica.calibrate import WorkdirMismatchError
+
+    work = tmp_path / "fast.work"
+    uninterrupted = _fast(wan, inputs, n_prompts=2)
+    first = _fast(wan, inputs, n_prompts=2, workdir=work)
+    assert first.to_dict() == uninterrupted.to_dict()
+    assert sorted(p.name for p in work.glob("sample_*.json")) == ["sample_00000.json", "sample_00001.json"]
+    (work / "sample_00001.json").unlink()  # as if killed while measuring the second sample
+    calls, handle = _counting_block_runs(wan.pipe)
+    try:
+        resumed = _fast(wan, inputs, n_prompts=2, workdir=work)
+    finally:
+        handle.remove()
+    assert len(calls) == BRANCHES * probed_proxy_cost(T, L, 0)  # one sample measured again, not two
+    assert resumed.to_dict() == uninterrupted.to_dict()
+    with pytest.raises(WorkdirMismatchError, match="different settings"):
+        _fast(wan, inputs, n_prompts=2, workdir=work, lookahead=1)
+
+
+@pytest.mark.parametrize("method", ["refine", "exact"])
+def test_fast_workdir_is_refused_where_it_cannot_resume(wan, inputs, tmp_path, method):
+    with pytest.raises(ValueError, match="workdir is for"):
+        _fast(wan, inputs, method=method, workdir=tmp_path / "w")

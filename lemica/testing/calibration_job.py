@@ -1,6 +1,6 @@
 """A small calibration on a tiny random Wan pipeline, runnable as a script (resume / torchrun tests).
 
-    python -m lemica.testing.calibration_job OUT.json WORKDIR [--call-delay SECONDS]
+    python -m lemica.testing.calibration_job OUT.json WORKDIR [--call-delay SECONDS] [--fast]
 """
 from __future__ import annotations
 
@@ -24,13 +24,18 @@ def main(argv=None):
     parser.add_argument("out")
     parser.add_argument("workdir", nargs="?")
     parser.add_argument("--call-delay", type=float, default=0.0, help="sleep per pipeline call (kill tests)")
+    parser.add_argument("--fast", action="store_true", help="calibrate_fast (probed proxy) instead of exact")
     args = parser.parse_args(argv)
     tp = make_pipeline("wan", seed=0)
     if args.call_delay:  # slow every transformer call down so a test can kill the job mid-run
         tp.pipe.transformer.register_forward_pre_hook(lambda *_: time.sleep(args.call_delay))
     prompts, call_kwargs = job_inputs(tp)
-    graph = calibrate(tp.pipe, prompts, SEEDS, num_inference_steps=NUM_STEPS, max_skip=MAX_SKIP,
-                      workdir=args.workdir, progress=False, **call_kwargs)
+    if args.fast:
+        from lemica.estimators import calibrate_fast as run
+    else:
+        run = calibrate
+    graph = run(tp.pipe, prompts, SEEDS, num_inference_steps=NUM_STEPS, max_skip=MAX_SKIP, workdir=args.workdir,
+                progress=False, **call_kwargs)
     import os
     if int(os.environ.get("RANK", "0")) == 0:
         graph.save(args.out)
