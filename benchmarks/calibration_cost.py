@@ -27,7 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
-from lemica.calibrate import edges_for  # noqa: E402
+from lemica.calibration import edges_for  # noqa: E402
 from lemica.estimators import calibrate_fast  # noqa: E402
 from lemica.graph import Edge, ErrorGraph  # noqa: E402
 from lemica.metrics.quality import compare_videos  # noqa: E402

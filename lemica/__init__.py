@@ -1,7 +1,35 @@
-"""lemica: Lexicographic Minimax Path Caching for diffusion transformers."""
-from lemica.graph import ErrorGraph, Edge
-from lemica.schedule import Schedule
-from lemica.planner import plan, frontier, Plan
+"""lemica: Lexicographic Minimax Path Caching for diffusion transformers.
 
-__all__ = ["ErrorGraph", "Edge", "Schedule", "plan", "frontier", "Plan"]
+The graph, schedule and planner are pure Python and import at once; the runtime and calibration need torch and
+diffusers, so their names are loaded on first use (``import lemica`` stays light for planning-only users).
+"""
+from __future__ import annotations
+
+import importlib
+
+from lemica.graph import Edge, ErrorGraph
+from lemica.planner import Plan, frontier, plan
+from lemica.schedule import Schedule
+
+_LAZY = {
+    "enable_cache": "lemica.runtime", "disable_cache": "lemica.runtime", "cached": "lemica.runtime",
+    "cache_stats": "lemica.runtime", "CacheStats": "lemica.runtime", "register_block": "lemica.runtime",
+    "StepPolicy": "lemica.runtime", "SchedulePolicy": "lemica.runtime", "ScheduleMismatchError": "lemica.runtime",
+    "UnsupportedModelError": "lemica.runtime",
+    "calibrate": "lemica.calibration", "calibrate_fast": "lemica.estimators",
+}
+
+__all__ = ["ErrorGraph", "Edge", "Schedule", "plan", "frontier", "Plan", *_LAZY]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'lemica' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

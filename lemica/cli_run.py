@@ -49,7 +49,7 @@ def calibrate_command(
     fast: Annotated[bool, typer.Option("--fast", help="Cheap estimator instead of exact replays (see docs).")] = False,
 ) -> None:
     """Measure every cache segment's global error on the final output and write the error graph."""
-    from lemica.calibrate import calibrate
+    from lemica.calibration import calibrate
 
     try:
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]
@@ -110,7 +110,7 @@ def generate_command(
     import torch
 
     from lemica import plan
-    from lemica.calibrate import check_graph_matches
+    from lemica.calibration import check_graph_matches
     from lemica.planner import PlanningError
     from lemica.runtime import ScheduleMismatchError, cache_stats, enable_cache
     from lemica.video import save_video, upscale

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lemica import plan
-from lemica.calibrate import WorkdirMismatchError, calibrate
+from lemica.calibration import WorkdirMismatchError, calibrate
 from lemica.schedule import Schedule
 
 console = Console(highlight=False)

@@ -36,7 +36,7 @@ from typing import Any, Iterable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from lemica.calibrate import (RecordPolicy, SegmentReplayPolicy, _clone, _final_latents, _hash, _sample_kwargs,
+from lemica.calibration import (RecordPolicy, SegmentReplayPolicy, _clone, _final_latents, _hash, _sample_kwargs,
                               calibrate, check_inputs, edges_for, encode_prompts_once, exact_cost, measure_samples,
                               pipeline_fingerprint)
 from lemica.graph import Edge, ErrorGraph

@@ -213,7 +213,7 @@ def test_reference_units():
 # ------------------------------------------------------------------------------------------ end to end + report
 @pytest.fixture(scope="module")
 def small_result(workload):
-    from lemica.calibrate import calibrate
+    from lemica.calibration import calibrate
     graph = calibrate(workload.pipe, workload.calibration_prompts(1), (0,), num_inference_steps=workload.num_steps,
                       max_skip=3, progress=False, **workload.call_kwargs)
     ctx = BenchContext(workload, graph)

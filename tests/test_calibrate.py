@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from lemica.calibrate import (RecordPolicy, SegmentReplayPolicy, _final_latents, calibrate, edges_for,
+from lemica.calibration import (RecordPolicy, SegmentReplayPolicy, _final_latents, calibrate, edges_for,
                               exact_cost)
 from lemica.runtime import cached
 from lemica.runtime.hooks import find_blocks

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from lemica.calibrate import calibrate, check_graph_matches, edges_for, exact_cost
+from lemica.calibration import calibrate, check_graph_matches, edges_for, exact_cost
 from lemica.estimators import calibrate_fast, free_cost, probe_edge, probed_proxy_cost, proxy_cost, refine_cost
 from lemica.graph import ErrorGraph
 from lemica.planner import plan
@@ -213,7 +213,7 @@ def test_text_prompts_are_encoded_once_per_calibration():
 
 
 def test_fast_workdir_resumes_and_measures_only_missing_samples(wan, inputs, tmp_path):
-    from lemica.calibrate import WorkdirMismatchError
+    from lemica.calibration import WorkdirMismatchError
 
     work = tmp_path / "fast.work"
     uninterrupted = _fast(wan, inputs, n_prompts=2)

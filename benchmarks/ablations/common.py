@@ -18,7 +18,7 @@ from lemica.bench.cli import environment  # noqa: E402
 from lemica.bench.report import budget_table  # noqa: E402
 from lemica.bench.runner import _finite, evaluate, reference  # noqa: E402
 from lemica.bench.workload import tiny_t2v_workload  # noqa: E402
-from lemica.calibrate import calibrate  # noqa: E402
+from lemica.calibration import calibrate  # noqa: E402
 from lemica.graph import ErrorGraph  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -18,7 +18,7 @@ import numpy as np
 from common import main_graph, parser, run, setup, vanilla, workload, write
 
 from lemica.bench.methods import schedule_setting
-from lemica.calibrate import calibrate
+from lemica.calibration import calibrate
 from lemica.graph import ErrorGraph
 from lemica.planner import plan
 

@@ -17,7 +17,7 @@ import numpy as np
 from common import parser, plot_lines, run, setup, table, vanilla, workload, write
 
 from lemica.bench.methods import schedule_setting
-from lemica.calibrate import _hash, calibrate
+from lemica.calibration import _hash, calibrate
 from lemica.graph import Edge, ErrorGraph
 from lemica.planner import plan
 

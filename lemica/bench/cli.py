@@ -41,7 +41,7 @@ def environment() -> dict:
 def resolve_graph(workload, graph_path: Path | None, out: Path, samples: int, max_skip: int, info,
                   progress: bool = True):
     """The error graph: --graph, else the one shipped for the workload (if its T matches), else calibrate one."""
-    from lemica.calibrate import calibrate, check_graph_matches
+    from lemica.calibration import calibrate, check_graph_matches
     from lemica.cli import load_graph_or_exit
     from lemica.graph import ErrorGraph
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from lemica.calibrate import calibrate
+from lemica.calibration import calibrate
 from lemica.testing.tiny_pipelines import make_pipeline
 
 NUM_STEPS, MAX_SKIP, PROMPTS, SEEDS = 6, 3, 2, (0, 1)
