@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lemica import plan
+from lemica._io import atomic_write_json
 from lemica.calibration import WorkdirMismatchError, calibrate
 from lemica.schedule import Schedule
 
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         report.append({"method": name, "full_steps": B, "seconds_per_video": seconds / n, "speedup": speedup,
                        **(f or {})})
     console.print(table)
-    (out / "results.json").write_text(json.dumps(report, indent=2))
+    atomic_write_json(out / "results.json", report)
 
     console.rule("[bold]4. side-by-side")
     panels = []
