@@ -302,3 +302,69 @@ def test_per_sample_table_counts_wins_and_handles_identical_videos():
     lines = report.robustness_table(rows, 5).splitlines()
     assert lines[3].endswith("| 1/3 / 1/3 |")  # identical videos (PSNR inf) are ties, not wins
     assert "| 30.00 |" in lines[2]  # median over [20, 30, inf]
+
+
+@pytest.fixture(scope="module")
+def saved_pipeline(tmp_path_factory):
+    """A random-weight TinyT2VPipeline saved as a diffusers folder: stands in for a user's model (string prompts)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
+
+    from lemica.models.tiny_t2v.pipeline import TinyT2VPipeline
+
+    torch.manual_seed(0)
+    transformer = WanTransformer3DModel(
+        patch_size=(2, 4, 4), num_attention_heads=2, attention_head_dim=16, in_channels=3, out_channels=3,
+        text_dim=384, freq_dim=32, ffn_dim=64, num_layers=2, cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads", rope_max_seq_len=32)
+    folder = tmp_path_factory.mktemp("user_pipeline")
+    TinyT2VPipeline(transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0)).save_pretrained(
+        folder)
+    return folder
+
+
+def test_bench_on_a_user_pipeline_encodes_each_prompt_once(saved_pipeline):
+    from lemica.bench.workload import pipeline_workload
+    from lemica.pipelines import load_pipeline
+
+    pipe = load_pipeline(str(saved_pipeline))
+    encoded = []
+    original = pipe.encode_prompt
+    pipe.encode_prompt = lambda prompt, *a, **k: (encoded.append(prompt), original(prompt, *a, **k))[1]
+    work = pipeline_workload(pipe, ["a red circle", "a blue square"], ["a green triangle"], (0, 1), num_steps=6,
+                             call_kwargs={"guidance_scale": 3.0})
+    assert [s.kwargs for s in work.samples] == [{"prompt": "a red circle"}] * 2 + [{"prompt": "a blue square"}] * 2
+    result = run_bench(BenchContext(work), ["vanilla", "uniform", "teacache"], [4],
+                       progress=False, log=lambda _: None)
+    assert {r["method"] for r in result.rows} == {"uniform", "teacache"}
+    assert all(r["full_steps"] == pytest.approx(4, abs=0.5) for r in result.rows)
+    # every evaluation and tuning prompt reached the text encoder exactly once: no timed run paid for encoding
+    assert sorted(encoded) == sorted({"a red circle", "a blue square", "a green triangle"})
+
+
+def test_bench_cli_on_a_user_pipeline(saved_pipeline, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    evaluation, calibration = tmp_path / "eval.txt", tmp_path / "cal.txt"
+    evaluation.write_text("a red circle moving left\na blue square growing\n")
+    calibration.write_text("a green triangle moving up\n")
+    out = tmp_path / "bench"
+    cmd = [sys.executable, "-m", "lemica", "bench", "--pipeline", str(saved_pipeline), "--prompts-file",
+           str(evaluation), "--calibration-prompts-file", str(calibration), "--steps", "6", "--guidance", "3",
+           "--budgets", "4", "--max-skip", "3", "--calibration-samples", "1", "--seeds", "0", "--threads", "1",
+           "--methods", "vanilla,lemica-lexminimax,uniform,fewer-steps", "--out", str(out), "--no-progress"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    result = json.loads((out / "results.json").read_text())
+    assert [s["prompt"] for s in result["meta"]["samples"]] == ["a red circle moving left", "a blue square growing"]
+    rows = {r["method"]: r for r in result["rows"]}
+    assert set(rows) == {"lemica-lexminimax", "uniform", "fewer-steps"}
+    assert rows["lemica-lexminimax"]["full_steps"] == rows["uniform"]["full_steps"] == 4
+    assert result["meta"]["graph"]["samples"] == 1  # calibrated here, on the calibration prompt
+
+    missing = subprocess.run(cmd[:cmd.index("--prompts-file")] + ["--steps", "6", "--guidance", "3"], env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2 and "--prompts-file" in missing.stderr

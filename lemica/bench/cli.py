@@ -1,4 +1,5 @@
-"""``lemica bench``: every caching method at matched compute on the embedded model, in one command."""
+"""``lemica bench``: every caching method at matched compute, in one command (the embedded model by default, or any
+diffusers pipeline on the user's prompts)."""
 from __future__ import annotations
 
 import os
@@ -36,6 +37,41 @@ def environment() -> dict:
     return {"python": sys.version.split()[0], "torch": torch.__version__, "diffusers": diffusers.__version__,
             "cache_dit": cache_dit_version, "platform": platform.platform(), "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "processor": platform.processor() or platform.machine()}
+
+
+def _read_prompts(path: Path | None, option: str) -> list[str]:
+    from lemica.cli import fail
+
+    if path is None:
+        fail(f"{option} FILE is required with --pipeline", code=2)
+    if not path.exists():
+        fail(f"{option}: file not found: {path}")
+    lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not lines:
+        fail(f"{option}: {path} has no prompts")
+    return lines
+
+
+def _pipeline_workload(spec, prompts_file, calibration_file, count, seeds, steps, guidance, shift, device):
+    """A user's pipeline on the user's prompts."""
+    from lemica.bench.workload import pipeline_workload
+    from lemica.cli import fail, info
+    from lemica.cli_run import _load_or_exit
+
+    prompts = _read_prompts(prompts_file, "--prompts-file")[:count]
+    calibration = _read_prompts(calibration_file, "--calibration-prompts-file")
+    if steps is None or guidance is None:
+        fail("--steps and --guidance are required with --pipeline", code=2)
+    shared = sorted(set(prompts) & set(calibration))
+    if shared:
+        info(f"warning: {len(shared)} prompt(s) are both evaluated and used for calibration/tuning, e.g. "
+             f"{shared[0]!r}: the comparison favours the calibrated methods on them")
+    pipe = _load_or_exit(spec)
+    pipe = pipe.to(device)
+    if shift is not None:
+        pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, shift=shift)
+    return pipeline_workload(pipe, prompts, calibration, seeds, num_steps=steps,
+                             call_kwargs={"guidance_scale": guidance}, name=Path(str(spec)).name or str(spec))
 
 
 def resolve_graph(workload, graph_path: Path | None, out: Path, samples: int, max_skip: int, info,
@@ -91,8 +127,18 @@ def bench(
     shift: Annotated[Optional[float], typer.Option(help="Override the sampler's shift.")] = None,
     threads: Annotated[int, typer.Option(min=1, help="torch CPU threads.")] = 2,
     progress: Annotated[bool, typer.Option(help="Progress bars on stderr.")] = True,
+    pipeline: Annotated[str, typer.Option(
+        "--pipeline", "-p", help="'embedded', a local diffusers folder, or a hub id.")] = "embedded",
+    prompts_file: Annotated[Optional[Path], typer.Option(
+        "--prompts-file", help="Evaluation prompts, one per line (required with --pipeline; --prompts takes the "
+                               "first n).")] = None,
+    calibration_prompts_file: Annotated[Optional[Path], typer.Option(
+        "--calibration-prompts-file", help="Prompts for tuning thresholds and calibrating the graph, one per line; "
+                                           "keep them apart from the evaluation prompts.")] = None,
+    guidance: Annotated[Optional[float], typer.Option(help="Guidance scale (required with --pipeline).")] = None,
+    device: Annotated[str, typer.Option(help="torch device for the pipeline.")] = "cpu",
 ) -> None:
-    """Compare lemica with every peer caching method at matched compute on the embedded model."""
+    """Compare lemica with every peer caching method at matched compute (default: the embedded model)."""
     import torch
 
     from lemica.bench.methods import BenchContext
@@ -109,11 +155,19 @@ def bench(
         fail(f"unknown methods {unknown}; choose from {', '.join(METHODS)}", code=2)
     if match not in ("steps", "flops"):
         fail(f"--match must be 'steps' or 'flops', got {match!r}", code=2)
-    try:
-        workload = tiny_t2v_workload(prompts, tuple(_int_list(seeds, "--seeds")), tuning_prompts,
-                                     num_steps=steps, shift=shift)
-    except FileNotFoundError as e:
-        fail(str(e))
+    seed_list = tuple(_int_list(seeds, "--seeds"))
+    if pipeline == "embedded":
+        if prompts_file or calibration_prompts_file:
+            fail("--prompts-file / --calibration-prompts-file are for --pipeline; the embedded model brings its "
+                 "own held-out and calibration prompts", code=2)
+        try:
+            workload = tiny_t2v_workload(prompts, seed_list, tuning_prompts, num_steps=steps, shift=shift,
+                                         guidance_scale=guidance)
+        except FileNotFoundError as e:
+            fail(str(e))
+    else:
+        workload = _pipeline_workload(pipeline, prompts_file, calibration_prompts_file, prompts, seed_list, steps,
+                                      guidance, shift, device)
     T = workload.num_steps
     targets = _int_list(budgets, "--budgets") if budgets else [round(T / 2), round(T / 3)]
     bad = [b for b in targets if not 2 <= b < T]

@@ -108,7 +108,7 @@ def run_interleaved(workload, settings: list[tuple[Setting, str]], samples, prog
     CPU hit every method alike. The flop policy per setting is "all" samples, "first" (compute that cannot vary
     between samples: static schedules, fixed intervals) or "none"."""
     results = [_empty() for _ in settings]
-    workload.generate(samples[0])  # warm-up: the first call pays one-off costs
+    workload.warm_up(samples)
     for k, sample in enumerate(samples):
         for (setting, flop_policy), out in zip(settings, results):
             with setting.install(workload.pipe):
@@ -274,6 +274,15 @@ def _finite(obj):
 
 def run_bench(ctx: BenchContext, methods: list[str], budgets: list[int], match: str = "steps",
               progress: bool = True, log: Callable[[str], None] = print) -> BenchResult:
+    """Tune every method to every budget on the tuning samples, then evaluate all of them interleaved."""
+    from lemica.calibration import encode_prompts_once
+
+    with encode_prompts_once(ctx.workload.pipe):  # text prompts are encoded once, outside every timed run
+        return _run_bench(ctx, methods, budgets, match, progress, log)
+
+
+def _run_bench(ctx: BenchContext, methods: list[str], budgets: list[int], match: str, progress: bool,
+               log: Callable[[str], None]) -> BenchResult:
     workload = ctx.workload
     unknown = [m for m in methods if m not in REGISTRY]
     if unknown:
