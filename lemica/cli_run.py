@@ -10,17 +10,33 @@ from typing import Annotated, Optional
 import typer
 
 from lemica.cli import fail, info, load_graph_or_exit, load_schedule_or_exit
-from lemica.pipelines import EMBEDDED, default_graph_path, load_pipeline, video_frames
+from lemica.pipelines import EMBEDDED, default_graph_path, load_pipeline, resolve_device, resolve_dtype, video_frames
 
 PipelineOption = Annotated[str, typer.Option(
     "--pipeline", "-p", help="'embedded' (the tiny model shipped with lemica), a local diffusers folder, or a hub id.")]
+DeviceOption = Annotated[str, typer.Option(
+    help="torch device; 'auto': this rank's GPU if there is one, else the CPU.")]
+DtypeOption = Annotated[str, typer.Option(
+    help="auto | float32 | bfloat16 | float16; 'auto': bfloat16 on a GPU, float32 on the CPU and for the embedded "
+         "model.")]
+HeightOption = Annotated[Optional[int], typer.Option(help="Height in pixels (default: the pipeline's).")]
+WidthOption = Annotated[Optional[int], typer.Option(help="Width in pixels (default: the pipeline's).")]
+FramesOption = Annotated[Optional[int], typer.Option(
+    "--num-frames", help="Frames of a video pipeline (default: the pipeline's).")]
 
 
-def _load_or_exit(spec: str):
+def _load_or_exit(spec: str, device: str = "auto", dtype: str = "auto"):
     try:
-        return load_pipeline(spec)
-    except (OSError, ValueError) as e:
+        where = resolve_device(device)
+        return load_pipeline(spec, device=where, dtype=resolve_dtype(dtype, where, spec))
+    except (OSError, ValueError, RuntimeError) as e:
         fail(f"cannot load pipeline {spec!r}: {e}")
+
+
+def size_kwargs(height: Optional[int], width: Optional[int], num_frames: Optional[int]) -> dict:
+    """The resolution a user asked for, as pipeline call kwargs (and as the graph's calibrated resolution)."""
+    given = {"height": height, "width": width, "num_frames": num_frames}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def _defaults(spec: str, steps: Optional[int], guidance: Optional[float]) -> tuple[int, float]:
@@ -47,6 +63,11 @@ def calibrate_command(
         help="Keeps finished samples; re-running the same command resumes (default: OUT.work/, with --fast "
              "OUT.fast.work/).")] = None,
     fast: Annotated[bool, typer.Option("--fast", help="Cheap estimator instead of exact replays (see docs).")] = False,
+    height: HeightOption = None,
+    width: WidthOption = None,
+    num_frames: FramesOption = None,
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = "auto",
 ) -> None:
     """Measure every cache segment's global error on the final output and write the error graph."""
     from lemica.calibration import calibrate
@@ -66,8 +87,8 @@ def calibrate_command(
     else:
         fail("--prompts FILE is required for pipelines other than the embedded model", code=2)
     T, G = _defaults(pipeline, steps, guidance)
-    pipe = _load_or_exit(pipeline)
-    kwargs = dict(num_inference_steps=T, max_skip=max_skip, guidance_scale=G,
+    pipe = _load_or_exit(pipeline, device, dtype)
+    kwargs = dict(num_inference_steps=T, max_skip=max_skip, guidance_scale=G, **size_kwargs(height, width, num_frames),
                   workdir=workdir or out.with_name(out.name + (".fast.work" if fast else ".work")))
     started = time.perf_counter()
     try:
@@ -105,6 +126,11 @@ def generate_command(
     = False,
     scale: Annotated[Optional[int], typer.Option(help="Nearest-neighbour upscale of the saved video.")] = None,
     fps: Annotated[int, typer.Option(help="Frames per second of the saved video.")] = 8,
+    height: HeightOption = None,
+    width: WidthOption = None,
+    num_frames: FramesOption = None,
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = "auto",
 ) -> None:
     """Generate a video, vanilla or on a cache schedule, and print the wall time."""
     import torch
@@ -122,7 +148,7 @@ def generate_command(
     if out.suffix.lower() not in (".gif", ".mp4", ".png"):
         fail(f"--out must end in .gif, .mp4 or .png, got {out.name}", code=2)
     T, G = _defaults(pipeline, steps, guidance)
-    call = dict(prompt=prompt, num_inference_steps=T, guidance_scale=G,
+    call = dict(prompt=prompt, num_inference_steps=T, guidance_scale=G, **size_kwargs(height, width, num_frames),
                 generator=torch.Generator().manual_seed(seed))
     if negative_prompt is not None:
         call["negative_prompt"] = negative_prompt
@@ -140,7 +166,7 @@ def generate_command(
             schedule = plan(graph, budget, speedup=speedup).schedule
         except PlanningError as e:
             fail(str(e))
-    pipe = _load_or_exit(pipeline)
+    pipe = _load_or_exit(pipeline, device, dtype)
     if schedule is not None:
         calibrated_for = graph if graph_path is not None else schedule.meta.get("calibrated_for")
         if calibrated_for:

@@ -8,13 +8,41 @@ from pathlib import Path
 EMBEDDED = "embedded"
 
 
-def load_pipeline(spec: str = EMBEDDED, device: str = "cpu"):
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def resolve_device(device: str = "auto") -> str:
+    """"auto": this rank's GPU (``LOCAL_RANK`` under torchrun) when there is one, else the CPU."""
+    import os
+
+    import torch
+
+    if device != "auto":
+        return device
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_dtype(dtype: str, device: str, spec: str):
+    """"auto": bfloat16 for a model on a GPU (what DiT video models are run in), float32 on the CPU and for the
+    embedded model (its shipped graph was calibrated in float32)."""
+    import torch
+
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    if dtype == "auto":
+        dtype = "bfloat16" if str(device).startswith("cuda") and spec != EMBEDDED else "float32"
+    return getattr(torch, dtype)
+
+
+def load_pipeline(spec: str = EMBEDDED, device: str = "cpu", dtype=None):
     """``embedded`` → the tiny text-to-video model shipped in the package; a folder → ``from_pretrained`` on it
-    (lemica's own TinyT2VPipeline folders included); anything else → a hub id, loaded by diffusers."""
+    (lemica's own TinyT2VPipeline folders included); anything else → a hub id, loaded by diffusers.
+    ``dtype`` (a torch dtype) is passed to diffusers as ``torch_dtype``; None keeps the stored one."""
     if spec == EMBEDDED:
         from lemica.models.tiny_t2v import load_default_pipeline
 
-        return load_default_pipeline(device=device)
+        pipe = load_default_pipeline(device=device)
+        return pipe if dtype is None else pipe.to(dtype=dtype)
     path = Path(spec)
     index = path / "model_index.json"
     if path.exists() and not index.exists():
@@ -22,11 +50,13 @@ def load_pipeline(spec: str = EMBEDDED, device: str = "cpu"):
     if index.exists() and json.loads(index.read_text()).get("_class_name") == "TinyT2VPipeline":
         from lemica.models.tiny_t2v import TinyT2VPipeline
 
-        pipe = TinyT2VPipeline.from_pretrained(str(path), local_files_only=True)
+        pipe = TinyT2VPipeline.from_pretrained(str(path), local_files_only=True,
+                                               **({} if dtype is None else {"torch_dtype": dtype}))
     else:
         from diffusers import DiffusionPipeline
 
-        pipe = DiffusionPipeline.from_pretrained(spec, local_files_only=path.exists())
+        pipe = DiffusionPipeline.from_pretrained(spec, local_files_only=path.exists(),
+                                                 **({} if dtype is None else {"torch_dtype": dtype}))
     if hasattr(pipe, "set_progress_bar_config"):
         pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)

@@ -92,3 +92,19 @@ def test_generate_errors(pipeline_dir, tmp_path):
     assert run.returncode != 0 and ".gif" in run.stderr
     run = lemica("calibrate", "--pipeline", pipeline_dir, "--steps", T, "--guidance", 3.0, check=False)
     assert run.returncode != 0 and "--prompts" in run.stderr
+
+
+def test_size_device_and_dtype_options(pipeline_dir, tmp_path):
+    common = ["--pipeline", pipeline_dir, "--steps", T, "--guidance", 3.0, "--prompt", "a red circle"]
+    video = tmp_path / "small.gif"
+    run = lemica("generate", *common, "--height", 16, "--width", 24, "--num-frames", 4, "--device", "cpu",
+                 "--dtype", "float32", "--out", video)
+    assert "(4 frames 16x24)" in run.stderr
+    graph_path = tmp_path / "g.json"
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a blue square\n")
+    lemica("calibrate", "--pipeline", pipeline_dir, "--steps", T, "--guidance", 3.0, "--prompts", prompts, "--seeds",
+           "0", "--max-skip", 2, "--height", 16, "--width", 24, "--num-frames", 4, "--out", graph_path)
+    assert ErrorGraph.load(graph_path).meta["resolution"] == {"height": 16, "width": 24, "num_frames": 4}
+    bad = lemica("generate", *common, "--dtype", "float8", "--out", video, check=False)
+    assert bad.returncode != 0 and "unknown dtype" in bad.stderr

@@ -52,7 +52,8 @@ def _read_prompts(path: Path | None, option: str) -> list[str]:
     return lines
 
 
-def _pipeline_workload(spec, prompts_file, calibration_file, count, seeds, steps, guidance, shift, device):
+def _pipeline_workload(spec, prompts_file, calibration_file, count, seeds, steps, guidance, shift, device, dtype,
+                       size):
     """A user's pipeline on the user's prompts."""
     from lemica.bench.workload import pipeline_workload
     from lemica.cli import fail, info
@@ -66,12 +67,11 @@ def _pipeline_workload(spec, prompts_file, calibration_file, count, seeds, steps
     if shared:
         info(f"warning: {len(shared)} prompt(s) are both evaluated and used for calibration/tuning, e.g. "
              f"{shared[0]!r}: the comparison favours the calibrated methods on them")
-    pipe = _load_or_exit(spec)
-    pipe = pipe.to(device)
+    pipe = _load_or_exit(spec, device, dtype)
     if shift is not None:
         pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, shift=shift)
     return pipeline_workload(pipe, prompts, calibration, seeds, num_steps=steps,
-                             call_kwargs={"guidance_scale": guidance}, name=Path(str(spec)).name or str(spec))
+                             call_kwargs={"guidance_scale": guidance, **size}, name=Path(str(spec)).name or str(spec))
 
 
 def resolve_graph(workload, graph_path: Path | None, out: Path, samples: int, max_skip: int, info,
@@ -136,7 +136,12 @@ def bench(
         "--calibration-prompts-file", help="Prompts for tuning thresholds and calibrating the graph, one per line; "
                                            "keep them apart from the evaluation prompts.")] = None,
     guidance: Annotated[Optional[float], typer.Option(help="Guidance scale (required with --pipeline).")] = None,
-    device: Annotated[str, typer.Option(help="torch device for the pipeline.")] = "cpu",
+    device: Annotated[str, typer.Option(help="torch device for --pipeline; 'auto': a GPU if there is one.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16 for --pipeline.")] = "auto",
+    height: Annotated[Optional[int], typer.Option(help="Height for --pipeline (default: the pipeline's).")] = None,
+    width: Annotated[Optional[int], typer.Option(help="Width for --pipeline (default: the pipeline's).")] = None,
+    num_frames: Annotated[Optional[int], typer.Option(
+        "--num-frames", help="Frames for --pipeline (default: the pipeline's).")] = None,
 ) -> None:
     """Compare lemica with every peer caching method at matched compute (default: the embedded model)."""
     import torch
@@ -166,8 +171,10 @@ def bench(
         except FileNotFoundError as e:
             fail(str(e))
     else:
+        from lemica.cli_run import size_kwargs
+
         workload = _pipeline_workload(pipeline, prompts_file, calibration_prompts_file, prompts, seed_list, steps,
-                                      guidance, shift, device)
+                                      guidance, shift, device, dtype, size_kwargs(height, width, num_frames))
     T = workload.num_steps
     targets = _int_list(budgets, "--budgets") if budgets else [round(T / 2), round(T / 3)]
     bad = [b for b in targets if not 2 <= b < T]
