@@ -46,30 +46,57 @@ def exact_cost(num_steps: int, max_skip: int) -> int:
     return num_steps + sum(num_steps - j for _, j in edges_for(num_steps, max_skip))
 
 
-def _clone(obj):
+def _clone(obj, device=None):
+    """A detached copy of a transformer output (tensors, tuples, dicts, diffusers outputs), on ``device`` if given."""
     if torch.is_tensor(obj):
-        return obj.detach().clone()
+        return obj.detach().to(device if device is not None else obj.device, copy=True)
     if isinstance(obj, (tuple, list)):
-        return type(obj)(_clone(o) for o in obj)
+        return type(obj)(_clone(o, device) for o in obj)
     if isinstance(obj, dict):
-        return {k: _clone(v) for k, v in obj.items()}
+        return {k: _clone(v, device) for k, v in obj.items()}
     if dataclasses.is_dataclass(obj) or hasattr(obj, "to_tuple"):  # diffusers BaseOutput
-        return type(obj)(**{k: _clone(v) for k, v in obj.items()})
+        return type(obj)(**{k: _clone(v, device) for k, v in obj.items()})
     return obj
 
 
-class RecordPolicy(StepPolicy):
-    """Compute every step and keep each call's output and residual (the reference trajectory)."""
+def _device_of(obj) -> torch.device | None:
+    """The device of the first tensor inside a transformer output."""
+    if torch.is_tensor(obj):
+        return obj.device
+    values = obj.values() if isinstance(obj, dict) or hasattr(obj, "to_tuple") else (
+        obj if isinstance(obj, (tuple, list)) else ())
+    return next((d for d in map(_device_of, values) if d is not None), None)
 
-    def __init__(self):
+
+class RecordPolicy(StepPolicy):
+    """Compute every step and keep each call's output and residual (the reference trajectory).
+
+    ``offload=True`` keeps the record in host memory and copies a tensor back only when it is served: the
+    residuals of every step of a large video model (T x branches x tokens x width) can exceed GPU memory.
+    """
+
+    def __init__(self, offload: bool = False):
         self.outputs: dict[tuple[int, str, str], Any] = {}
         self.residuals: dict[tuple[int, str, str], dict] = {}
+        self.offload = offload
+        self.home: torch.device | None = None  # where the transformer's tensors live
 
     def observe(self, step, branch, transformer, action, output, residual):
         key = (step, branch, transformer)
-        self.outputs[key] = _clone(output)
+        if self.home is None:
+            self.home = _device_of(output)
+        keep_on = "cpu" if self.offload else None
+        self.outputs[key] = _clone(output, keep_on)
         if residual is not None:
-            self.residuals[key] = {k: v.detach().clone() for k, v in residual.items()}
+            self.residuals[key] = _clone(residual, keep_on)
+
+    def output(self, key) -> Any:
+        """A fresh copy of a recorded output, on the transformer's device."""
+        return _clone(self.outputs[key], self.home if self.offload else None)
+
+    def residual(self, key) -> dict | None:
+        found = self.residuals.get(key)
+        return None if found is None else _clone(found, self.home) if self.offload else found
 
 
 class SegmentReplayPolicy(StepPolicy):
@@ -88,8 +115,7 @@ class SegmentReplayPolicy(StepPolicy):
         if key not in self.record.outputs:
             raise RuntimeError(f"the replay called the transformer at step {step} branch {branch!r}, which the "
                                f"reference run never did: the pipeline is not deterministic across calls")
-        residual = self.record.residuals.get(key) if step == self.start_step else None
-        return _clone(self.record.outputs[key]), residual
+        return self.record.output(key), self.record.residual(key) if step == self.start_step else None
 
 
 def _prompt_key(value) -> str:
@@ -152,8 +178,8 @@ def _sample_kwargs(prompt: str | dict, seed: int, device, num_steps: int, call_k
     return kwargs
 
 
-def _measure_sample(pipe, kwargs_factory, num_steps: int, max_skip: int, edges, progress) -> dict:
-    record = RecordPolicy()
+def _measure_sample(pipe, kwargs_factory, num_steps: int, max_skip: int, edges, progress, offload=False) -> dict:
+    record = RecordPolicy(offload)
     with cached(pipe, record):
         reference = _final_latents(pipe, kwargs_factory())
         branches = len(cache_stats(pipe).branches)
@@ -248,14 +274,15 @@ def check_inputs(prompts, seeds, num_steps, max_skip) -> tuple[list, list[int], 
 
 
 def calibrate(pipe, prompts: Sequence[str | dict], seeds: Iterable[int] = (0,), *, num_inference_steps: int,
-              max_skip: int, workdir: str | os.PathLike | None = None, progress: bool = True,
-              **call_kwargs) -> ErrorGraph:
+              max_skip: int, workdir: str | os.PathLike | None = None, offload: bool = False,
+              progress: bool = True, **call_kwargs) -> ErrorGraph:
     """Measure the global error of every cache segment and return the error graph.
 
     ``prompts`` are strings (passed as ``prompt=``) or dicts of pipeline kwargs (e.g. ``prompt_embeds``);
     every prompt runs with every seed. Extra ``call_kwargs`` go to every pipeline call (guidance, size …).
     With ``workdir``, finished samples are kept there and a re-run resumes; under ``torchrun`` samples are
-    sharded across ranks and the merged graph is returned on every rank.
+    sharded across ranks and the merged graph is returned on every rank. ``offload`` keeps each sample's
+    reference record (every step's output and residual) in host memory instead of on the model's device.
     """
     prompts, seeds, T, L = check_inputs(prompts, seeds, num_inference_steps, max_skip)
     edges = edges_for(T, L)
@@ -270,7 +297,7 @@ def calibrate(pipe, prompts: Sequence[str | dict], seeds: Iterable[int] = (0,), 
     def measure(k: int) -> dict:
         p, seed = samples[k]
         factory = lambda: _sample_kwargs(prompts[p], seed, device, T, call_kwargs)  # noqa: E731
-        return _measure_sample(pipe, factory, T, L, edges, progress) | {"prompt_index": p, "seed": seed}
+        return _measure_sample(pipe, factory, T, L, edges, progress, offload) | {"prompt_index": p, "seed": seed}
 
     with encode_prompts_once(pipe):  # the text encoder's output is the same for every replay of a prompt
         results = measure_samples(measure, len(samples), workdir, config, progress=progress, desc="calibrating")

@@ -68,6 +68,9 @@ def calibrate_command(
     num_frames: FramesOption = None,
     device: DeviceOption = "auto",
     dtype: DtypeOption = "auto",
+    offload: Annotated[bool, typer.Option(
+        "--offload-record", help="Keep each sample's recorded trajectory in host memory (large models on a GPU).")]
+    = False,
 ) -> None:
     """Measure every cache segment's global error on the final output and write the error graph."""
     from lemica.calibration import calibrate
@@ -88,7 +91,8 @@ def calibrate_command(
         fail("--prompts FILE is required for pipelines other than the embedded model", code=2)
     T, G = _defaults(pipeline, steps, guidance)
     pipe = _load_or_exit(pipeline, device, dtype)
-    kwargs = dict(num_inference_steps=T, max_skip=max_skip, guidance_scale=G, **size_kwargs(height, width, num_frames),
+    kwargs = dict(num_inference_steps=T, max_skip=max_skip, guidance_scale=G, offload=offload,
+                  **size_kwargs(height, width, num_frames),
                   workdir=workdir or out.with_name(out.name + (".fast.work" if fast else ".work")))
     started = time.perf_counter()
     try:

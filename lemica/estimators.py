@@ -207,12 +207,12 @@ class _ServeThenCompute(StepPolicy):
         return Action.SERVE if step < self.end_step else Action.COMPUTE
 
     def served_output(self, step, branch, transformer):
-        source = self.record.outputs if step <= self.start_step else self.chain.outputs
+        from_reference = step <= self.start_step
         key = (step, branch, transformer)
-        if key not in source:
+        if key not in (self.record.outputs if from_reference else self.chain.outputs):
             raise RuntimeError(f"the replay called the transformer at step {step} branch {branch!r}, which the "
                                f"recorded runs never did: the pipeline is not deterministic across calls")
-        return _clone(source[key]), None
+        return (self.record.output(key) if from_reference else _clone(self.chain.outputs[key])), None
 
 
 def _by_start(edges) -> dict[int, list[int]]:
@@ -226,10 +226,10 @@ def _by_start(edges) -> dict[int, list[int]]:
 class _Sample:
     """The reference trajectory of one (prompt, seed) and the replays measured against it."""
 
-    def __init__(self, pipe, switch: _Switch, kwargs_factory):
+    def __init__(self, pipe, switch: _Switch, kwargs_factory, offload: bool = False):
         self.pipe, self.switch, self.kwargs = pipe, switch, kwargs_factory
         self.probe: tuple[float, float] | None = None
-        self.record = RecordPolicy()
+        self.record = RecordPolicy(offload)
         self.final, self.runs, self.branches, tap = _run(pipe, switch, self.record, kwargs_factory())
         self.x0, self.target = tap.x0, tap.target
 
@@ -334,7 +334,7 @@ def calibrate_fast(pipe, prompts: Sequence[str | dict], seeds: Iterable[int] = (
                    max_skip: int, method: str = "proxy", lookahead: int = 0, probe: bool = True, base: str = "proxy",
                    budgets: Sequence[int] | None = None, max_rounds: int = 8, max_samples: int | None = None,
                    calibration_size: dict | None = None, workdir: str | os.PathLike | None = None,
-                   progress: bool = True, **call_kwargs) -> ErrorGraph:
+                   offload: bool = False, progress: bool = True, **call_kwargs) -> ErrorGraph:
     """Estimate the error graph cheaply; same inputs as ``lemica.calibrate`` plus the estimator's knobs.
 
     ``method``: "free", "proxy" (``lookahead`` extra computed steps; with ``probe``, one edge per sample runs
@@ -342,7 +342,8 @@ def calibrate_fast(pipe, prompts: Sequence[str | dict], seeds: Iterable[int] = (
     paths planned for ``budgets``, default ≈ T/2 and ≈ T/3 full steps) or "exact".
     ``max_samples`` keeps the first n samples (prompts cycle fastest); ``calibration_size`` overrides the
     size kwargs while calibrating, and the graph is stamped for the full-size call (``call_kwargs``).
-    "free" and "proxy" resume from ``workdir`` and shard samples under ``torchrun``, like ``lemica.calibrate``.
+    "free" and "proxy" resume from ``workdir`` and shard samples under ``torchrun``, like ``lemica.calibrate``;
+    ``offload`` keeps the reference record in host memory, as there.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
@@ -369,7 +370,7 @@ def calibrate_fast(pipe, prompts: Sequence[str | dict], seeds: Iterable[int] = (
 
     with encode_prompts_once(pipe):
         if method == "exact":
-            graph = _exact(pipe, prompts, samples, T, L, progress, run_kwargs)
+            graph = _exact(pipe, prompts, samples, T, L, progress, run_kwargs, offload)
             edges_out, extra, metric = graph.edges, {}, graph.meta["metric"]
             per_sample_runs = graph.meta["cost"]["block_stack_runs_per_sample"]
             branches = round(per_sample_runs / exact_cost(T, L))
@@ -380,7 +381,7 @@ def calibrate_fast(pipe, prompts: Sequence[str | dict], seeds: Iterable[int] = (
                       "estimator": method, "estimator_params": params}
             edges_out, extra, per_sample_runs, branches, metric = _estimate(
                 pipe, prompts, samples, T, L, method, base, lookahead, probe_at, budgets, max_rounds, progress,
-                run_kwargs, workdir, config)
+                run_kwargs, workdir, config, offload)
 
     exact_runs = branches * exact_cost(T, L)
     meta = dict(pipeline_fingerprint(pipe, T, call_kwargs), max_skip=L, prompts_hash=_hash(prompts),
@@ -398,7 +399,7 @@ def calibrate_fast(pipe, prompts: Sequence[str | dict], seeds: Iterable[int] = (
 
 
 def _estimate(pipe, prompts, samples, T, L, method, base, lookahead, probe, budgets, max_rounds, progress,
-              run_kwargs, workdir, config):
+              run_kwargs, workdir, config, offload):
     """free / proxy / refine on the chosen samples: (edges, extra meta, runs per sample, branches, metric)."""
     edges = edges_for(T, L)
     device = getattr(pipe, "device", torch.device("cpu"))
@@ -410,7 +411,7 @@ def _estimate(pipe, prompts, samples, T, L, method, base, lookahead, probe, budg
 
     def measure(k: int) -> dict:
         p, seed = samples[k]
-        sample = _Sample(pipe, switch, lambda: _sample_kwargs(prompts[p], seed, device, T, run_kwargs))
+        sample = _Sample(pipe, switch, lambda: _sample_kwargs(prompts[p], seed, device, T, run_kwargs), offload)
         errors = sample.free(edges) if first == "free" else sample.proxy(edges, lookahead, probe, progress)
         if method == "refine":
             kept.append(sample)
@@ -445,10 +446,10 @@ def _estimate(pipe, prompts, samples, T, L, method, base, lookahead, probe, budg
     return edges_out, extra, runs, max(r["branches"] for r in done), metric
 
 
-def _exact(pipe, prompts, samples, T, L, progress, run_kwargs) -> ErrorGraph:
+def _exact(pipe, prompts, samples, T, L, progress, run_kwargs, offload) -> ErrorGraph:
     """Exact mode on the chosen samples (each (prompt, seed) pair once, in order)."""
     per_sample = [calibrate(pipe, [prompts[p]], [seed], num_inference_steps=T, max_skip=L, progress=False,
-                            **run_kwargs) for p, seed in tqdm(samples, desc="calibrating (exact)",
+                            offload=offload, **run_kwargs) for p, seed in tqdm(samples, desc="calibrating (exact)",
                                                               disable=not progress)]
     edges = {e: _edge([g.edges[e].error for g in per_sample]) for e in per_sample[0].edges}
     runs = sum(g.meta["cost"]["block_stack_runs_per_sample"] for g in per_sample) / len(per_sample)

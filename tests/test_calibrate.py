@@ -88,6 +88,24 @@ def test_graph_weights_are_finite_non_negative_and_informative(wan):
     assert graph.edges[(0, 3)].samples == len(prompts) * len(SEEDS)
     assert graph.error(0, 3) > graph.error(0, 2)  # a longer skip from the same start costs more here
     assert graph.meta["estimator"] == "exact" and graph.meta["num_steps"] == NUM_STEPS
+    offloaded = calibrate(wan.pipe, prompts, SEEDS, num_inference_steps=NUM_STEPS, max_skip=MAX_SKIP,
+                          offload=True, progress=False, **call_kwargs)
+    assert offloaded.to_dict() == graph.to_dict()  # the record kept in host memory replays bit for bit
+
+
+def test_offloaded_record_lives_in_host_memory_and_serves_fresh_copies(wan):
+    prompts, call_kwargs = job_inputs(wan)
+    record = RecordPolicy(offload=True)
+    with cached(wan.pipe, record):
+        _final_latents(wan.pipe, dict(call_kwargs, **prompts[0], num_inference_steps=NUM_STEPS,
+                                      generator=torch.Generator().manual_seed(0)))
+    key = next(iter(record.residuals))
+    assert all(v.device.type == "cpu" for v in record.residuals[key].values())
+    assert record.home == wan.pipe.transformer.device
+    served = record.output(key)
+    served_tensor = served[0] if isinstance(served, tuple) else served.sample
+    stored_tensor = record.outputs[key][0] if isinstance(served, tuple) else record.outputs[key].sample
+    assert torch.equal(served_tensor, stored_tensor) and served_tensor.data_ptr() != stored_tensor.data_ptr()
 
 
 @pytest.mark.parametrize("kwargs,match", [
