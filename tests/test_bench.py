@@ -368,3 +368,23 @@ def test_bench_cli_on_a_user_pipeline(saved_pipeline, tmp_path):
     missing = subprocess.run(cmd[:cmd.index("--prompts-file")] + ["--steps", "6", "--guidance", "3"], env=env,
                              capture_output=True, text=True, timeout=300)
     assert missing.returncode == 2 and "--prompts-file" in missing.stderr
+
+
+def test_tuning_runs_survive_a_rerun(workload, tmp_path):
+    from lemica.bench.counting import measure
+
+    store = tmp_path / "tuning_cache.json"
+    with measure(workload.pipe, flops=False) as first_count:
+        first = run_bench(BenchContext(workload), ["vanilla", "teacache"], [4], progress=False, log=lambda _: None,
+                          tuning_store=store)
+    assert first.meta["tuning_runs"] > 1 and first.meta["tuning_runs_reused"] == 0 and store.exists()
+    with measure(workload.pipe, flops=False) as second_count:
+        second = run_bench(BenchContext(workload), ["vanilla", "teacache"], [4], progress=False, log=lambda _: None,
+                           tuning_store=store)
+    assert second.meta["tuning_runs_reused"] == first.meta["tuning_runs"] == second.meta["tuning_runs"]
+    assert [r["knob"] for r in second.rows] == [r["knob"] for r in first.rows]
+    assert [r["psnr"] for r in second.rows] == [r["psnr"] for r in first.rows]
+    assert second_count.compute.block_runs < first_count.compute.block_runs  # the tuning runs were not redone
+    other = run_bench(BenchContext(workload), ["vanilla", "teacache"], [4], match="flops", progress=False,
+                      log=lambda _: None, tuning_store=store)
+    assert other.meta["tuning_runs_reused"] == 0  # other settings: the stored runs do not apply

@@ -188,7 +188,8 @@ def bench(
         the_graph, graph_info = resolve_graph(workload, graph, out, calibration_samples, max_skip, info,
                                               progress)
     ctx = BenchContext(workload, the_graph, teacache_coefficients)
-    result = run_bench(ctx, chosen, targets, match=match, progress=progress, log=info)
+    result = run_bench(ctx, chosen, targets, match=match, progress=progress, log=info,
+                       tuning_store=out / "tuning_cache.json")
     result.meta.update(graph=graph_info, environment=environment(), wall_time_s=time.perf_counter() - start,
                        command="lemica bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else "lemica bench")
     paths = write_all(result, out)

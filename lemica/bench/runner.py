@@ -15,11 +15,13 @@ import dataclasses
 import json
 import math
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from lemica._io import atomic_write_json
 from lemica.bench.counting import measure
 from lemica.bench.methods import REGISTRY, BenchContext, Method, MethodUnavailable, Setting
 from lemica.metrics.quality import compare_videos
@@ -130,12 +132,29 @@ def reference(workload, samples, timed: bool = True) -> Reference:
 class Matcher:
     """Tunes threshold and discrete methods on the tuning prompts so their compute lands nearest a budget."""
 
-    def __init__(self, ctx: BenchContext, ref: Reference, match: str = "steps"):
+    def __init__(self, ctx: BenchContext, ref: Reference, match: str = "steps", store: Path | None = None):
+        """``store``: a JSON file that keeps every tuning run's compute, so a re-run of an interrupted bench with
+        the same workload skips the runs already done (tuning is most of a bench's cost on a large model)."""
         if match not in ("steps", "flops"):
             raise ValueError(f"match must be 'steps' or 'flops', got {match!r}")
-        self.ctx, self.ref, self.match = ctx, ref, match
+        self.ctx, self.ref, self.match, self.store = ctx, ref, match, store
         self._memo: dict[tuple, float] = {}
         self.log: list[dict] = []
+        self.reused = 0
+        self._fingerprint = self._workload_fingerprint()
+        if store is not None and store.exists():
+            saved = json.loads(store.read_text())
+            if saved.get("fingerprint") == self._fingerprint:
+                self._memo = {(e["method"], e["knob_key"]): e["compute"] for e in saved["entries"]}
+        self._seen: set[tuple] = set()  # settings asked for in this run
+
+    def _workload_fingerprint(self) -> str:
+        from lemica.calibration import _hash, pipeline_fingerprint
+
+        work = self.ctx.workload
+        return _hash({"pipeline": pipeline_fingerprint(work.pipe, work.num_steps, work.call_kwargs),
+                      "call_kwargs": work.call_kwargs, "match": self.match, "branches": self.ref.branches,
+                      "tuning": [(s.prompt, s.seed, s.kwargs) for s in work.tuning]})
 
     def key_name(self, method: Method) -> str:
         return "equivalent steps (FLOPs)" if self._by_flops(method) else "full steps"
@@ -150,11 +169,20 @@ class Matcher:
 
     def evaluate(self, method: Method, setting: Setting) -> float:
         key = (method.name, json.dumps(setting.knob, sort_keys=True, default=str))
-        if key not in self._memo:
+        if key in self._seen:
+            return self._memo[key]
+        self._seen.add(key)
+        reused = key in self._memo  # measured by an earlier, interrupted run of the same bench
+        if reused:
+            self.reused += 1
+        else:
             measured = run_setting(self.ctx.workload, setting, self.ctx.workload.tuning, timed=False,
                                    flops=self._by_flops(method))
             self._memo[key] = self.compute_of(method, measured)
-            self.log.append({"method": method.name, "knob": setting.knob, "compute": self._memo[key]})
+            if self.store is not None:
+                entries = [{"method": m, "knob_key": k, "compute": c} for (m, k), c in self._memo.items()]
+                atomic_write_json(self.store, {"fingerprint": self._fingerprint, "entries": entries})
+        self.log.append({"method": method.name, "knob": setting.knob, "compute": self._memo[key], "reused": reused})
         return self._memo[key]
 
     def _pick(self, points: list[tuple[Setting, float]], budget: float) -> tuple[Setting, float]:
@@ -273,16 +301,18 @@ def _finite(obj):
 
 
 def run_bench(ctx: BenchContext, methods: list[str], budgets: list[int], match: str = "steps",
-              progress: bool = True, log: Callable[[str], None] = print) -> BenchResult:
-    """Tune every method to every budget on the tuning samples, then evaluate all of them interleaved."""
+              progress: bool = True, log: Callable[[str], None] = print,
+              tuning_store: Path | None = None) -> BenchResult:
+    """Tune every method to every budget on the tuning samples, then evaluate all of them interleaved.
+    With ``tuning_store`` the tuning runs survive an interruption (see ``Matcher``)."""
     from lemica.calibration import encode_prompts_once
 
     with encode_prompts_once(ctx.workload.pipe):  # text prompts are encoded once, outside every timed run
-        return _run_bench(ctx, methods, budgets, match, progress, log)
+        return _run_bench(ctx, methods, budgets, match, progress, log, tuning_store)
 
 
 def _run_bench(ctx: BenchContext, methods: list[str], budgets: list[int], match: str, progress: bool,
-               log: Callable[[str], None]) -> BenchResult:
+               log: Callable[[str], None], tuning_store: Path | None) -> BenchResult:
     workload = ctx.workload
     unknown = [m for m in methods if m not in REGISTRY]
     if unknown:
@@ -291,7 +321,9 @@ def _run_bench(ctx: BenchContext, methods: list[str], budgets: list[int], match:
     probe = reference(workload, workload.samples[:1], timed=False)
     if not probe.measured.deterministic:
         raise RuntimeError("the vanilla pipeline is not deterministic for a fixed seed; nothing can be compared")
-    matcher = Matcher(ctx, probe, match)
+    matcher = Matcher(ctx, probe, match, tuning_store)
+    if matcher._memo:
+        log(f"{len(matcher._memo)} tuning runs of an earlier run of this bench found in {tuning_store}: reused")
 
     plan_: list[tuple[Method, int | None, Setting, dict | None]] = []
     unavailable = []
@@ -343,5 +375,6 @@ def _run_bench(ctx: BenchContext, methods: list[str], budgets: list[int], match:
             "samples": [{"key": s.key, "prompt": s.prompt, "seed": s.seed} for s in workload.samples],
             "tuning_samples": [{"key": s.key, "prompt": s.prompt, "seed": s.seed} for s in workload.tuning],
             "call_kwargs": {k: v for k, v in workload.call_kwargs.items() if isinstance(v, (int, float, str))},
-            "pipeline_restored_after_all_methods": restored, "context": ctx.info()}
+            "pipeline_restored_after_all_methods": restored, "context": ctx.info(),
+            "tuning_runs": len(matcher.log), "tuning_runs_reused": matcher.reused}
     return BenchResult(meta, vanilla, rows, unavailable, videos, matcher.log)
