@@ -24,6 +24,8 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
+    if name == "presets":  # a submodule, loaded on first use like the names above
+        return importlib.import_module("lemica.presets")
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
@@ -32,4 +34,4 @@ def __getattr__(name: str):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | {"presets"})

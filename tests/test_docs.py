@@ -64,3 +64,20 @@ def _paths() -> list[tuple[str, str]]:
 @pytest.mark.parametrize("doc,path", _paths(), ids=lambda v: v)
 def test_every_file_the_docs_link_or_run_exists(doc, path):
     assert (ROOT / path).exists(), f"{doc} refers to {path}, which does not exist"
+
+
+def test_names_used_after_import_lemica_in_code_examples_need_no_other_import():
+    """``import lemica`` then ``lemica.presets.get(...)`` must work in a fresh interpreter, not only after some
+    other module happened to import the submodule."""
+    import subprocess
+    import sys
+
+    names = set()
+    for doc in DOCS:
+        for block in re.findall(r"```python\n(.*?)```", doc.read_text(), flags=re.S):
+            if re.search(r"^import lemica$", block, flags=re.M):
+                names |= set(re.findall(r"(?<![\w.])lemica\.([A-Za-z_]\w*)", block))
+    assert {"enable_cache", "presets"} <= names  # the README's and the real-model guide's examples
+    code = f"import lemica\nfor name in {sorted(names)!r}:\n    getattr(lemica, name)\n"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
