@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -240,12 +241,26 @@ def check_graph_matches(calibrated_for: ErrorGraph | dict, pipe, num_steps: int,
     """Differences between the settings a graph (or a schedule's ``meta["calibrated_for"]``) was calibrated at
     and a planned run (empty = match)."""
     here = pipeline_fingerprint(pipe, num_steps, call_kwargs)
-    there = calibrated_for.meta if isinstance(calibrated_for, ErrorGraph) else calibrated_for
+    there = dict(calibrated_for.meta if isinstance(calibrated_for, ErrorGraph) else calibrated_for)
+    if "resolution" in there:  # a size left out means the pipeline's default, on either side
+        defaults = _call_defaults(pipe, ("height", "width", "num_frames"))
+        there["resolution"] = {**defaults, **there["resolution"]}
+        here["resolution"] = {**defaults, **here["resolution"]}
     problems = []
     for key in CALIBRATION_KEYS:
         if key in there and there[key] != here[key] and here[key] not in ({}, None):
             problems.append(f"{key}: graph has {there[key]!r}, run has {here[key]!r}")
     return problems
+
+
+def _call_defaults(pipe, names) -> dict:
+    """The pipeline's own default values of these call arguments (those with a concrete default)."""
+    try:
+        parameters = inspect.signature(type(pipe).__call__).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {n: parameters[n].default for n in names
+            if n in parameters and isinstance(parameters[n].default, (int, float))}
 
 
 def _dist() -> tuple[object | None, bool]:

@@ -106,5 +106,23 @@ def test_size_device_and_dtype_options(pipeline_dir, tmp_path):
     lemica("calibrate", "--pipeline", pipeline_dir, "--steps", T, "--guidance", 3.0, "--prompts", prompts, "--seeds",
            "0", "--max-skip", 2, "--height", 16, "--width", 24, "--num-frames", 4, "--out", graph_path)
     assert ErrorGraph.load(graph_path).meta["resolution"] == {"height": 16, "width": 24, "num_frames": 4}
+    small = ["--height", 16, "--width", 24, "--num-frames", 4]
+    run = lemica("generate", *common, *small, "--graph", graph_path, "--budget", 4, "--out", video)
+    assert "calibrated under other settings" not in run.stderr
+    run = lemica("generate", *common, "--graph", graph_path, "--budget", 4, "--out", video)  # default size
+    assert "calibrated under other settings" in run.stderr and "resolution" in run.stderr
     bad = lemica("generate", *common, "--dtype", "float8", "--out", video, check=False)
     assert bad.returncode != 0 and "unknown dtype" in bad.stderr
+
+
+def test_an_omitted_size_means_the_pipeline_default(pipeline_dir):
+    from lemica.calibration import check_graph_matches
+    from lemica.models.tiny_t2v.pipeline import HEIGHT, NUM_FRAMES, WIDTH
+    from lemica.pipelines import load_pipeline
+
+    pipe = load_pipeline(str(pipeline_dir))
+    graph = {"resolution": {}, "guidance": {"guidance_scale": 3.0}}  # calibrated at the default size
+    explicit = dict(height=HEIGHT, width=WIDTH, num_frames=NUM_FRAMES, guidance_scale=3.0)
+    assert check_graph_matches(graph, pipe, T, explicit) == []
+    problems = check_graph_matches(graph, pipe, T, dict(explicit, height=HEIGHT // 2))
+    assert len(problems) == 1 and problems[0].startswith("resolution")
