@@ -207,6 +207,38 @@ def plot_command(
         out_console.print(str(path))
 
 
+@app.command("presets")
+def presets_command(
+    name: Annotated[Optional[str], typer.Argument(help="A preset; omitted: list them all.")] = None,
+    budget: Annotated[Optional[int], typer.Option("--budget", "-b", help="Published budget to take.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write that schedule as JSON (for generate).")]
+    = None,
+) -> None:
+    """The step lists the method's authors published for real models (Wan2.1, Qwen-Image, FLUX, ...)."""
+    from lemica import presets
+
+    if name is None:
+        for preset in presets.names():
+            entry = presets.info(preset)
+            out_console.print(f"{preset}: T={entry['num_steps']}, budgets {entry['budgets']}"
+                              + (f" ({entry['sampler']})" if entry["sampler"] else ""))
+        return
+    try:
+        entry = presets.info(name)
+        if budget is None:
+            out_console.print(f"{name}: T={entry['num_steps']}, budgets {entry['budgets']}")
+            if out is not None:
+                fail("--out needs --budget", code=2)
+            return
+        schedule = presets.get(name, budget)
+    except KeyError as e:
+        fail(str(e.args[0]), code=2)
+    out_console.print(f"{name} B={schedule.budget} of T={schedule.num_steps}: {list(schedule.full_steps)}")
+    if out is not None:
+        schedule.save(out)
+        info(f"wrote schedule (B={schedule.budget}) to {out}")
+
+
 from lemica.cli_run import calibrate_command, generate_command  # noqa: E402  (commands that run pipelines)
 
 app.command("calibrate")(calibrate_command)

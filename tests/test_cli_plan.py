@@ -110,3 +110,18 @@ def test_console_script_entry_point():
     result = run("plan", GRAPH, "-b", 25, "--json", cmd=(str(script),))
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["budget"] == 25
+
+
+def test_presets_command(tmp_path):
+    from lemica import presets
+
+    listing = run("presets")
+    assert listing.returncode == 0 and all(name in listing.stdout for name in presets.names())
+    out = tmp_path / "wan.json"
+    result = run("presets", "wan2.1-t2v-1.3b", "--budget", 20, "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert Schedule.load(out) == presets.get("wan2.1-t2v-1.3b", 20)
+    wrong = run("presets", "wan2.1-t2v-1.3b", "--budget", 3)
+    assert wrong.returncode == 2 and "[14, 17, 20, 25]" in wrong.stderr
+    unknown = run("presets", "nope")
+    assert unknown.returncode == 2 and "wan2.1-t2v-14b" in unknown.stderr
