@@ -10,7 +10,6 @@ Run: python -m lemica.demo --out demo_out
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import time
 from pathlib import Path

@@ -305,21 +305,8 @@ def test_per_sample_table_counts_wins_and_handles_identical_videos():
 
 
 @pytest.fixture(scope="module")
-def saved_pipeline(tmp_path_factory):
-    """A random-weight TinyT2VPipeline saved as a diffusers folder: stands in for a user's model (string prompts)."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
-
-    from lemica.models.tiny_t2v.pipeline import TinyT2VPipeline
-
-    torch.manual_seed(0)
-    transformer = WanTransformer3DModel(
-        patch_size=(2, 4, 4), num_attention_heads=2, attention_head_dim=16, in_channels=3, out_channels=3,
-        text_dim=384, freq_dim=32, ffn_dim=64, num_layers=2, cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads", rope_max_seq_len=32)
-    folder = tmp_path_factory.mktemp("user_pipeline")
-    TinyT2VPipeline(transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0)).save_pretrained(
-        folder)
-    return folder
+def saved_pipeline(saved_tiny_t2v):
+    return saved_tiny_t2v
 
 
 def test_bench_on_a_user_pipeline_encodes_each_prompt_once(saved_pipeline):

@@ -17,11 +17,8 @@ T, L = 6, 3
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+def _one_thread(one_thread):
+    """Every test here on one torch thread (see conftest.one_thread)."""
 
 
 def _inputs(tp, cfg: bool):

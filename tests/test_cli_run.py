@@ -1,33 +1,21 @@
 """End-to-end CLI: calibrate → plan → generate, on an untrained tiny text-to-video pipeline saved locally."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 
 import pytest
-import torch
-from diffusers import FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
 
 from lemica import ErrorGraph, Schedule
-from lemica.models.tiny_t2v.pipeline import TinyT2VPipeline
 
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
 T = 6
 
 
 @pytest.fixture(scope="module")
-def pipeline_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    transformer = WanTransformer3DModel(
-        patch_size=(2, 4, 4), num_attention_heads=2, attention_head_dim=16, in_channels=3, out_channels=3,
-        text_dim=384, freq_dim=32, ffn_dim=64, num_layers=2, cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads", rope_max_seq_len=32)
-    folder = tmp_path_factory.mktemp("tiny_t2v")
-    TinyT2VPipeline(transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0)).save_pretrained(
-        folder)
-    return folder
+def pipeline_dir(saved_tiny_t2v):
+    return saved_tiny_t2v
 
 
 def lemica(*args, check=True):

@@ -24,12 +24,8 @@ EXPECTED_CFG_MODE = {
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny models on a shared 2-core CPU run far faster and steadier on one thread.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+def _one_thread(one_thread):
+    """Every test here on one torch thread (see conftest.one_thread)."""
 
 
 @pytest.fixture(scope="module", params=FAMILIES)

@@ -19,7 +19,6 @@ through, which costs only the embeddings and reshapes — so that a reused pass 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import torch
 from diffusers.hooks import HookRegistry, ModelHook

@@ -494,3 +494,20 @@ def make_medium_wan(seed: int = 0) -> TinyPipeline:
         width=128,
         num_frames=33,
     )
+
+
+def save_untrained_tiny_t2v(folder, seed: int = 0):
+    """A random-weight TinyT2VPipeline (the embedded model's classes, 2 layers) saved to ``folder``: a local
+    diffusers pipeline folder that takes string prompts, for CLI tests of ``--pipeline``."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
+
+    from lemica.models.tiny_t2v.pipeline import TinyT2VPipeline
+
+    torch.manual_seed(seed)
+    transformer = WanTransformer3DModel(
+        patch_size=(2, 4, 4), num_attention_heads=2, attention_head_dim=16, in_channels=3, out_channels=3,
+        text_dim=384, freq_dim=32, ffn_dim=64, num_layers=2, cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads", rope_max_seq_len=32)
+    TinyT2VPipeline(transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0)).save_pretrained(
+        folder)
+    return folder
