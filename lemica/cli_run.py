@@ -10,20 +10,9 @@ from typing import Annotated, Optional
 import typer
 
 from lemica.cli import fail, info, load_graph_or_exit, load_schedule_or_exit
+from lemica.cli_options import (DeviceOption, DtypeOption, FramesOption, HeightOption, PipelineOption, WidthOption,
+                                read_prompts_file, size_kwargs)
 from lemica.pipelines import EMBEDDED, default_graph_path, load_pipeline, resolve_device, resolve_dtype, video_frames
-
-PipelineOption = Annotated[str, typer.Option(
-    "--pipeline", "-p", help="'embedded' (the tiny model shipped with lemica), a local diffusers folder, or a hub id.")]
-DeviceOption = Annotated[str, typer.Option(
-    help="torch device; 'auto': this rank's GPU if there is one, else the CPU.")]
-DtypeOption = Annotated[str, typer.Option(
-    help="auto | float32 | bfloat16 | float16; 'auto': bfloat16 on a GPU, float32 on the CPU and for the embedded "
-         "model.")]
-HeightOption = Annotated[Optional[int], typer.Option(help="Height in pixels (default: the pipeline's).")]
-WidthOption = Annotated[Optional[int], typer.Option(help="Width in pixels (default: the pipeline's).")]
-FramesOption = Annotated[Optional[int], typer.Option(
-    "--num-frames", help="Frames of a video pipeline (default: the pipeline's).")]
-
 
 def _load_or_exit(spec: str, device: str = "auto", dtype: str = "auto"):
     try:
@@ -31,12 +20,6 @@ def _load_or_exit(spec: str, device: str = "auto", dtype: str = "auto"):
         return load_pipeline(spec, device=where, dtype=resolve_dtype(dtype, where, spec))
     except (OSError, ValueError, RuntimeError) as e:
         fail(f"cannot load pipeline {spec!r}: {e}")
-
-
-def size_kwargs(height: Optional[int], width: Optional[int], num_frames: Optional[int]) -> dict:
-    """The resolution a user asked for, as pipeline call kwargs (and as the graph's calibrated resolution)."""
-    given = {"height": height, "width": width, "num_frames": num_frames}
-    return {k: v for k, v in given.items() if v is not None}
 
 
 def _defaults(spec: str, steps: Optional[int], guidance: Optional[float]) -> tuple[int, float]:
@@ -80,9 +63,7 @@ def calibrate_command(
     except ValueError:
         fail(f"--seeds must be comma-separated integers, got {seeds!r}", code=2)
     if prompts_file is not None:
-        if not prompts_file.exists():
-            fail(f"prompts file not found: {prompts_file}")
-        prompts = [line.strip() for line in prompts_file.read_text().splitlines() if line.strip()][:num_prompts]
+        prompts = read_prompts_file(prompts_file, "--prompts")[:num_prompts]
     elif pipeline == EMBEDDED:
         from lemica.models.tiny_t2v import calibration_prompts
 

@@ -37,8 +37,8 @@ import torch
 from tqdm.auto import tqdm
 
 from lemica.calibration import (RecordPolicy, SegmentReplayPolicy, _clone, _final_latents, _hash, _sample_kwargs,
-                              calibrate, check_inputs, edges_for, encode_prompts_once, exact_cost, measure_samples,
-                              pipeline_fingerprint)
+                                calibrate, check_inputs, edges_for, encode_prompts_once, exact_cost, measure_samples,
+                                pipeline_fingerprint)
 from lemica.graph import Edge, ErrorGraph
 from lemica.planner import PlanningError, plan
 from lemica.runtime import Action, StepPolicy, cache_stats, cached

@@ -43,6 +43,7 @@ def load_pipeline(spec: str = EMBEDDED, device: str = "cpu", dtype=None):
 
         pipe = load_default_pipeline(device=device)
         return pipe if dtype is None else pipe.to(dtype=dtype)
+    extra = {} if dtype is None else {"torch_dtype": dtype}
     path = Path(spec)
     index = path / "model_index.json"
     if path.exists() and not index.exists():
@@ -50,13 +51,11 @@ def load_pipeline(spec: str = EMBEDDED, device: str = "cpu", dtype=None):
     if index.exists() and json.loads(index.read_text()).get("_class_name") == "TinyT2VPipeline":
         from lemica.models.tiny_t2v import TinyT2VPipeline
 
-        pipe = TinyT2VPipeline.from_pretrained(str(path), local_files_only=True,
-                                               **({} if dtype is None else {"torch_dtype": dtype}))
+        pipe = TinyT2VPipeline.from_pretrained(str(path), local_files_only=True, **extra)
     else:
         from diffusers import DiffusionPipeline
 
-        pipe = DiffusionPipeline.from_pretrained(spec, local_files_only=path.exists(),
-                                                 **({} if dtype is None else {"torch_dtype": dtype}))
+        pipe = DiffusionPipeline.from_pretrained(spec, local_files_only=path.exists(), **extra)
     if hasattr(pipe, "set_progress_bar_config"):
         pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
 from scipy.stats import spearmanr
 
 from lemica.calibration import calibrate, edges_for, exact_cost
 from lemica.estimators import calibrate_fast, probed_proxy_cost
-from lemica.runtime.hooks import find_blocks
+from lemica.bench.counting import measure
 from lemica.testing.tiny_pipelines import FAMILIES, make_pipeline
 
 T, L = 6, 3
@@ -26,29 +25,19 @@ def _inputs(tp, cfg: bool):
     return [prompt], {**tp.extra, **tp.size, **(tp.cfg_on if cfg else tp.cfg_off)}
 
 
-def _count_block_runs(pipe):
-    blocks = find_blocks(pipe.transformer)
-    linear = next(m for m in blocks[len(blocks) // 2][1].modules() if isinstance(m, torch.nn.Linear))
-    calls = []
-    return calls, linear.register_forward_hook(lambda *_: calls.append(1))
-
-
 @pytest.mark.parametrize("cfg", [False, True], ids=["no-cfg", "cfg"])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_exact_and_fast_calibration_on_every_family(family, cfg):
     tp = make_pipeline(family, seed=0)
     prompts, call_kwargs = _inputs(tp, cfg)
     calls_per_step = tp.transformer_calls_per_step(cfg)
-    calls, handle = _count_block_runs(tp.pipe)
-    try:
+    with measure(tp.pipe, flops=False) as exact_count:  # executions of a Linear inside a middle block
         exact = calibrate(tp.pipe, prompts, [0], num_inference_steps=T, max_skip=L, progress=False, **call_kwargs)
-        exact_calls = len(calls)
+    with measure(tp.pipe, flops=False) as fast_count:
         fast = calibrate_fast(tp.pipe, prompts, [0], num_inference_steps=T, max_skip=L, progress=False,
                               **call_kwargs)
-    finally:
-        handle.remove()
-    assert exact_calls == calls_per_step * exact_cost(T, L)
-    assert len(calls) - exact_calls == calls_per_step * probed_proxy_cost(T, L, 0)
+    assert exact_count.compute.block_runs == calls_per_step * exact_cost(T, L)
+    assert fast_count.compute.block_runs == calls_per_step * probed_proxy_cost(T, L, 0)
     edges = [e for e in edges_for(T, L)]
     exact_w = [exact.error(*e) for e in edges]
     fast_w = [fast.error(*e) for e in edges]

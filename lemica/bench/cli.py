@@ -11,6 +11,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from lemica.cli_options import (DeviceOption, DtypeOption, FramesOption, HeightOption, PipelineOption, WidthOption,
+                                size_kwargs)
+
 DEFAULT_OUT = Path("runs/bench")
 # Same order as lemica.bench.methods.REGISTRY (a test checks); listed here so `lemica --help` stays fast.
 METHODS = ("vanilla", "lemica-lexminimax", "lemica-minimax", "lemica-shortest", "uniform", "fewer-steps",
@@ -39,19 +42,6 @@ def environment() -> dict:
             "torch_threads": torch.get_num_threads(), "processor": platform.processor() or platform.machine()}
 
 
-def _read_prompts(path: Path | None, option: str) -> list[str]:
-    from lemica.cli import fail
-
-    if path is None:
-        fail(f"{option} FILE is required with --pipeline", code=2)
-    if not path.exists():
-        fail(f"{option}: file not found: {path}")
-    lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    if not lines:
-        fail(f"{option}: {path} has no prompts")
-    return lines
-
-
 def _pipeline_workload(spec, prompts_file, calibration_file, count, seeds, steps, guidance, shift, device, dtype,
                        size):
     """A user's pipeline on the user's prompts."""
@@ -59,8 +49,13 @@ def _pipeline_workload(spec, prompts_file, calibration_file, count, seeds, steps
     from lemica.cli import fail, info
     from lemica.cli_run import _load_or_exit
 
-    prompts = _read_prompts(prompts_file, "--prompts-file")[:count]
-    calibration = _read_prompts(calibration_file, "--calibration-prompts-file")
+    from lemica.cli_options import read_prompts_file
+
+    for path, option in ((prompts_file, "--prompts-file"), (calibration_file, "--calibration-prompts-file")):
+        if path is None:
+            fail(f"{option} FILE is required with --pipeline", code=2)
+    prompts = read_prompts_file(prompts_file, "--prompts-file")[:count]
+    calibration = read_prompts_file(calibration_file, "--calibration-prompts-file")
     if steps is None or guidance is None:
         fail("--steps and --guidance are required with --pipeline", code=2)
     shared = sorted(set(prompts) & set(calibration))
@@ -127,8 +122,7 @@ def bench(
     shift: Annotated[Optional[float], typer.Option(help="Override the sampler's shift.")] = None,
     threads: Annotated[int, typer.Option(min=1, help="torch CPU threads.")] = 2,
     progress: Annotated[bool, typer.Option(help="Progress bars on stderr.")] = True,
-    pipeline: Annotated[str, typer.Option(
-        "--pipeline", "-p", help="'embedded', a local diffusers folder, or a hub id.")] = "embedded",
+    pipeline: PipelineOption = "embedded",
     prompts_file: Annotated[Optional[Path], typer.Option(
         "--prompts-file", help="Evaluation prompts, one per line (required with --pipeline; --prompts takes the "
                                "first n).")] = None,
@@ -136,12 +130,11 @@ def bench(
         "--calibration-prompts-file", help="Prompts for tuning thresholds and calibrating the graph, one per line; "
                                            "keep them apart from the evaluation prompts.")] = None,
     guidance: Annotated[Optional[float], typer.Option(help="Guidance scale (required with --pipeline).")] = None,
-    device: Annotated[str, typer.Option(help="torch device for --pipeline; 'auto': a GPU if there is one.")] = "auto",
-    dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16 for --pipeline.")] = "auto",
-    height: Annotated[Optional[int], typer.Option(help="Height for --pipeline (default: the pipeline's).")] = None,
-    width: Annotated[Optional[int], typer.Option(help="Width for --pipeline (default: the pipeline's).")] = None,
-    num_frames: Annotated[Optional[int], typer.Option(
-        "--num-frames", help="Frames for --pipeline (default: the pipeline's).")] = None,
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = "auto",
+    height: HeightOption = None,
+    width: WidthOption = None,
+    num_frames: FramesOption = None,
 ) -> None:
     """Compare lemica with every peer caching method at matched compute (default: the embedded model)."""
     import torch
@@ -171,8 +164,6 @@ def bench(
         except FileNotFoundError as e:
             fail(str(e))
     else:
-        from lemica.cli_run import size_kwargs
-
         workload = _pipeline_workload(pipeline, prompts_file, calibration_prompts_file, prompts, seed_list, steps,
                                       guidance, shift, device, dtype, size_kwargs(height, width, num_frames))
     T = workload.num_steps
