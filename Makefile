@@ -8,7 +8,7 @@ export TRANSFORMERS_OFFLINE := 1
 # Idle OpenMP workers sleep instead of spinning: on a shared 2-core machine spinning made torch ~5x slower.
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench bench-planner clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -29,7 +29,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
+# The peer comparison at matched compute on the embedded model (several minutes); results in runs/bench/.
 bench: $(STAMP)
+	$(BIN)/python -m lemica bench --out runs/bench
+
+bench-planner: $(STAMP)
 	$(BIN)/python benchmarks/planner.py
 
 clean:

@@ -1,6 +1,6 @@
-"""Cheap calibration (issue 7): cost, rank agreement and schedule fidelity of each estimator vs exact mode.
+"""Cheap calibration: cost, rank agreement and schedule fidelity of each estimator vs exact mode.
 
-For every estimator (lemica.estimators) on the embedded model:
+For every estimator (lemica.calibration.fast) on the embedded model:
 - cost: block-stack runs and wall time per sample, as a ratio to one generation and to exact mode; and the
   whole calibration's cost against exact mode on all samples (fewer samples / smaller size cut that further);
 - Spearman rank correlation of its edge weights with the exact graph's (all samples);
@@ -28,7 +28,7 @@ import torch  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
 from lemica.calibration import edges_for  # noqa: E402
-from lemica.estimators import calibrate_fast  # noqa: E402
+from lemica.calibration import calibrate_fast  # noqa: E402
 from lemica.graph import Edge, ErrorGraph  # noqa: E402
 from lemica.metrics.quality import compare_videos  # noqa: E402
 from lemica.planner import PlanningError, plan  # noqa: E402

@@ -1,6 +1,6 @@
 """Time `lemica.frontier` (optimal plan for every budget, one DP pass) on complete graphs.
 
-Targets (issue 2): T=50, L=49 <= 50 ms; T=250, L=50 <= 2 s (lexminimax, the default objective).
+Targets: T=50, L=49 <= 50 ms; T=250, L=50 <= 2 s (lexminimax, the default objective).
 Run: .venv/bin/python benchmarks/planner.py [--repeats N] [--all-objectives]
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Wall-clock cost and speed-up of `lemica.enable_cache` on a medium random-weight Wan pipeline (issue 3).
+"""Wall-clock cost and speed-up of `lemica.enable_cache` on a medium random-weight Wan pipeline.
 
 Variants, all on one pipeline object and timed side by side, interleaved round by round (the order rotates
 each round and reverses every other round, so no variant always runs first or after the same one), medians

@@ -4,7 +4,7 @@
 
 Held-out prompts use sentence templates and attribute combinations never seen in training (see data.py).
 Each prompt i starts from its own noise (seed + i), so results do not depend on the batch size.
-Targets (issue 4): colour >= 90 %, motion >= 80 %, shape >= 70 %.
+Targets: colour >= 90 %, motion >= 80 %, shape >= 70 %.
 """
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def write_gif(videos, prompts, path: Path, scale: int = 4):
 
 
 @app.command()
-def main(n: int = typer.Option(120, help="held-out prompts (>= 100 for the issue's report)"),
+def main(n: int = typer.Option(120, help="held-out prompts (>= 100 for a meaningful report)"),
          steps: int = typer.Option(tiny_t2v.DEFAULT_STEPS), guidance: list[float] = typer.Option(None),
          seed: int = 0, batch_size: int = 40, threads: int = 2, untrained: bool = True,
          json_out: Path = typer.Option(None, "--json"), gif: Path = typer.Option(None, help="sample grid GIF")):

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import importlib
 
+from lemica.errors import (CalibrationError, GraphFormatError, LemicaError, PlanningError, PresetNotFoundError,
+                           ScheduleFormatError, ScheduleMismatchError, UnsupportedDiffusersError,
+                           UnsupportedModelError, WorkdirMismatchError)
 from lemica.graph import Edge, ErrorGraph
 from lemica.planner import Plan, frontier, plan
 from lemica.schedule import Schedule
@@ -14,12 +17,13 @@ from lemica.schedule import Schedule
 _LAZY = {
     "enable_cache": "lemica.runtime", "disable_cache": "lemica.runtime", "cached": "lemica.runtime",
     "cache_stats": "lemica.runtime", "CacheStats": "lemica.runtime", "register_block": "lemica.runtime",
-    "StepPolicy": "lemica.runtime", "SchedulePolicy": "lemica.runtime", "ScheduleMismatchError": "lemica.runtime",
-    "UnsupportedModelError": "lemica.runtime",
-    "calibrate": "lemica.calibration", "calibrate_fast": "lemica.estimators",
+    "StepPolicy": "lemica.runtime", "SchedulePolicy": "lemica.runtime", "Action": "lemica.runtime",
+    "calibrate": "lemica.calibration", "calibrate_fast": "lemica.calibration",
 }
 
-__all__ = ["ErrorGraph", "Edge", "Schedule", "plan", "frontier", "Plan", *_LAZY]
+__all__ = ["ErrorGraph", "Edge", "Schedule", "plan", "frontier", "Plan", "LemicaError", "GraphFormatError",
+           "ScheduleFormatError", "PlanningError", "PresetNotFoundError", "UnsupportedModelError",
+           "UnsupportedDiffusersError", "ScheduleMismatchError", "WorkdirMismatchError", "CalibrationError", *_LAZY]
 __version__ = "0.1.0"
 
 

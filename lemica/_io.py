@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import math
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -55,3 +56,14 @@ def _fsync_directory(directory: Path) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def json_safe(obj):
+    """``obj`` with every non-finite float replaced by None: JSON has no infinity (identical videos: PSNR = inf)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj

@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from lemica.evaluate import compare_methods, fidelity
+    from lemica.evaluate import compare_methods
+    from lemica.metrics import mean_quality
     from lemica.models.tiny_t2v import (DEFAULT_GUIDANCE, DEFAULT_STEPS, calibration_prompts, heldout_prompts,
                                         load_default_pipeline)
     from lemica.plots import plot_graph
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, (steps, schedule) in list(methods.items())[1:]:
         gen = runs[name]
         budget = schedule.budget if schedule is not None else steps
-        rows.append((name, budget, gen.seconds, vanilla.seconds / gen.seconds, fidelity(vanilla.videos, gen.videos)))
+        rows.append((name, budget, gen.seconds, vanilla.seconds / gen.seconds, mean_quality(vanilla.videos, gen.videos)))
     gif_panels = {name: runs[name].videos for name in ("vanilla", *(f"lemica {label}" for label in plans))}
 
     table = Table(title=f"held-out prompts: {len(prompts)} × {len(seeds)} seed(s), T={T}, guidance {G}")
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
         table.add_row(name, str(B), f"{seconds / n * 1000:.0f} ms", f"{speedup:.2f}×",
                       *(["—"] * 3 if f is None else [f"{f['psnr']:.2f}", f"{f['ssim']:.3f}", f"{f['lpips']:.3f}"]))
         report.append({"method": name, "full_steps": B, "seconds_per_video": seconds / n, "speedup": speedup,
-                       **(f or {})})
+                       **({k: f[k] for k in ("psnr", "ssim", "lpips")} if f else {})})
     console.print(table)
     atomic_write_json(out / "results.json", report)
 

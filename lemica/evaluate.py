@@ -1,4 +1,5 @@
-"""Generate held-out videos under a schedule and compare them with the uncached ones (PSNR / SSIM / LPIPS)."""
+"""Generate held-out videos under schedules, interleaved, for a fair comparison with the uncached ones (scored by
+``lemica.metrics.mean_quality``, the same evaluation ``lemica bench`` uses)."""
 from __future__ import annotations
 
 import contextlib
@@ -10,7 +11,6 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from lemica.metrics.quality import compare_videos
 from lemica.runtime import cache_stats, cached
 from lemica.schedule import Schedule
 
@@ -55,9 +55,3 @@ def compare_methods(pipe, prompts: Sequence[str], seeds: Sequence[int],
             if runs is not None:
                 result.block_stack_runs += runs
     return results
-
-
-def fidelity(references: Sequence[np.ndarray], candidates: Sequence[np.ndarray]) -> dict[str, float]:
-    """Mean PSNR / SSIM / LPIPS over videos (PSNR of identical videos, +inf, is capped at 100 dB)."""
-    scores = [compare_videos(r, c) for r, c in zip(references, candidates)]
-    return {k: float(np.mean([min(s[k], 100.0) if k == "psnr" else s[k] for s in scores])) for k in scores[0]}

@@ -16,13 +16,16 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from lemica._io import atomic_write_bytes, read_json
+from lemica.errors import GraphFormatError
 
 FORMAT = "lemica-graph"
 VERSION = 1
 
 
-class GraphFormatError(ValueError):
-    """An error graph (object or file) breaks the format; the message names the offending field."""
+# The graph metadata that says what a graph (and a schedule planned on it) is valid for: a run that differs in
+# any of these is not the run that was calibrated.
+CALIBRATION_KEYS = ("pipeline", "transformer", "transformer_config_hash", "sampler", "sampler_config", "num_steps",
+                    "guidance", "resolution")
 
 
 def _as_int(value: Any, what: str) -> int:

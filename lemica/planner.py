@@ -27,16 +27,13 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from lemica.graph import ErrorGraph
+from lemica.errors import PlanningError
+from lemica.graph import CALIBRATION_KEYS, ErrorGraph
 from lemica.schedule import Schedule, compress_steps
 
 OBJECTIVES = ("lexminimax", "minimax", "shortest")
 _INT64_MAX = np.iinfo(np.int64).max
 _MAX_CHUNK = 64  # cap on ranks packed per key; tests lower it to exercise the multi-chunk comparison
-
-
-class PlanningError(ValueError):
-    """The request cannot be met (infeasible budget, unknown objective, ...); the message says why."""
 
 
 @dataclass
@@ -238,11 +235,6 @@ def _feasible_budgets(T: int, edges: _Edges) -> list[int]:
 
 def _ranges(values: list[int]) -> str:
     return compress_steps(values).replace(",", ", ") if values else "none"
-
-
-# Graph metadata that a schedule is only valid for (written by lemica.calibrate).
-CALIBRATION_KEYS = ("pipeline", "transformer", "transformer_config_hash", "sampler", "sampler_config", "num_steps",
-                    "guidance", "resolution")
 
 
 def _make_plan(graph: ErrorGraph, path: list[int], objective: str, forced: tuple[int, ...]) -> Plan:

@@ -16,6 +16,7 @@ import functools
 import json
 from importlib import resources
 
+from lemica.errors import PresetNotFoundError
 from lemica.schedule import Schedule
 
 
@@ -40,12 +41,12 @@ def get(name: str, budget: int) -> Schedule:
     entry = _lookup(name)
     lists = entry["schedules"]
     if str(budget) not in lists:
-        raise KeyError(f"preset {name!r} has budgets {sorted(int(b) for b in lists)}, not {budget}")
+        raise PresetNotFoundError(f"preset {name!r} has budgets {sorted(int(b) for b in lists)}, not {budget}")
     return Schedule(num_steps=entry["num_steps"], full_steps=lists[str(budget)])
 
 
 def _lookup(name: str) -> dict:
     table = _table()
     if name not in table:
-        raise KeyError(f"unknown preset {name!r}; available: {', '.join(names())}")
+        raise PresetNotFoundError(f"unknown preset {name!r}; available: {', '.join(names())}")
     return table[name]

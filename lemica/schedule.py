@@ -9,13 +9,10 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from lemica._io import atomic_write_json, read_json
+from lemica.errors import ScheduleFormatError
 
 FORMAT = "lemica-schedule"
 VERSION = 1
-
-
-class ScheduleFormatError(ValueError):
-    """A schedule (object or file) breaks the format; the message names the problem."""
 
 
 def _as_int(value: Any, what: str) -> int:

@@ -256,13 +256,13 @@ def test_table_bolds_best_and_ties():
 
 
 def test_json_has_no_infinity():
-    from lemica.bench.runner import _finite
-    assert _finite({"a": [float("inf"), 1.0], "b": float("nan")}) == {"a": [None, 1.0], "b": None}
+    from lemica._io import json_safe
+    assert json_safe({"a": [float("inf"), 1.0], "b": float("nan")}) == {"a": [None, 1.0], "b": None}
 
 
 def test_cli_method_list_matches_registry():
-    from lemica.bench.cli import METHODS
-    assert METHODS == tuple(REGISTRY)
+    from lemica.bench.registry import METHOD_NAMES
+    assert METHOD_NAMES == tuple(REGISTRY)
 
 
 def test_cli_rejects_unknown_method():
@@ -375,3 +375,40 @@ def test_tuning_runs_survive_a_rerun(workload, tmp_path):
     other = run_bench(BenchContext(workload), ["vanilla", "teacache"], [4], match="flops", progress=False,
                       log=lambda _: None, tuning_store=store)
     assert other.meta["tuning_runs_reused"] == 0  # other settings: the stored runs do not apply
+
+
+def test_mag_ratio_recorder_equals_diffusers_magcache_calibration():
+    """The ratios lemica records with its own hooks are the ones diffusers' MagCache calibration logs."""
+    import logging
+
+    from diffusers import MagCacheConfig
+
+    from lemica.bench.methods import MagRatioRecorder, _diffusers_installer
+
+    tp = tiny_pipeline_workload("wan", prompts=1, seeds=(0,), num_steps=6)
+    sample = tp.tuning[0]
+    recorder = MagRatioRecorder()
+    with cached(tp.pipe, recorder):
+        tp.generate(sample)
+    ours = recorder.ratios()
+
+    logged: list[list[float]] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record):
+            text = record.getMessage()
+            if "Calibration Results:" in text:
+                logged.append([float(v) for v in text.split("Calibration Results:", 1)[1].strip(" []").split(",")])
+
+    logger = logging.getLogger("diffusers.hooks.mag_cache")
+    handler, level = Capture(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        with _diffusers_installer(lambda pipe: MagCacheConfig(calibrate=True, num_inference_steps=6))(tp.pipe):
+            tp.generate(sample)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert len(logged) == len(recorder.runs) >= 1 and len(ours) == 6
+    assert ours == [float(v) for v in np.mean(np.array(logged), axis=0)]

@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from lemica.calibration import (RecordPolicy, SegmentReplayPolicy, _final_latents, calibrate, edges_for,
+from lemica.calibration import (RecordPolicy, SegmentReplayPolicy, final_latents, calibrate, edges_for,
                               exact_cost)
 from lemica.runtime import cached
 from lemica.runtime.hooks import find_blocks
@@ -65,15 +65,15 @@ def test_prefix_replay_reproduces_reference_bit_for_bit(wan):
 
     record = RecordPolicy()
     with cached(wan.pipe, record):
-        reference = _final_latents(wan.pipe, dict(kwargs(), callback_on_step_end=keep("ref")))
+        reference = final_latents(wan.pipe, dict(kwargs(), callback_on_step_end=keep("ref")))
     for i in range(NUM_STEPS - 1):
         with cached(wan.pipe, SegmentReplayPolicy(record, i, i + 1)):  # no reuse: served prefix, computed rest
-            replay = _final_latents(wan.pipe, dict(kwargs(), callback_on_step_end=keep(f"replay{i}")))
+            replay = final_latents(wan.pipe, dict(kwargs(), callback_on_step_end=keep(f"replay{i}")))
         assert torch.equal(replay, reference)
         for step in range(i + 1):
             assert torch.equal(trace[f"replay{i}"][step], trace["ref"][step])
     with cached(wan.pipe, SegmentReplayPolicy(record, 1, 4)):
-        assert not torch.equal(_final_latents(wan.pipe, kwargs()), reference)
+        assert not torch.equal(final_latents(wan.pipe, kwargs()), reference)
 
 
 def test_graph_weights_are_finite_non_negative_and_informative(wan):
@@ -97,7 +97,7 @@ def test_offloaded_record_lives_in_host_memory_and_serves_fresh_copies(wan):
     prompts, call_kwargs = job_inputs(wan)
     record = RecordPolicy(offload=True)
     with cached(wan.pipe, record):
-        _final_latents(wan.pipe, dict(call_kwargs, **prompts[0], num_inference_steps=NUM_STEPS,
+        final_latents(wan.pipe, dict(call_kwargs, **prompts[0], num_inference_steps=NUM_STEPS,
                                       generator=torch.Generator().manual_seed(0)))
     key = next(iter(record.residuals))
     assert all(v.device.type == "cpu" for v in record.residuals[key].values())

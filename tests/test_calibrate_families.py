@@ -8,7 +8,7 @@ import pytest
 from scipy.stats import spearmanr
 
 from lemica.calibration import calibrate, edges_for, exact_cost
-from lemica.estimators import calibrate_fast, probed_proxy_cost
+from lemica.calibration import calibrate_fast, probed_proxy_cost
 from lemica.bench.counting import measure
 from lemica.testing.tiny_pipelines import FAMILIES, make_pipeline
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lemica.calibration import calibrate, check_graph_matches, edges_for, exact_cost
-from lemica.estimators import calibrate_fast, free_cost, probe_edge, probed_proxy_cost, proxy_cost, refine_cost
+from lemica.calibration import calibrate_fast, free_cost, probe_edge, probed_proxy_cost, proxy_cost, refine_cost
 from lemica.graph import ErrorGraph
 from lemica.planner import plan
 from lemica.runtime.hooks import find_blocks

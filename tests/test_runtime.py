@@ -258,6 +258,7 @@ def test_dynamic_policy_refines_at_the_first_block(pipelines):
     from lemica.runtime import StepPolicy
 
     class EveryOther(StepPolicy):
+        refines = True
         seen = []
 
         def refine(self, step, branch, action, block_args, block_kwargs):
@@ -272,6 +273,21 @@ def test_dynamic_policy_refines_at_the_first_block(pipelines):
     assert stats.computed_steps() == [0, 2, 4, 6]
     assert stats.reused_steps() == [1, 3, 5, 7]
     assert [s for s, _ in EveryOther.seen] == list(range(T)) and torch.isfinite(out).all()
+
+    class Silent(EveryOther):  # the same rule, not declared as refining: the hook never asks
+        refines = False
+        seen = []
+
+    with cached(tp.pipe, Silent()):
+        tp.run(cfg=False, num_inference_steps=T)
+        assert cache_stats(tp.pipe).computed_steps() == list(range(T)) and Silent.seen == []
+
+    from lemica.calibration.replay import Switch
+    switch = Switch()  # calibration's one-installation forwarder passes refine on to its target
+    switch.target = EveryOther()
+    with cached(tp.pipe, switch):
+        tp.run(cfg=False, num_inference_steps=T)
+        assert cache_stats(tp.pipe).computed_steps() == [0, 2, 4, 6]
 
 
 def test_two_transformer_pipeline_follows_the_global_step():
@@ -305,3 +321,29 @@ def test_two_transformer_pipeline_follows_the_global_step():
     expected = sorted(set(schedule.full_steps) | {switch})
     assert stats.computed_steps("cond") == expected
     assert [f[0] for f in stats.forced if f[1] == "cond"] == ([switch] if switch not in schedule.full_steps else [])
+
+
+def test_missing_diffusers_internal_is_a_clear_error_at_import():
+    """A diffusers release without an internal the hooks need fails at import, naming the tested range."""
+    import subprocess
+    import sys
+
+    code = ("from diffusers.hooks._helpers import TransformerBlockMetadata\n"
+            "del TransformerBlockMetadata._get_parameter_from_args_kwargs\n"
+            "from lemica.errors import UnsupportedDiffusersError\n"
+            "try:\n    import lemica.runtime\nexcept UnsupportedDiffusersError as e:\n    print('refused:', e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout
+    from lemica.runtime.diffusers_compat import TESTED_DIFFUSERS
+    assert "refused:" in out and "_get_parameter_from_args_kwargs" in out and TESTED_DIFFUSERS in out
+
+
+def test_context_probe_reads_the_open_cache_context():
+    from lemica.runtime.diffusers_compat import ContextProbe
+
+    probe = ContextProbe()
+    assert probe.name() is None
+    from diffusers.hooks.hooks import CacheContext
+    probe.set_context(CacheContext("uncond"))
+    assert probe.name() == "uncond"
+    probe.reset()
+    assert probe.name() is None

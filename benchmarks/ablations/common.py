@@ -13,10 +13,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
-from lemica._io import atomic_write_bytes, atomic_write_json  # noqa: E402
-from lemica.bench.cli import environment  # noqa: E402
-from lemica.bench.report import budget_table  # noqa: E402
-from lemica.bench.runner import _finite, evaluate, reference  # noqa: E402
+from lemica._io import atomic_write_bytes, atomic_write_json, json_safe  # noqa: E402
+from lemica.bench.report import budget_table, environment  # noqa: E402
+from lemica.bench.runner import evaluate, reference  # noqa: E402
 from lemica.bench.workload import tiny_t2v_workload  # noqa: E402
 from lemica.calibration import calibrate  # noqa: E402
 from lemica.graph import ErrorGraph  # noqa: E402
@@ -92,7 +91,7 @@ def run(work, ref, setting, budget, title, name=None) -> dict:
 def write(args, name: str, data: dict, markdown: str) -> None:
     data = dict(data, environment=environment(), command=" ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
                 wall_time_s=time.perf_counter() - args.started)
-    atomic_write_json(args.out / f"{name}.json", _finite(data))
+    atomic_write_json(args.out / f"{name}.json", json_safe(data))
     atomic_write_bytes(args.out / f"{name}.md", (markdown + "\n").encode())
     print(f"wrote {args.out / (name + '.json')} and .md in {data['wall_time_s']:.0f}s", flush=True)
 

@@ -17,9 +17,14 @@ import numpy as np
 from common import parser, plot_lines, run, setup, table, vanilla, workload, write
 
 from lemica.bench.methods import schedule_setting
-from lemica.calibration import _hash, calibrate
+from lemica.calibration import calibrate, stable_hash
 from lemica.graph import Edge, ErrorGraph
 from lemica.planner import plan
+
+
+def _seeds(manifest: dict) -> list[int]:
+    """Seeds of a work directory's manifest (newer manifests list the (prompt, seed) samples instead)."""
+    return manifest["seeds"] if "seeds" in manifest else sorted({seed for _, seed in manifest["samples"]})
 
 
 def sample_errors(work, count: int, max_skip: int, mine: Path, reuse: Path | None) -> list[dict]:
@@ -29,9 +34,9 @@ def sample_errors(work, count: int, max_skip: int, mine: Path, reuse: Path | Non
     if reuse is not None:
         manifest = json.loads((reuse / "calibration.json").read_text())
         have = len(list(reuse.glob("sample_*.json")))
-        same = (manifest["prompts_hash"] == _hash(work.calibration_prompts(have)) and manifest["seeds"] == [0]
+        same = (manifest["prompts_hash"] == stable_hash(work.calibration_prompts(have)) and _seeds(manifest) == [0]
                 and manifest["max_skip"] == max_skip and manifest["fingerprint"]["num_steps"] == work.num_steps
-                and manifest["call_kwargs_hash"] == _hash(work.call_kwargs))
+                and manifest["call_kwargs_hash"] == stable_hash(work.call_kwargs))
         if not same:
             raise SystemExit(f"{reuse} was calibrated with other settings; drop --reuse or match --max-skip/--steps")
         found = [json.loads((reuse / f"sample_{k:05d}.json").read_text())["errors"] for k in range(min(have, count))]

@@ -146,7 +146,3 @@ class measure:
         self.compute = Compute(self._counter.count, self._flops.calls if self._flops else None,
                                self._flops.flops if self._flops else None)
 
-
-def equivalent_steps(flops: float, full_step_flops: float) -> float:
-    """Compute as a number of full denoising steps (full_step_flops: one step with every branch computed)."""
-    return flops / full_step_flops

@@ -22,14 +22,12 @@ import numpy as np
 import torch
 
 from lemica.bench.counting import transformers_of
-from lemica.bench.teacache import IDENTITY, TeaCachePolicy, TeaCacheRecorder, fit_coefficients
-from lemica.planner import PlanningError, plan
+from lemica.bench.registry import METHOD_NAMES
+from lemica.bench.teacache import IDENTITY, TeaCachePolicy, TeaCacheRecorder, fit_coefficients, published_coefficients
+from lemica.errors import MethodUnavailable, PlanningError
+from lemica.planner import plan
 from lemica.runtime import Action, StepPolicy, cached
 from lemica.schedule import Schedule
-
-
-class MethodUnavailable(RuntimeError):
-    """The method cannot run on this workload / budget; the message says why (it goes into the results)."""
 
 
 @dataclasses.dataclass
@@ -220,7 +218,6 @@ def teacache_coefficients(ctx) -> list[float]:
     if ctx.teacache_coefficients == "identity":
         return list(IDENTITY)
     if ctx.teacache_coefficients != "fit":
-        from lemica.bench.teacache import published_coefficients
         return published_coefficients(ctx.teacache_coefficients)
 
     def fit() -> list[float]:
@@ -244,48 +241,49 @@ def _first_block_cache(ctx, threshold: float, budget: int) -> Setting:
                    _diffusers_installer(lambda pipe: FirstBlockCacheConfig(threshold=threshold)))
 
 
-class _RatioCapture(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.INFO)
-        self.ratios: list[list[float]] = []
+class MagRatioRecorder(StepPolicy):
+    """MagCache's calibration mode, as a policy on lemica's hooks: every step computes, and each step's ratio is
+    the mean over tokens of |residual_t| / |residual_{t-1}| of the block-stack residual, 1.0 at the first step,
+    per guidance branch — the formula of diffusers' ``MagCacheBlockHook._perform_calibration_step``
+    (diffusers 0.42.1, hooks/mag_cache.py:364-378). diffusers only logs its result as text; this keeps it."""
 
-    def emit(self, record):
-        if "Calibration Results:" in record.getMessage():
-            text = record.getMessage().split("Calibration Results:", 1)[1].strip()
-            self.ratios.append([float(v) for v in text.strip("[]").split(",")])
+    def __init__(self):
+        self.runs: list[list[float]] = []  # one list of T ratios per (pipeline call, branch)
+        self._current: dict[str, list[float]] = {}
+        self._previous: dict[str, torch.Tensor] = {}
+
+    def start(self, num_steps: int) -> None:
+        self._flush()
+
+    def observe(self, step, branch, transformer, action, output, residual) -> None:
+        current = residual["hidden_states"].float()
+        previous = self._previous.get(branch)
+        ratio = 1.0 if previous is None else (torch.linalg.norm(current, dim=-1) /
+                                              (torch.linalg.norm(previous, dim=-1) + 1e-8)).mean().item()
+        self._current.setdefault(branch, []).append(ratio)
+        self._previous[branch] = current
+
+    def _flush(self) -> None:
+        self.runs.extend(self._current.values())
+        self._current, self._previous = {}, {}
+
+    def ratios(self) -> list[float]:
+        """Ratios averaged over every recorded run and branch."""
+        self._flush()
+        if not self.runs:
+            raise MethodUnavailable("MagCache calibration produced no ratios")
+        return [float(v) for v in np.mean(np.array(self.runs), axis=0)]
 
 
 def mag_ratios(ctx) -> list[float]:
-    """MagCache's own calibration mode on the tuning prompts; ratios averaged over branches and prompts."""
-    from diffusers import MagCacheConfig
-
+    """MagCache's own calibration on the tuning prompts; ratios averaged over branches and prompts."""
     def run() -> list[float]:
-        logger = logging.getLogger("diffusers.hooks.mag_cache")
-        capture, level, handlers, propagate = _RatioCapture(), logger.level, logger.handlers, logger.propagate
-        logger.handlers, logger.propagate = [capture], False  # keep the ratios, print nothing
-        logger.setLevel(logging.INFO)
-        install = _diffusers_installer(lambda pipe: MagCacheConfig(calibrate=True,
-                                                                   num_inference_steps=ctx.num_steps))
-        try:
-            with contextlib.redirect_stdout(_Sink()):  # it also prints the ratios for copy-pasting
-                for sample in ctx.workload.tuning:
-                    with install(ctx.pipe):
-                        ctx.workload.generate(sample)
-        finally:
-            logger.handlers, logger.propagate = handlers, propagate
-            logger.setLevel(level)
-        if not capture.ratios:
-            raise MethodUnavailable("MagCache calibration produced no ratios")
-        return [float(v) for v in np.mean(np.array(capture.ratios), axis=0)]
+        recorder = MagRatioRecorder()
+        for sample in ctx.workload.tuning:
+            with cached(ctx.pipe, recorder):
+                ctx.workload.generate(sample)
+        return recorder.ratios()
     return ctx.once("mag_ratios", run)
-
-
-class _Sink:
-    def write(self, text):
-        return len(text)
-
-    def flush(self):
-        pass
 
 
 def magcache_limits(num_steps: int, budget: int) -> tuple[float, int]:
@@ -380,7 +378,7 @@ def _faster_cache(ctx) -> list[Setting]:
     return settings
 
 
-REGISTRY: dict[str, Method] = {m.name: m for m in [
+_METHODS = [
     Method("vanilla", "vanilla (all steps)", "reference", _vanilla),
     Method("lemica-lexminimax", "lemica lexminimax", "static", _objective("lexminimax")),
     Method("lemica-minimax", "lemica minimax", "static", _objective("minimax")),
@@ -399,6 +397,6 @@ REGISTRY: dict[str, Method] = {m.name: m for m in [
     Method("fastercache", "diffusers FasterCache", "discrete", _faster_cache, partial=True,
            note="attention reuse only: its unconditional-branch skipping needs batched CFG, this pipeline runs "
                 "cond/uncond as separate calls (is_guidance_distilled=True)"),
-]}
-
-DEFAULT_METHODS = tuple(REGISTRY)
+]
+REGISTRY: dict[str, Method] = {m.name: m for m in sorted(_METHODS, key=lambda m: METHOD_NAMES.index(m.name))}
+assert tuple(REGISTRY) == METHOD_NAMES, "lemica.bench.registry.METHOD_NAMES and the methods here disagree"

@@ -1,6 +1,10 @@
 """Bench output: results.json, results.md (one table per budget), a quality-vs-latency plot and a GIF."""
 from __future__ import annotations
 
+import os
+import platform
+import sys
+
 import math
 from pathlib import Path
 
@@ -208,3 +212,17 @@ def summary_lines(result: dict) -> list[str]:
             mine = "" if ours is None else f"; lemica lexminimax {ours[key]:.4g}"
             lines.append(f"B={budget} {key}: best {best['method']} {best[key]:.4g}{mine}")
     return lines
+
+
+def environment() -> dict:
+    """Machine and versions, for RESULTS.md."""
+    import diffusers
+    import torch
+    try:
+        import cache_dit
+        cache_dit_version = getattr(cache_dit, "__version__", None) or ".".join(map(str, cache_dit.version_tuple))
+    except Exception:  # noqa: BLE001 - optional
+        cache_dit_version = None
+    return {"python": sys.version.split()[0], "torch": torch.__version__, "diffusers": diffusers.__version__,
+            "cache_dit": cache_dit_version, "platform": platform.platform(), "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "processor": platform.processor() or platform.machine()}

@@ -21,10 +21,13 @@ from typing import Callable
 import numpy as np
 from tqdm.auto import tqdm
 
-from lemica._io import atomic_write_json
+from lemica._io import atomic_write_json, json_safe
 from lemica.bench.counting import measure
-from lemica.bench.methods import REGISTRY, BenchContext, Method, MethodUnavailable, Setting
-from lemica.metrics.quality import compare_videos
+from lemica.bench.methods import REGISTRY, BenchContext, Method, Setting
+from lemica.calibration import encode_prompts_once, pipeline_fingerprint, stable_hash
+from lemica.errors import MethodUnavailable
+from lemica.metrics.quality import mean_quality
+from lemica.runtime import cache_stats
 
 SEARCH_STEPS = 9
 
@@ -59,9 +62,8 @@ class Reference:
         return flops / self.step_flops
 
 
-def _own_runs(pipe, setting: Setting) -> int | None:
+def _own_runs(pipe) -> int | None:
     """The method's own count of full block-stack executions, where it keeps one (a cross-check)."""
-    from lemica.runtime import cache_stats
     try:
         return cache_stats(pipe).block_stack_runs
     except RuntimeError:
@@ -79,7 +81,7 @@ def _run_once(workload, setting: Setting, sample, out: Measured, timed: bool, fl
     if timed:
         out.times.append(elapsed)
     out.block_runs.append(meter.compute.block_runs)
-    out.own_runs.append(_own_runs(pipe, setting))
+    out.own_runs.append(_own_runs(pipe))
     if flops:
         with measure(pipe) as counted:
             again = workload.generate(sample, **setting.overrides)
@@ -122,8 +124,7 @@ def run_interleaved(workload, settings: list[tuple[Setting, str]], samples, prog
 
 
 def reference(workload, samples, timed: bool = True) -> Reference:
-    from lemica.bench.methods import _vanilla
-    measured = run_setting(workload, _vanilla(None), samples, timed=timed)
+    measured = run_setting(workload, REGISTRY["vanilla"].make(None), samples, timed=timed)
     T = workload.num_steps
     branches = max(1, round(measured.mean(measured.block_runs) / T))
     return Reference(measured, branches, measured.mean(measured.flops) / T)
@@ -147,12 +148,11 @@ class Matcher:
             if saved.get("fingerprint") == self._fingerprint:
                 self._memo = {(e["method"], e["knob_key"]): e["compute"] for e in saved["entries"]}
         self._seen: set[tuple] = set()  # settings asked for in this run
+        self.stored = len(self._memo)  # tuning runs found in the store
 
     def _workload_fingerprint(self) -> str:
-        from lemica.calibration import _hash, pipeline_fingerprint
-
         work = self.ctx.workload
-        return _hash({"pipeline": pipeline_fingerprint(work.pipe, work.num_steps, work.call_kwargs),
+        return stable_hash({"pipeline": pipeline_fingerprint(work.pipe, work.num_steps, work.call_kwargs),
                       "call_kwargs": work.call_kwargs, "match": self.match, "branches": self.ref.branches,
                       "tuning": [(s.prompt, s.seed, s.kwargs) for s in work.tuning]})
 
@@ -234,13 +234,7 @@ class Matcher:
 
 def quality(ref: Reference, measured: Measured) -> dict:
     """Mean PSNR / SSIM / LPIPS against the vanilla video of the same sample, and the per-sample values."""
-    scores = [compare_videos(r, c) for r, c in zip(ref.measured.videos, measured.videos)]
-    out = {}
-    for name in ("psnr", "ssim", "lpips"):
-        values = np.array([s[name] for s in scores], dtype=float)
-        out[name] = float(np.mean(values)) if np.all(np.isfinite(values)) else float("inf")
-    out["per_sample"] = [{k: (v if math.isfinite(v) else None) for k, v in s.items()} for s in scores]
-    return out
+    return mean_quality(ref.measured.videos, measured.videos)
 
 
 def row(method: Method, setting: Setting, budget: int | None, measured: Measured, ref: Reference, workload,
@@ -285,19 +279,8 @@ class BenchResult:
     tuning_log: list[dict]
 
     def to_dict(self) -> dict:
-        return _finite({"meta": self.meta, "vanilla": self.vanilla, "rows": self.rows,
-                        "unavailable": self.unavailable, "tuning_log": self.tuning_log})
-
-
-def _finite(obj):
-    """JSON has no infinity: identical videos (PSNR = inf) are written as null."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
+        return json_safe({"meta": self.meta, "vanilla": self.vanilla, "rows": self.rows,
+                          "unavailable": self.unavailable, "tuning_log": self.tuning_log})
 
 
 def run_bench(ctx: BenchContext, methods: list[str], budgets: list[int], match: str = "steps",
@@ -305,8 +288,6 @@ def run_bench(ctx: BenchContext, methods: list[str], budgets: list[int], match: 
               tuning_store: Path | None = None) -> BenchResult:
     """Tune every method to every budget on the tuning samples, then evaluate all of them interleaved.
     With ``tuning_store`` the tuning runs survive an interruption (see ``Matcher``)."""
-    from lemica.calibration import encode_prompts_once
-
     with encode_prompts_once(ctx.workload.pipe):  # text prompts are encoded once, outside every timed run
         return _run_bench(ctx, methods, budgets, match, progress, log, tuning_store)
 
@@ -316,14 +297,14 @@ def _run_bench(ctx: BenchContext, methods: list[str], budgets: list[int], match:
     workload = ctx.workload
     unknown = [m for m in methods if m not in REGISTRY]
     if unknown:
-        raise ValueError(f"unknown methods {unknown}; choose from {list(REGISTRY)}")
+        raise MethodUnavailable(f"unknown methods {unknown}; choose from {list(REGISTRY)}")
     log(f"vanilla compute on 1 sample ({workload.num_steps} steps)")
     probe = reference(workload, workload.samples[:1], timed=False)
     if not probe.measured.deterministic:
         raise RuntimeError("the vanilla pipeline is not deterministic for a fixed seed; nothing can be compared")
     matcher = Matcher(ctx, probe, match, tuning_store)
-    if matcher._memo:
-        log(f"{len(matcher._memo)} tuning runs of an earlier run of this bench found in {tuning_store}: reused")
+    if matcher.stored:
+        log(f"{matcher.stored} tuning runs of an earlier run of this bench found in {tuning_store}: reused")
 
     plan_: list[tuple[Method, int | None, Setting, dict | None]] = []
     unavailable = []

@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from lemica.errors import PresetNotFoundError
 from lemica.runtime import Action, StepPolicy
 
 IDENTITY = (1.0, 0.0)
@@ -29,7 +30,7 @@ def published_coefficients(model: str) -> list[float]:
     table = json.loads(resources.files("lemica").joinpath("data/teacache_coefficients.json").read_text())
     if model not in table or model == "about":
         known = sorted(k for k in table if k != "about")
-        raise KeyError(f"no published TeaCache coefficients for {model!r}; known: {known}")
+        raise PresetNotFoundError(f"no published TeaCache coefficients for {model!r}; known: {known}")
     return list(table[model])
 
 
@@ -48,6 +49,8 @@ def relative_l1(current: torch.Tensor, previous: torch.Tensor) -> float:
 
 class TeaCachePolicy(StepPolicy):
     """Skip while the accumulated, polynomially rescaled relative L1 change stays below ``threshold``."""
+
+    refines = True
 
     def __init__(self, threshold: float, coefficients: Sequence[float] = IDENTITY, warmup: int = 1,
                  signal: Callable[[tuple, dict], torch.Tensor] = modulated_input):
@@ -96,6 +99,8 @@ class TeaCachePolicy(StepPolicy):
 
 class TeaCacheRecorder(StepPolicy):
     """Compute every step; keep each call's modulated input and output (to fit the rescale polynomial)."""
+
+    refines = True
 
     def __init__(self, signal: Callable[[tuple, dict], torch.Tensor] = modulated_input):
         self.signal = signal

@@ -64,3 +64,21 @@ def latent_mae(a, b) -> float:
     if ta.shape != tb.shape:
         raise ValueError(f"shape mismatch: {tuple(ta.shape)} vs {tuple(tb.shape)}")
     return (ta.detach().double() - tb.detach().double()).abs().mean().item()
+
+
+def mean_quality(references, candidates, lpips_net: str = "alex") -> dict:
+    """The one evaluation every report uses: ``compare_videos`` per (reference, candidate) pair, then the mean of
+    each metric over the videos, and the per-video values under ``"per_sample"``.
+
+    A candidate identical to its reference has PSNR +inf; the mean PSNR is then +inf too, and the per-video value
+    is None (JSON has no infinity).
+    """
+    scores = [compare_videos(r, c, lpips_net) for r, c in zip(references, candidates, strict=True)]
+    if not scores:
+        raise ValueError("mean_quality needs at least one (reference, candidate) pair")
+    out = {}
+    for name in ("psnr", "ssim", "lpips"):
+        values = np.array([s[name] for s in scores], dtype=float)
+        out[name] = float(np.mean(values)) if np.all(np.isfinite(values)) else float("inf")
+    out["per_sample"] = [{k: (v if np.isfinite(v) else None) for k, v in s.items()} for s in scores]
+    return out

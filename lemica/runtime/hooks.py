@@ -21,11 +21,10 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-from diffusers.hooks import HookRegistry, ModelHook
-from diffusers.hooks._common import _ALL_TRANSFORMER_BLOCK_IDENTIFIERS
-from diffusers.hooks._helpers import TransformerBlockMetadata, TransformerBlockRegistry
-from diffusers.hooks.hooks import BaseState, StateManager
 
+from lemica.errors import UnsupportedModelError
+from lemica.runtime.diffusers_compat import (BLOCK_LIST_NAMES, BlockLayout, ContextProbe, HookRegistry, ModelHook,
+                                             block_layout, register_block_layout)
 from lemica.runtime.policies import Action, StepPolicy
 
 STEP_HOOK = "lemica_step"
@@ -33,39 +32,33 @@ BLOCK_HOOK = "lemica_block"
 HIDDEN, ENCODER = "hidden_states", "encoder_hidden_states"
 
 
-class UnsupportedModelError(ValueError):
-    """The transformer's structure is not one lemica can cache without per-model code."""
-
-
 def register_block(block_class: type, *, hidden_states_index: int = 0,
                    encoder_hidden_states_index: int | None = None) -> None:
     """Teach lemica (and diffusers' own cache hooks) where a custom block returns its streams."""
-    TransformerBlockRegistry.register(block_class, TransformerBlockMetadata(
-        return_hidden_states_index=hidden_states_index,
-        return_encoder_hidden_states_index=encoder_hidden_states_index))
+    register_block_layout(block_class, hidden_states_index, encoder_hidden_states_index)
 
 
 def find_blocks(transformer: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
     """Top-level block lists under diffusers' usual names, in registration order."""
     blocks = []
     for name, child in transformer.named_children():
-        if name in _ALL_TRANSFORMER_BLOCK_IDENTIFIERS and isinstance(child, torch.nn.ModuleList):
+        if name in BLOCK_LIST_NAMES and isinstance(child, torch.nn.ModuleList):
             blocks.extend((f"{name}.{i}", block) for i, block in enumerate(child))
     if not blocks:
         raise UnsupportedModelError(
             f"{type(transformer).__name__} has no transformer block list (looked for ModuleLists named "
-            f"{sorted(_ALL_TRANSFORMER_BLOCK_IDENTIFIERS)})")
+            f"{sorted(BLOCK_LIST_NAMES)})")
     return blocks
 
 
-def block_metadata(block: torch.nn.Module) -> TransformerBlockMetadata:
-    try:
-        return TransformerBlockRegistry.get(type(block))
-    except ValueError:
+def layout_of(block: torch.nn.Module) -> BlockLayout:
+    layout = block_layout(type(block))
+    if layout is None:
         raise UnsupportedModelError(
             f"block class {type(block).__name__} is not in diffusers' TransformerBlockRegistry, so lemica does not "
             f"know where it returns its hidden states; register it with lemica.register_block("
-            f"{type(block).__name__}, hidden_states_index=..., encoder_hidden_states_index=...)") from None
+            f"{type(block).__name__}, hidden_states_index=..., encoder_hidden_states_index=...)")
+    return layout
 
 
 @dataclasses.dataclass
@@ -84,14 +77,6 @@ class _Pass:
     residual_added: bool = False
 
 
-class _Residuals(BaseState):
-    def __init__(self):
-        self.by_branch: dict[str, dict[str, torch.Tensor]] = {}
-
-    def reset(self):
-        self.by_branch.clear()
-
-
 class StepHook(ModelHook):
     """Transformer-level hook: one policy decision per call."""
 
@@ -101,39 +86,34 @@ class StepHook(ModelHook):
         super().__init__()
         self.controller = controller
         self.name = name
-        # diffusers sets the pipeline's cache_context on every StateManager attribute of a stateful hook.
-        self.context = StateManager(_Residuals)
-        self.residuals = _Residuals()
+        self.context = ContextProbe()  # diffusers sets the pipeline's cache_context on it
+        self.residuals: dict[str, dict[str, torch.Tensor]] = {}  # per guidance branch
         self.current: _Pass | None = None
         self.tail: str | None = None  # last block to run (the last registered one; checked on computed passes)
         self.interleaved: bool | None = None  # block lists interleave: residuals need a ghost pass
-
-    def _context_name(self) -> str | None:
-        ctx = self.context._context
-        return None if ctx is None else ctx.name
 
     def new_forward(self, module, *args, **kwargs):
         ctrl = self.controller
         if not ctrl.clock.running or self.current is not None:
             return self.fn_ref.original_forward(*args, **kwargs)
         step = ctrl.clock.step_index
-        branch = ctrl.clock.branch(self.name, self._context_name())
+        branch = ctrl.clock.branch(self.name, self.context.name())
         policy: StepPolicy = ctrl.policy
         action = Action(policy.action(step, branch))
-        stored = self.residuals.by_branch.get(branch)
+        stored = self.residuals.get(branch)
         if action is Action.REUSE and stored is None:
             action = Action.COMPUTE  # nothing cached yet for this branch/transformer (e.g. first Wan2.2 low-noise step)
             ctrl.stats.forced.append((step, branch, self.name))
         if action is Action.SERVE:
             output, residual = policy.served_output(step, branch, self.name)
             if residual is not None:  # lets later steps reuse a residual that was recorded, not recomputed
-                self.residuals.by_branch[branch] = residual
+                self.residuals[branch] = residual
             ctrl.stats.add(step, branch, self.name, action)
             policy.observe(step, branch, self.name, action, output, residual)
             return output
 
         current = _Pass(action, branch, residual=stored, tail=self.tail, step=step,
-                        refine=type(policy).refine is not StepPolicy.refine)
+                        refine=policy.refines)
         output = self._run(current, args, kwargs)
         action = current.action  # a dynamic policy may have revised it at the first block
         residual = None
@@ -144,7 +124,7 @@ class StepHook(ModelHook):
                 ghost = _Pass(Action.REUSE, branch, residual={}, tail=self.tail)
                 self._run(ghost, args, kwargs)
             residual = self._residual_of(current, ghost)
-            self.residuals.by_branch[branch] = residual
+            self.residuals[branch] = residual
         elif not current.residual_added:
             raise UnsupportedModelError(f"{type(module).__name__}: no transformer block ran during a reused step")
         ctrl.stats.add(step, branch, self.name, action)
@@ -186,7 +166,7 @@ class StepHook(ModelHook):
 
     def reset_state(self, module):
         # Called by pipeline.maybe_free_model_hooks() at the end of every call: drop cached tensors.
-        self.residuals.reset()
+        self.residuals.clear()
         self.context.reset()
         self.current = None
         return module
@@ -199,33 +179,32 @@ class BlockHook(ModelHook):
         super().__init__()
         self.step_hook = step_hook
         self.name = name
-        self.meta: TransformerBlockMetadata | None = None
+        self.layout: BlockLayout | None = None
 
     def initialize_hook(self, module):
-        self.meta = block_metadata(module)
+        self.layout = layout_of(module)
         return module
 
     def _inputs(self, args, kwargs) -> dict[str, torch.Tensor]:
-        streams = {HIDDEN: self.meta._get_parameter_from_args_kwargs(self.meta.hidden_states_argument_name, args, kwargs)}
-        if self.meta.return_encoder_hidden_states_index is not None:
-            streams[ENCODER] = self.meta._get_parameter_from_args_kwargs(
-                self.meta.encoder_hidden_states_argument_name, args, kwargs)
+        streams = {HIDDEN: self.layout.hidden_input(args, kwargs)}
+        if self.layout.encoder_index is not None:
+            streams[ENCODER] = self.layout.encoder_input(args, kwargs)
         return streams
 
     def _outputs(self, output) -> dict[str, torch.Tensor]:
         if not isinstance(output, tuple):
             return {HIDDEN: output}
-        streams = {HIDDEN: output[self.meta.return_hidden_states_index]}
-        if self.meta.return_encoder_hidden_states_index is not None:
-            streams[ENCODER] = output[self.meta.return_encoder_hidden_states_index]
+        streams = {HIDDEN: output[self.layout.hidden_index]}
+        if self.layout.encoder_index is not None:
+            streams[ENCODER] = output[self.layout.encoder_index]
         return streams
 
     def _pack(self, streams: dict[str, torch.Tensor]):
-        if self.meta.return_encoder_hidden_states_index is None:
+        if self.layout.encoder_index is None:
             return streams[HIDDEN]
         out = [None, None]
-        out[self.meta.return_hidden_states_index] = streams[HIDDEN]
-        out[self.meta.return_encoder_hidden_states_index] = streams[ENCODER]
+        out[self.layout.hidden_index] = streams[HIDDEN]
+        out[self.layout.encoder_index] = streams[ENCODER]
         return tuple(out)
 
     def new_forward(self, module, *args, **kwargs):
@@ -254,11 +233,11 @@ class BlockHook(ModelHook):
 def validate(transformer: torch.nn.Module) -> None:
     """Raise UnsupportedModelError unless every block's stream layout is known."""
     for _, block in find_blocks(transformer):
-        block_metadata(block)
+        layout_of(block)
 
 
 def attach(transformer: torch.nn.Module, controller, name: str) -> StepHook:
-    validate(transformer)
+    """Hook ``transformer`` and its blocks (already validated by the caller) for ``controller``'s policy."""
     blocks = find_blocks(transformer)
     step_hook = StepHook(controller, name)
     step_hook.tail = blocks[-1][0]

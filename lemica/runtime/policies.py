@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 from typing import Any
 
+from lemica.errors import ScheduleMismatchError
 from lemica.schedule import Schedule
 
 
@@ -18,12 +19,10 @@ class Action(str, enum.Enum):
     SERVE = "serve"  # skip the whole transformer: return an output the policy already has (calibration replay)
 
 
-class ScheduleMismatchError(ValueError):
-    """The schedule was planned for a different number of denoising steps than the pipeline runs."""
-
-
 class StepPolicy:
     """Base policy: compute everything. Subclasses override ``action`` (and optionally the other hooks)."""
+
+    refines = False  # True: the hook calls ``refine`` at the first block of every non-served call
 
     def start(self, num_steps: int) -> None:
         """Called when the pipeline sets its timesteps, before the first transformer call."""
@@ -34,8 +33,8 @@ class StepPolicy:
     def refine(self, step: int, branch: str, action: Action, block_args: tuple, block_kwargs: dict) -> Action:
         """Revise ``action`` on seeing the first block's inputs (its timestep modulation, say).
 
-        Only dynamic policies (TeaCache-style thresholds) override this; a REUSE without a stored residual is
-        turned into COMPUTE by the hook. Static policies leave it alone and pay nothing for it.
+        Called only when ``refines`` is True (dynamic policies: TeaCache-style thresholds); a REUSE without a
+        stored residual is turned into COMPUTE by the hook. Static policies never pay for it.
         """
         return action
 

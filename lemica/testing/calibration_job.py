@@ -31,7 +31,7 @@ def main(argv=None):
         tp.pipe.transformer.register_forward_pre_hook(lambda *_: time.sleep(args.call_delay))
     prompts, call_kwargs = job_inputs(tp)
     if args.fast:
-        from lemica.estimators import calibrate_fast as run
+        from lemica.calibration import calibrate_fast as run
     else:
         run = calibrate
     graph = run(tp.pipe, prompts, SEEDS, num_inference_steps=NUM_STEPS, max_skip=MAX_SKIP, workdir=args.workdir,

@@ -9,27 +9,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from lemica.cli import fail, info, load_graph_or_exit, load_schedule_or_exit
-from lemica.cli_options import (DeviceOption, DtypeOption, FramesOption, HeightOption, PipelineOption, WidthOption,
-                                read_prompts_file, size_kwargs)
-from lemica.pipelines import EMBEDDED, default_graph_path, load_pipeline, resolve_device, resolve_dtype, video_frames
-
-def _load_or_exit(spec: str, device: str = "auto", dtype: str = "auto"):
-    try:
-        where = resolve_device(device)
-        return load_pipeline(spec, device=where, dtype=resolve_dtype(dtype, where, spec))
-    except (OSError, ValueError, RuntimeError) as e:
-        fail(f"cannot load pipeline {spec!r}: {e}")
-
-
-def _defaults(spec: str, steps: Optional[int], guidance: Optional[float]) -> tuple[int, float]:
-    if spec == EMBEDDED:
-        from lemica.models.tiny_t2v import DEFAULT_GUIDANCE, DEFAULT_STEPS
-
-        return steps or DEFAULT_STEPS, DEFAULT_GUIDANCE if guidance is None else guidance
-    if steps is None or guidance is None:
-        fail("--steps and --guidance are required for pipelines other than the embedded model", code=2)
-    return steps, guidance
+from lemica.cli._common import (DeviceOption, DtypeOption, FramesOption, HeightOption, PipelineOption, WidthOption,
+                                fail, info, int_list, load_graph_or_exit, load_pipeline_or_exit, load_schedule_or_exit,
+                                read_prompts_file, run_defaults, size_kwargs)
+from lemica.errors import LemicaError, PlanningError, ScheduleMismatchError
+from lemica.pipelines import EMBEDDED, default_graph_path, video_frames
+from lemica.planner import plan
 
 
 def calibrate_command(
@@ -56,12 +41,9 @@ def calibrate_command(
     = False,
 ) -> None:
     """Measure every cache segment's global error on the final output and write the error graph."""
-    from lemica.calibration import calibrate
+    from lemica.calibration import calibrate, calibrate_fast
 
-    try:
-        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
-    except ValueError:
-        fail(f"--seeds must be comma-separated integers, got {seeds!r}", code=2)
+    seed_list = int_list(seeds, "--seeds")
     if prompts_file is not None:
         prompts = read_prompts_file(prompts_file, "--prompts")[:num_prompts]
     elif pipeline == EMBEDDED:
@@ -70,20 +52,15 @@ def calibrate_command(
         prompts = calibration_prompts(num_prompts)
     else:
         fail("--prompts FILE is required for pipelines other than the embedded model", code=2)
-    T, G = _defaults(pipeline, steps, guidance)
-    pipe = _load_or_exit(pipeline, device, dtype)
+    T, G = run_defaults(pipeline, steps, guidance)
+    pipe = load_pipeline_or_exit(pipeline, device, dtype)
     kwargs = dict(num_inference_steps=T, max_skip=max_skip, guidance_scale=G, offload=offload,
                   **size_kwargs(height, width, num_frames),
                   workdir=workdir or out.with_name(out.name + (".fast.work" if fast else ".work")))
     started = time.perf_counter()
     try:
-        if fast:
-            from lemica.estimators import calibrate_fast
-
-            graph = calibrate_fast(pipe, prompts, seed_list, **kwargs)
-        else:
-            graph = calibrate(pipe, prompts, seed_list, **kwargs)
-    except ValueError as e:
+        graph = (calibrate_fast if fast else calibrate)(pipe, prompts, seed_list, **kwargs)
+    except LemicaError as e:
         fail(str(e))
     if int(os.environ.get("RANK", "0")) == 0:
         graph.save(out)
@@ -120,10 +97,8 @@ def generate_command(
     """Generate a video, vanilla or on a cache schedule, and print the wall time."""
     import torch
 
-    from lemica import plan
     from lemica.calibration import check_graph_matches
-    from lemica.planner import PlanningError
-    from lemica.runtime import ScheduleMismatchError, cache_stats, enable_cache
+    from lemica.runtime import cache_stats, enable_cache
     from lemica.video import save_video, upscale
 
     if schedule_path is not None and (budget is not None or speedup is not None or graph_path is not None):
@@ -132,7 +107,7 @@ def generate_command(
         fail("--graph needs --budget or --speedup", code=2)
     if out.suffix.lower() not in (".gif", ".mp4", ".png"):
         fail(f"--out must end in .gif, .mp4 or .png, got {out.name}", code=2)
-    T, G = _defaults(pipeline, steps, guidance)
+    T, G = run_defaults(pipeline, steps, guidance)
     call = dict(prompt=prompt, num_inference_steps=T, guidance_scale=G, **size_kwargs(height, width, num_frames),
                 generator=torch.Generator().manual_seed(seed))
     if negative_prompt is not None:
@@ -151,7 +126,7 @@ def generate_command(
             schedule = plan(graph, budget, speedup=speedup).schedule
         except PlanningError as e:
             fail(str(e))
-    pipe = _load_or_exit(pipeline, device, dtype)
+    pipe = load_pipeline_or_exit(pipeline, device, dtype)
     if schedule is not None:
         calibrated_for = graph if graph_path is not None else schedule.meta.get("calibrated_for")
         if calibrated_for:

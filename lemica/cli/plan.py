@@ -1,92 +1,19 @@
-"""`lemica` command line. Each command is a small function; shared loading/printing helpers live here."""
+"""`lemica plan`, `plot` and `presets`: the commands that work on graphs and schedules (no model needed)."""
 from __future__ import annotations
 
-import os
-
-# Before torch starts its OpenMP pool: idle workers sleep instead of spinning, which on a shared or
-# oversubscribed CPU made every command several times slower. Users can still override it.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-if __name__ == "__main__":  # `python -m lemica.cli`: run the importable module, which the commands register on
-    from lemica.cli import app as _app
-
-    raise SystemExit(_app())
-
-import json
-import sys
-from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from lemica.graph import ErrorGraph, GraphFormatError
-from lemica.planner import OBJECTIVES, Plan, PlanningError, frontier, plan
-from lemica.schedule import Schedule, ScheduleFormatError, compress_steps
-
-app = typer.Typer(
-    name="lemica",
-    help="LeMiCa: plan and apply cache schedules that run a diffusion transformer on only B of T steps.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-out_console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
-
-class Objective(str, Enum):
-    lexminimax = "lexminimax"
-    minimax = "minimax"
-    shortest = "shortest"
-
-
-assert {o.value for o in Objective} == set(OBJECTIVES)
-
-
-@app.callback()
-def _main() -> None:
-    """LeMiCa: lexicographic-minimax cache schedules for diffusion transformers."""
-
-
-# ----------------------------------------------------------------------------------------------
-# shared helpers (other commands reuse these)
-# ----------------------------------------------------------------------------------------------
-def fail(message: str, code: int = 1) -> NoReturn:
-    """Print `error: message` on stderr and exit with `code` (never a traceback for user mistakes)."""
-    err_console.print(f"[bold red]error:[/] {escape(message)}")
-    raise typer.Exit(code)
-
-
-def info(message: str) -> None:
-    """Progress/notes go to stderr so that stdout stays machine-readable with --json."""
-    err_console.print(escape(message))
-
-
-def load_graph_or_exit(path: Path) -> ErrorGraph:
-    try:
-        return ErrorGraph.load(path)
-    except FileNotFoundError:
-        fail(f"graph file not found: {path}")
-    except (GraphFormatError, OSError) as e:
-        fail(f"invalid error graph: {e}")
-
-
-def load_schedule_or_exit(path: Path) -> Schedule:
-    try:
-        return Schedule.load(path)
-    except FileNotFoundError:
-        fail(f"schedule file not found: {path}")
-    except (ScheduleFormatError, OSError) as e:
-        fail(f"invalid schedule: {e}")
-
-
-def print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
-    sys.stdout.flush()
+from lemica import presets
+from lemica.cli._common import (Objective, fail, info, load_graph_or_exit, out_console, print_json)
+from lemica.errors import PlanningError, PresetNotFoundError
+from lemica.planner import Plan, frontier, plan
+from lemica.schedule import compress_steps
 
 
 def _fmt(x: float) -> str:
@@ -129,10 +56,6 @@ def render_frontier(plans: dict[int, Plan], console: Console = out_console) -> N
     console.print(table)
 
 
-# ----------------------------------------------------------------------------------------------
-# commands
-# ----------------------------------------------------------------------------------------------
-@app.command("plan")
 def plan_command(
     graph_path: Annotated[Path, typer.Argument(metavar="GRAPH", help="Error graph JSON (format lemica-graph).")],
     budget: Annotated[Optional[int], typer.Option("--budget", "-b", help="Number of full-compute steps B.")] = None,
@@ -184,7 +107,6 @@ def plan_command(
         render_plan(single)
 
 
-@app.command("plot")
 def plot_command(
     graph_path: Annotated[Path, typer.Argument(metavar="GRAPH", help="Error graph JSON (format lemica-graph).")],
     out: Annotated[Path, typer.Option("--out", help="Directory for GRAPHNAME_heatmap.png and GRAPHNAME_frontier.png.")]
@@ -207,7 +129,6 @@ def plot_command(
         out_console.print(str(path))
 
 
-@app.command("presets")
 def presets_command(
     name: Annotated[Optional[str], typer.Argument(help="A preset; omitted: list them all.")] = None,
     budget: Annotated[Optional[int], typer.Option("--budget", "-b", help="Published budget to take.")] = None,
@@ -215,8 +136,6 @@ def presets_command(
     = None,
 ) -> None:
     """The step lists the method's authors published for real models (Wan2.1, Qwen-Image, FLUX, ...)."""
-    from lemica import presets
-
     if name is None:
         for preset in presets.names():
             entry = presets.info(preset)
@@ -231,18 +150,9 @@ def presets_command(
                 fail("--out needs --budget", code=2)
             return
         schedule = presets.get(name, budget)
-    except KeyError as e:
-        fail(str(e.args[0]), code=2)
+    except PresetNotFoundError as e:
+        fail(str(e), code=2)
     out_console.print(f"{name} B={schedule.budget} of T={schedule.num_steps}: {list(schedule.full_steps)}")
     if out is not None:
         schedule.save(out)
         info(f"wrote schedule (B={schedule.budget}) to {out}")
-
-
-from lemica.cli_run import calibrate_command, generate_command  # noqa: E402  (commands that run pipelines)
-
-app.command("calibrate")(calibrate_command)
-app.command("generate")(generate_command)
-from lemica.bench.cli import bench  # noqa: E402  (lemica bench: peers at matched compute)
-
-app.command("bench")(bench)

@@ -6,14 +6,14 @@ segment through the pipeline's own loop, but look at the *predicted clean sample
 output, and stop the loop there (a private exception raised from ``scheduler.step``), so the rest of the
 sampling never runs:
 
-* ``"free"``: x̂0 of the last *reused* step j − 1. One replay per start step i covers all its edges and runs no
+* ``"free"`` (experimental): x̂0 of the last *reused* step j − 1. One replay per start step i covers all its edges and runs no
   block at all: the whole calibration costs one generation of block-stack work (plus the cheap embeddings
   and output head of the reused steps).
 * ``"proxy"``: compute step j (and ``lookahead`` more steps), then compare x̂0 there: min(k, T − 1 − j) + 1
   block-stack runs per edge. With a lookahead that reaches T − 1 it *is* exact mode (x̂0 of the last
   flow-matching step is the output). By default one "probe" edge ending at T/2 is run to the end in every
   sample; the ratio exact/x̂0 error it shows rescales the edges measured before the last step.
-* ``"refine"``: a base estimate for every edge, then exact weights only for the edges on the planned paths of
+* ``"refine"`` (experimental): a base estimate for every edge, then exact weights only for the edges on the planned paths of
   the asked budgets, re-planning until those paths use measured edges only (lazy evaluation). Unmeasured
   edges keep the base estimate, rescaled to exact units by the median exact/estimate ratio.
 * ``"exact"``: ``lemica.calibrate`` itself, so "fewer samples" and "reduced resolution" can be applied to it.
@@ -22,7 +22,8 @@ Every method also takes ``max_samples`` (calibrate on the first n (prompt, seed)
 ``calibration_size`` (e.g. ``{"height": 16, "width": 16}``: calibrate smaller, plan for the full size).
 The graph's ``meta["estimator"]`` names the method and ``meta["cost"]`` counts the block-stack runs actually
 executed (from ``cache_stats``), per sample and in generation equivalents. See docs/fast_calibration.md for
-measured costs and schedule fidelity.
+measured costs and schedule fidelity: ``proxy`` with its probe is what ``lemica calibrate --fast`` runs; ``free``
+and ``refine`` are experimental (measured there, kept for benchmarks/calibration_cost.py; they may change).
 """
 from __future__ import annotations
 
@@ -31,17 +32,22 @@ import inspect
 import math
 import os
 import statistics
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
-from lemica.calibration import (RecordPolicy, SegmentReplayPolicy, _clone, _final_latents, _hash, _sample_kwargs,
-                                calibrate, check_inputs, edges_for, encode_prompts_once, exact_cost, measure_samples,
-                                pipeline_fingerprint)
+from lemica.calibration.exact import calibrate, edges_for, exact_cost
+from lemica.calibration.fingerprint import pipeline_fingerprint, stable_hash
+from lemica.calibration.jobs import (check_inputs, edge_stats, graph_meta, mean_edges, measure_samples,
+                                     quiet_pipeline, sample_order)
+from lemica.calibration.prompts import encode_prompts_once
+from lemica.calibration.replay import (ChainRecord, RecordPolicy, SegmentReplayPolicy, ServeThenCompute, Switch,
+                                       final_latents, sample_kwargs)
+from lemica.errors import CalibrationError, PlanningError
 from lemica.graph import Edge, ErrorGraph
-from lemica.planner import PlanningError, plan
-from lemica.runtime import Action, StepPolicy, cache_stats, cached
+from lemica.planner import plan
+from lemica.runtime import StepPolicy, cache_stats, cached
 
 __all__ = ["calibrate_fast", "METHODS", "proxy_cost", "probed_proxy_cost", "probe_edge", "free_cost", "refine_cost"]
 
@@ -147,32 +153,13 @@ class _StepTap:
         return False
 
 
-class _Switch(StepPolicy):
-    """Forwards every decision to the current replay's policy, so the hooks are attached once, not per replay."""
-
-    def __init__(self):
-        self.target: StepPolicy = StepPolicy()
-
-    def start(self, num_steps):
-        self.target.start(num_steps)
-
-    def action(self, step, branch):
-        return self.target.action(step, branch)
-
-    def served_output(self, step, branch, transformer):
-        return self.target.served_output(step, branch, transformer)
-
-    def observe(self, step, branch, transformer, action, output, residual):
-        self.target.observe(step, branch, transformer, action, output, residual)
-
-
-def _run(pipe, switch: _Switch, policy: StepPolicy, kwargs: dict, keep=None, stop_after=None):
+def _run(pipe, switch: Switch, policy: StepPolicy, kwargs: dict, keep=None, stop_after=None):
     """One pipeline call under ``policy`` (``switch`` is installed): (final latents or None if stopped, block-stack
     runs, guidance branches, the tap with the kept steps' x̂0)."""
     switch.target = policy
     with _StepTap(pipe.scheduler, keep, stop_after) as tap:
         try:
-            final = _final_latents(pipe, kwargs)
+            final = final_latents(pipe, kwargs)
         except _Stop:
             final = None
     stats = cache_stats(pipe)
@@ -183,38 +170,7 @@ def _mae(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().mean())
 
 
-# ------------------------------------------------------------------------------------- replay policies
-class _ChainRecord(SegmentReplayPolicy):
-    """A cached segment from start step i, keeping each reused step's output so later replays can serve it."""
-
-    def __init__(self, record: RecordPolicy, start: int, end: int):
-        super().__init__(record, start, end)
-        self.outputs: dict[tuple[int, str, str], Any] = {}
-
-    def observe(self, step, branch, transformer, action, output, residual):
-        if action is Action.REUSE:
-            self.outputs[(step, branch, transformer)] = _clone(output)
-
-
-class _ServeThenCompute(StepPolicy):
-    """Edge (i, j) without re-running its cached segment: serve steps < j (the reference up to i, the recorded
-    reused outputs after), compute from j. Bit-identical to SegmentReplayPolicy, minus the reused steps' cost."""
-
-    def __init__(self, record: RecordPolicy, chain: _ChainRecord, start: int, end: int):
-        self.record, self.chain, self.start_step, self.end_step = record, chain, start, end
-
-    def action(self, step, branch):
-        return Action.SERVE if step < self.end_step else Action.COMPUTE
-
-    def served_output(self, step, branch, transformer):
-        from_reference = step <= self.start_step
-        key = (step, branch, transformer)
-        if key not in (self.record.outputs if from_reference else self.chain.outputs):
-            raise RuntimeError(f"the replay called the transformer at step {step} branch {branch!r}, which the "
-                               f"recorded runs never did: the pipeline is not deterministic across calls")
-        return (self.record.output(key) if from_reference else _clone(self.chain.outputs[key])), None
-
-
+# ------------------------------------------------------------------------------------- one sample
 def _by_start(edges) -> dict[int, list[int]]:
     starts: dict[int, list[int]] = {}
     for i, j in edges:
@@ -222,20 +178,19 @@ def _by_start(edges) -> dict[int, list[int]]:
     return starts
 
 
-# ------------------------------------------------------------------------------------- one sample
 class _Sample:
     """The reference trajectory of one (prompt, seed) and the replays measured against it."""
 
-    def __init__(self, pipe, switch: _Switch, kwargs_factory, offload: bool = False):
+    def __init__(self, pipe, switch: Switch, kwargs_factory, offload: bool = False):
         self.pipe, self.switch, self.kwargs = pipe, switch, kwargs_factory
         self.probe: tuple[float, float] | None = None
         self.record = RecordPolicy(offload)
         self.final, self.runs, self.branches, tap = _run(pipe, switch, self.record, kwargs_factory())
         self.x0, self.target = tap.x0, tap.target
 
-    def _chain(self, i: int, last: int, keep) -> tuple["_ChainRecord", _StepTap]:
+    def _chain(self, i: int, last: int, keep) -> tuple[ChainRecord, _StepTap]:
         """Serve ≤ i, reuse i+1 … last−1 and stop there, keeping those steps' outputs and x̂0."""
-        chain = _ChainRecord(self.record, i, last)
+        chain = ChainRecord(self.record, i, last)
         _, runs, _, tap = _run(self.pipe, self.switch, chain, self.kwargs(), keep=keep, stop_after=last - 1)
         self.runs += runs
         return chain, tap
@@ -259,7 +214,7 @@ class _Sample:
             chain, _ = self._chain(i, max(ends), keep=())
             for j in ends:
                 end = min(j + lookahead, T - 1)
-                replay = _ServeThenCompute(self.record, chain, i, j)
+                replay = ServeThenCompute(self.record, chain, i, j)
                 stop = None if (i, j) == probe else end
                 final, runs, _, tap = _run(self.pipe, self.switch, replay, self.kwargs(), keep={end}, stop_after=stop)
                 self.runs += runs
@@ -278,16 +233,6 @@ class _Sample:
 
 
 # ---------------------------------------------------------------------------------------- aggregation
-def _edge(values: list[float]) -> Edge:
-    mean = math.fsum(values) / len(values)
-    std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / len(values))
-    return Edge(error=mean, std=std, samples=len(values))
-
-
-def _mean_graph(per_sample: list[dict], edges) -> dict[tuple[int, int], Edge]:
-    return {e: _edge([errors[e] for errors in per_sample]) for e in edges}
-
-
 def _rescale(edges: dict[tuple[int, int], Edge], probes: list[tuple[float, float]], probe, lookahead: int, T: int):
     """Later steps partly undo an error seen in x̂0 mid-sampling (measured: x̂0 errors ~1.1–1.5× the final ones),
     while x̂0 of the last step is the output itself. One probe edge per sample, run to the end, gives the
@@ -323,7 +268,7 @@ def _refine(samples: list[_Sample], base: dict[tuple[int, int], Edge], T: int, L
             break
         rounds += 1
         for e in tqdm(sorted(needed), desc=f"refine round {rounds}", leave=False, disable=not progress):
-            measured[e] = _edge([s.exact(e) for s in samples])
+            measured[e] = edge_stats([s.exact(e) for s in samples])
     info = {"budgets": budgets, "rounds": rounds, "converged": not needed, "scale": scale,
             "exact_edges": [list(e) for e in sorted(measured)]}
     return current, info
@@ -346,18 +291,18 @@ def calibrate_fast(pipe, prompts: Sequence[str | dict], seeds: Iterable[int] = (
     ``offload`` keeps the reference record in host memory, as there.
     """
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+        raise CalibrationError(f"unknown method {method!r}; choose one of {METHODS}")
     if base not in ("free", "proxy"):
-        raise ValueError(f"refine's base estimator must be 'free' or 'proxy', got {base!r}")
+        raise CalibrationError(f"refine's base estimator must be 'free' or 'proxy', got {base!r}")
     if lookahead < 0:
-        raise ValueError(f"lookahead must be ≥ 0, got {lookahead}")
+        raise CalibrationError(f"lookahead must be ≥ 0, got {lookahead}")
     prompts, seeds, T, L = check_inputs(prompts, seeds, num_inference_steps, max_skip)
     if max_samples is not None and max_samples < 1:
-        raise ValueError(f"max_samples must be ≥ 1, got {max_samples}")
+        raise CalibrationError(f"max_samples must be ≥ 1, got {max_samples}")
     if workdir is not None and method in ("refine", "exact"):
-        raise ValueError(f"workdir is for the 'free' and 'proxy' estimators; {method!r} keeps every sample's "
+        raise CalibrationError(f"workdir is for the 'free' and 'proxy' estimators; {method!r} keeps every sample's "
                          f"trajectory in memory (use lemica.calibrate for a resumable exact graph)")
-    samples = [(p, s) for s in seeds for p in range(len(prompts))][:max_samples]
+    samples = sample_order(len(prompts), seeds, max_samples)
     run_kwargs = dict(call_kwargs, **(calibration_size or {}))
     params = {"max_samples": max_samples, "calibration_size": calibration_size}
     if method == "proxy" or (method == "refine" and base == "proxy"):
@@ -377,21 +322,20 @@ def calibrate_fast(pipe, prompts: Sequence[str | dict], seeds: Iterable[int] = (
         else:
             probe_at = probe_edge(T, L, lookahead) if method == "proxy" and probe else None
             config = {"fingerprint": pipeline_fingerprint(pipe, T, run_kwargs), "max_skip": L,
-                      "prompts_hash": _hash(prompts), "samples": samples, "call_kwargs_hash": _hash(run_kwargs),
+                      "prompts_hash": stable_hash(prompts), "samples": samples,
+                      "call_kwargs_hash": stable_hash(run_kwargs),
                       "estimator": method, "estimator_params": params}
             edges_out, extra, per_sample_runs, branches, metric = _estimate(
                 pipe, prompts, samples, T, L, method, base, lookahead, probe_at, budgets, max_rounds, progress,
                 run_kwargs, workdir, config, offload)
 
     exact_runs = branches * exact_cost(T, L)
-    meta = dict(pipeline_fingerprint(pipe, T, call_kwargs), max_skip=L, prompts_hash=_hash(prompts),
-                seeds=seeds, samples=len(samples), estimator=method, estimator_params=params, metric=metric,
-                cost={"block_stack_runs_per_sample": per_sample_runs,
-                      "generation_equivalents_per_sample": per_sample_runs / (T * branches),
-                      "block_stack_runs_total": per_sample_runs * len(samples),
-                      "exact_block_stack_runs_per_sample": exact_runs,
-                      "ratio_to_exact_per_sample": exact_runs / per_sample_runs},
-                **extra)
+    cost = {"block_stack_runs_per_sample": per_sample_runs,
+            "generation_equivalents_per_sample": per_sample_runs / (T * branches),
+            "block_stack_runs_total": per_sample_runs * len(samples),
+            "exact_block_stack_runs_per_sample": exact_runs, "ratio_to_exact_per_sample": exact_runs / per_sample_runs}
+    meta = graph_meta(pipeline_fingerprint(pipe, T, call_kwargs), L, stable_hash(prompts), seeds, len(samples),
+                      method, metric, cost, estimator_params=params, **extra)
     if calibration_size:
         meta["calibration_resolution"] = dict(calibration_size)
         meta["cost"]["note"] = "block-stack runs at the calibration resolution, each cheaper than a full-size one"
@@ -403,15 +347,14 @@ def _estimate(pipe, prompts, samples, T, L, method, base, lookahead, probe, budg
     """free / proxy / refine on the chosen samples: (edges, extra meta, runs per sample, branches, metric)."""
     edges = edges_for(T, L)
     device = getattr(pipe, "device", torch.device("cpu"))
-    if hasattr(pipe, "set_progress_bar_config"):
-        pipe.set_progress_bar_config(disable=True)
+    quiet_pipeline(pipe)
     first = method if method != "refine" else base
     kept: list[_Sample] = []  # refine replays again, so it keeps every sample's trajectory
-    switch = _Switch()
+    switch = Switch()
 
     def measure(k: int) -> dict:
         p, seed = samples[k]
-        sample = _Sample(pipe, switch, lambda: _sample_kwargs(prompts[p], seed, device, T, run_kwargs), offload)
+        sample = _Sample(pipe, switch, lambda: sample_kwargs(prompts[p], seed, device, T, run_kwargs), offload)
         errors = sample.free(edges) if first == "free" else sample.proxy(edges, lookahead, probe, progress)
         if method == "refine":
             kept.append(sample)
@@ -427,7 +370,7 @@ def _estimate(pipe, prompts, samples, T, L, method, base, lookahead, probe, budg
             results = measure_samples(measure, len(samples), workdir, config, progress=progress,
                                       desc=f"calibrating ({method})")
         done = [results[k] for k in sorted(results)]
-        edges_out = _mean_graph([{e: r["errors"][f"{e[0]},{e[1]}"] for e in edges} for r in done], edges)
+        edges_out = mean_edges(results, edges)
         extra = {}
         if probe is not None:
             edges_out, extra["probe"] = _rescale(edges_out, [tuple(r["probe"]) for r in done], probe, lookahead, T)
@@ -451,7 +394,7 @@ def _exact(pipe, prompts, samples, T, L, progress, run_kwargs, offload) -> Error
     per_sample = [calibrate(pipe, [prompts[p]], [seed], num_inference_steps=T, max_skip=L, progress=False,
                             offload=offload, **run_kwargs) for p, seed in tqdm(samples, desc="calibrating (exact)",
                                                               disable=not progress)]
-    edges = {e: _edge([g.edges[e].error for g in per_sample]) for e in per_sample[0].edges}
+    edges = {e: edge_stats([g.edges[e].error for g in per_sample]) for e in per_sample[0].edges}
     runs = sum(g.meta["cost"]["block_stack_runs_per_sample"] for g in per_sample) / len(per_sample)
     meta = dict(per_sample[0].meta, cost={"block_stack_runs_per_sample": runs})
     return ErrorGraph(T, L, edges, meta)

@@ -1,9 +1,8 @@
-"""``lemica bench``: every caching method at matched compute, in one command (the embedded model by default, or any
+"""`lemica bench`: every caching method at matched compute, in one command (the embedded model by default, or any
 diffusers pipeline on the user's prompts)."""
 from __future__ import annotations
 
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -11,45 +10,19 @@ from typing import Annotated, Optional
 
 import typer
 
-from lemica.cli_options import (DeviceOption, DtypeOption, FramesOption, HeightOption, PipelineOption, WidthOption,
+from lemica.bench.registry import METHOD_NAMES
+from lemica.cli._common import (DeviceOption, DtypeOption, FramesOption, HeightOption, PipelineOption, WidthOption,
+                                fail, info, int_list, load_graph_or_exit, load_pipeline_or_exit, read_prompts_file,
                                 size_kwargs)
+from lemica.graph import ErrorGraph
 
 DEFAULT_OUT = Path("runs/bench")
-# Same order as lemica.bench.methods.REGISTRY (a test checks); listed here so `lemica --help` stays fast.
-METHODS = ("vanilla", "lemica-lexminimax", "lemica-minimax", "lemica-shortest", "uniform", "fewer-steps",
-           "cache-dit-static", "teacache", "fbcache", "magcache", "dbcache", "taylorseer", "pab", "fastercache")
-
-
-def _int_list(text: str, what: str) -> list[int]:
-    from lemica.cli import fail
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        fail(f"{what} must be comma-separated integers, got {text!r}", code=2)
-
-
-def environment() -> dict:
-    """Machine and versions, for RESULTS.md."""
-    import diffusers
-    import torch
-    try:
-        import cache_dit
-        cache_dit_version = getattr(cache_dit, "__version__", None) or ".".join(map(str, cache_dit.version_tuple))
-    except Exception:  # noqa: BLE001 - optional
-        cache_dit_version = None
-    return {"python": sys.version.split()[0], "torch": torch.__version__, "diffusers": diffusers.__version__,
-            "cache_dit": cache_dit_version, "platform": platform.platform(), "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "processor": platform.processor() or platform.machine()}
 
 
 def _pipeline_workload(spec, prompts_file, calibration_file, count, seeds, steps, guidance, shift, device, dtype,
                        size):
     """A user's pipeline on the user's prompts."""
     from lemica.bench.workload import pipeline_workload
-    from lemica.cli import fail, info
-    from lemica.cli_run import _load_or_exit
-
-    from lemica.cli_options import read_prompts_file
 
     for path, option in ((prompts_file, "--prompts-file"), (calibration_file, "--calibration-prompts-file")):
         if path is None:
@@ -62,19 +35,17 @@ def _pipeline_workload(spec, prompts_file, calibration_file, count, seeds, steps
     if shared:
         info(f"warning: {len(shared)} prompt(s) are both evaluated and used for calibration/tuning, e.g. "
              f"{shared[0]!r}: the comparison favours the calibrated methods on them")
-    pipe = _load_or_exit(spec, device, dtype)
+    pipe = load_pipeline_or_exit(spec, device, dtype)
     if shift is not None:
         pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, shift=shift)
     return pipeline_workload(pipe, prompts, calibration, seeds, num_steps=steps,
                              call_kwargs={"guidance_scale": guidance, **size}, name=Path(str(spec)).name or str(spec))
 
 
-def resolve_graph(workload, graph_path: Path | None, out: Path, samples: int, max_skip: int, info,
+def resolve_graph(workload, graph_path: Path | None, out: Path, samples: int, max_skip: int,
                   progress: bool = True):
     """The error graph: --graph, else the one shipped for the workload (if its T matches), else calibrate one."""
     from lemica.calibration import calibrate, check_graph_matches
-    from lemica.cli import load_graph_or_exit
-    from lemica.graph import ErrorGraph
 
     if graph_path is not None:
         graph = load_graph_or_exit(graph_path)
@@ -102,14 +73,14 @@ def resolve_graph(workload, graph_path: Path | None, out: Path, samples: int, ma
                    "samples": (graph.meta or {}).get("samples"), "mismatches": problems}
 
 
-def bench(
+def bench_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for results.json/.md, plot and GIF.")] = DEFAULT_OUT,
     prompts: Annotated[int, typer.Option(min=1, help="Held-out prompts to evaluate.")] = 3,
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds; every prompt runs with every seed.")] = "0,1",
     steps: Annotated[Optional[int], typer.Option(help="Sampling steps T (default: the model's).")] = None,
     budgets: Annotated[Optional[str], typer.Option(
         help="Comma-separated full-step budgets B (default T/2,T/3).")] = None,
-    methods: Annotated[str, typer.Option(help=f"Comma-separated subset of: {','.join(METHODS)}.")] = "all",
+    methods: Annotated[str, typer.Option(help=f"Comma-separated subset of: {','.join(METHOD_NAMES)}.")] = "all",
     graph: Annotated[Optional[Path], typer.Option(help="Error graph for lemica's schedules (default: shipped or "
                                                        "calibrated here).")] = None,
     calibration_samples: Annotated[int, typer.Option(min=1, help="Prompts for the graph when it must be "
@@ -140,20 +111,19 @@ def bench(
     import torch
 
     from lemica.bench.methods import BenchContext
-    from lemica.bench.report import summary_lines, write_all
+    from lemica.bench.report import environment, summary_lines, write_all
     from lemica.bench.runner import run_bench
     from lemica.bench.workload import tiny_t2v_workload
-    from lemica.cli import fail, info
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(threads)
-    chosen = list(METHODS) if methods == "all" else [m.strip() for m in methods.split(",") if m.strip()]
-    unknown = [m for m in chosen if m not in METHODS]
+    chosen = list(METHOD_NAMES) if methods == "all" else [m.strip() for m in methods.split(",") if m.strip()]
+    unknown = [m for m in chosen if m not in METHOD_NAMES]
     if unknown:
-        fail(f"unknown methods {unknown}; choose from {', '.join(METHODS)}", code=2)
+        fail(f"unknown methods {unknown}; choose from {', '.join(METHOD_NAMES)}", code=2)
     if match not in ("steps", "flops"):
         fail(f"--match must be 'steps' or 'flops', got {match!r}", code=2)
-    seed_list = tuple(_int_list(seeds, "--seeds"))
+    seed_list = tuple(int_list(seeds, "--seeds"))
     if pipeline == "embedded":
         if prompts_file or calibration_prompts_file:
             fail("--prompts-file / --calibration-prompts-file are for --pipeline; the embedded model brings its "
@@ -167,7 +137,7 @@ def bench(
         workload = _pipeline_workload(pipeline, prompts_file, calibration_prompts_file, prompts, seed_list, steps,
                                       guidance, shift, device, dtype, size_kwargs(height, width, num_frames))
     T = workload.num_steps
-    targets = _int_list(budgets, "--budgets") if budgets else [round(T / 2), round(T / 3)]
+    targets = int_list(budgets, "--budgets") if budgets else [round(T / 2), round(T / 3)]
     bad = [b for b in targets if not 2 <= b < T]
     if bad:
         fail(f"budgets must be between 2 and T-1={T - 1}, got {bad}", code=2)
@@ -176,8 +146,7 @@ def bench(
     graph_info = None
     the_graph = None
     if any(m.startswith("lemica") or m == "cache-dit-static" for m in chosen):
-        the_graph, graph_info = resolve_graph(workload, graph, out, calibration_samples, max_skip, info,
-                                              progress)
+        the_graph, graph_info = resolve_graph(workload, graph, out, calibration_samples, max_skip, progress)
     ctx = BenchContext(workload, the_graph, teacache_coefficients)
     result = run_bench(ctx, chosen, targets, match=match, progress=progress, log=info,
                        tuning_store=out / "tuning_cache.json")

@@ -1,0 +1,3 @@
+from lemica.cli.app import app
+
+raise SystemExit(app())

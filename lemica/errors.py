@@ -1,0 +1,54 @@
+"""Every error lemica raises on purpose, under one base class.
+
+``LemicaError`` subclasses ``ValueError``: each of these says that an input (a file, a setting, a model, a
+pipeline call) cannot be used as given, and the message says why and what to do. Catch ``LemicaError`` to
+handle all of them; the command line turns them into one-line messages instead of tracebacks.
+"""
+from __future__ import annotations
+
+
+class LemicaError(ValueError):
+    """Base class of lemica's errors."""
+
+    def __str__(self) -> str:  # KeyError subclasses below would otherwise print their message quoted
+        return Exception.__str__(self)
+
+
+class GraphFormatError(LemicaError):
+    """An error graph (object or file) breaks the format; the message names the offending field."""
+
+
+class ScheduleFormatError(LemicaError):
+    """A schedule (object or file) breaks the format, or cannot be expressed in another tool's format."""
+
+
+class PlanningError(LemicaError):
+    """The request cannot be met (infeasible budget, unknown objective, ...); the message says why."""
+
+
+class PresetNotFoundError(LemicaError, KeyError):
+    """No published step list under that name or budget (a ``KeyError`` too: it is a failed lookup)."""
+
+
+class UnsupportedModelError(LemicaError):
+    """The transformer's structure is not one lemica can cache without per-model code."""
+
+
+class UnsupportedDiffusersError(LemicaError, ImportError):
+    """The installed diffusers lacks an internal that lemica's hooks rely on."""
+
+
+class ScheduleMismatchError(LemicaError):
+    """The schedule was planned for a different number of denoising steps than the pipeline runs."""
+
+
+class WorkdirMismatchError(LemicaError):
+    """The work directory holds samples of a calibration with other settings; resuming would mix them."""
+
+
+class CalibrationError(LemicaError):
+    """A calibration input or an intermediate result cannot be used (bad prompts, seeds, steps, sample files)."""
+
+
+class MethodUnavailable(LemicaError):
+    """A bench method cannot run on this workload or budget; the message says why (it goes into the results)."""
