@@ -159,7 +159,7 @@ class ErrorGraph:
 
     `edges` holds the residual rule's edges (the whole graph for residual-only users); `by_rule` maps every
     rule to its edges, residual included. Give other rules through `by_rule` (residual edges in either
-    place, not both). After construction `by_rule` lists only rules with edges, in `rule_sort_key` order,
+    place, or the same ones in both). After construction `by_rule` lists only rules with edges, in `rule_sort_key` order,
     and `edges is by_rule["residual"]` whenever there are residual edges.
     """
 
@@ -180,8 +180,9 @@ class ErrorGraph:
             _check_rule(rule)
             by_rule[rule] = _check_edges(edges, T, L, rule, f"rule {rule!r}: ")
         if residual:
-            if by_rule.get(RESIDUAL):
-                raise GraphFormatError("residual edges given twice (in edges and in by_rule['residual'])")
+            # Both may hold the same edges (dataclasses.replace passes both back in); different ones conflict.
+            if by_rule.get(RESIDUAL) and by_rule[RESIDUAL] != residual:
+                raise GraphFormatError("residual edges given twice, differently (in edges and in by_rule['residual'])")
             by_rule[RESIDUAL] = residual
         by_rule = {rule: by_rule[rule] for rule in sort_rules(by_rule) if by_rule[rule]}
         meta = {} if self.meta is None else self.meta

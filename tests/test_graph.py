@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -352,8 +353,10 @@ def test_v2_validation_names_the_problem(path, value, message):
 
 
 def test_multigraph_constructor_validates():
-    with pytest.raises(GraphFormatError, match=r"residual edges given twice"):
+    with pytest.raises(GraphFormatError, match=r"residual edges given twice, differently"):
         ErrorGraph(6, 3, {(0, 2): 0.1}, by_rule={RESIDUAL: {(1, 3): 0.2}})
+    g = multi_graph()
+    assert dataclasses.replace(g, meta={"x": 1}) == ErrorGraph(6, 3, meta={"x": 1}, by_rule=g.by_rule)
     with pytest.raises(GraphFormatError, match=r"rule 'extrapolate': edge \(0, 2\): rule 'extrapolate' needs 1"):
         ErrorGraph(6, 3, by_rule={EXTRAPOLATE: {(0, 2): 0.1}})
     with pytest.raises(GraphFormatError, match=r"rule 'extrapolate': edge \(1, 5\): j - i = 4 exceeds max_skip"):
