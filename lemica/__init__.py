@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 
 from lemica.errors import (CalibrationError, GraphFormatError, LemicaError, PlanningError, PresetNotFoundError,
-                           ScheduleFormatError, ScheduleMismatchError, UnsupportedDiffusersError,
+                           ScheduleFormatError, ScheduleMismatchError, UnsupportedDiffusersError, UnsupportedFillRuleError,
                            UnsupportedModelError, WorkdirMismatchError)
 from lemica.graph import Edge, ErrorGraph
 from lemica.planner import Plan, frontier, plan
@@ -23,7 +23,8 @@ _LAZY = {
 
 __all__ = ["ErrorGraph", "Edge", "Schedule", "plan", "frontier", "Plan", "LemicaError", "GraphFormatError",
            "ScheduleFormatError", "PlanningError", "PresetNotFoundError", "UnsupportedModelError",
-           "UnsupportedDiffusersError", "ScheduleMismatchError", "WorkdirMismatchError", "CalibrationError", *_LAZY]
+           "UnsupportedDiffusersError", "UnsupportedFillRuleError", "ScheduleMismatchError", "WorkdirMismatchError",
+           "CalibrationError", *_LAZY]
 __version__ = "0.1.0"
 
 

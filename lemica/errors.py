@@ -22,6 +22,10 @@ class ScheduleFormatError(LemicaError):
     """A schedule (object or file) breaks the format, or cannot be expressed in another tool's format."""
 
 
+class UnsupportedFillRuleError(ScheduleFormatError):
+    """The schedule uses a fill rule that the requested export (e.g. cache-dit's step mask) cannot express."""
+
+
 class PlanningError(LemicaError):
     """The request cannot be met (infeasible budget, unknown objective, ...); the message says why."""
 

@@ -8,6 +8,24 @@ A path's nodes are the full-compute steps; its edges are the skips, each costing
 * ``minimax``: minimise the worst skip only; among paths with that worst skip, take the smallest
   total error (computed exactly by a shortest-path pass restricted to edges <= the worst).
 * ``shortest``: minimise the total (sum) of edge errors.
+* ``peak``: MeanCache's peak-suppressed shortest path, minimise the sum of error ** gamma (gamma > 0,
+  default 2): large skips weigh more than their share of the total, small ones less.
+
+Fill rules (multigraph). A graph may store several rules per skip (i, j). Every objective above is
+monotone non-decreasing in each edge weight: the descending vector compared lexicographically, the max
+and then the sum, the sum, the sum of powers (gamma > 0 on errors >= 0); floating-point addition and
+comparisons are monotone too, so this holds exactly. Lowering one edge's weight therefore never makes a
+path worse, so for any path and any choice of rules along it, taking each edge's cheapest rule is at
+least as good: the optimum over (path, rules) is the optimum over paths of the simple graph whose edge
+(i, j) has the smallest weight among its rules. The planner reduces the multigraph that way first
+(exact ties between rules go to `lemica.graph.rule_sort_key`, residual first; ``peak`` reduces by
+error ** gamma itself, so the argument does not even need pow to be monotone to the last bit) and then
+plans on the simple graph. An unstored (i, i+1) caches nothing and costs 0 whatever the rule; where
+some allowed rule stores it, it costs the smallest stored error. With ``max_error``, rule edges above
+the ceiling are dropped before the reduction. Exact means exact for the graph: an edge's weight is taken
+as independent of the rest of the path, which for rules that read earlier steps (extrapolate,
+mean-velocity) is the approximation LeMiCa already makes for the residual, since calibration measures
+every edge with the reference trajectory as its history.
 
 Exactness of the one-state-per-(node, edges used) DP for lexminimax: adding the same error to two
 equal-length sorted vectors preserves their lexicographic order, so the best vector into a state
@@ -28,21 +46,28 @@ from typing import Any, Iterable
 import numpy as np
 
 from lemica.errors import PlanningError
-from lemica.graph import CALIBRATION_KEYS, ErrorGraph
+from lemica.graph import CALIBRATION_KEYS, RESIDUAL, ErrorGraph, rule_problem, sort_rules
 from lemica.schedule import Schedule, compress_steps
 
-OBJECTIVES = ("lexminimax", "minimax", "shortest")
+OBJECTIVES = ("lexminimax", "minimax", "shortest")  # the classic three (what `lemica plan --objective` offers)
+ALL_OBJECTIVES = (*OBJECTIVES, "peak")
+DEFAULT_GAMMA = 2.0  # exponent of the peak objective
 _INT64_MAX = np.iinfo(np.int64).max
 _MAX_CHUNK = 64  # cap on ranks packed per key; tests lower it to exercise the multi-chunk comparison
 
 
 @dataclass
 class Plan:
-    """An optimal schedule and the errors of its skips (one per segment, in path order)."""
+    """An optimal schedule and the errors of its skips (one per segment, in path order).
+
+    The schedule carries the fill rule chosen for each skip (`rules`, None on 1-step segments).
+    `gamma` is the exponent of the ``peak`` objective (None for the others).
+    """
 
     schedule: Schedule
     objective: str
     edge_errors: list[float] = field(default_factory=list)
+    gamma: float | None = None
 
     @property
     def num_steps(self) -> int:
@@ -55,6 +80,11 @@ class Plan:
     @property
     def full_steps(self) -> tuple[int, ...]:
         return self.schedule.full_steps
+
+    @property
+    def rules(self) -> list[str | None]:
+        """The fill rule of each segment (None where j = i + 1: nothing is cached)."""
+        return list(self.schedule.rules)
 
     @property
     def speedup(self) -> float:
@@ -72,17 +102,31 @@ class Plan:
             total += e
         return total
 
+    @property
+    def peak_total(self) -> float:
+        """Sum of error ** gamma (the ``peak`` objective; gamma defaults to DEFAULT_GAMMA), left to right."""
+        gamma = DEFAULT_GAMMA if self.gamma is None else self.gamma
+        total = 0.0
+        for e in self.edge_errors:
+            total += e**gamma
+        return total
+
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "num_steps": self.num_steps,
             "budget": self.budget,
             "objective": self.objective,
             "speedup": self.speedup,
             "full_steps": list(self.full_steps),
             "edge_errors": list(self.edge_errors),
+            "rules": self.rules,
             "worst": self.worst,
             "total": self.total,
         }
+        if self.objective == "peak":
+            d["gamma"] = DEFAULT_GAMMA if self.gamma is None else self.gamma
+            d["peak_total"] = self.peak_total
+        return d
 
 
 # ----------------------------------------------------------------------------------------------
@@ -96,36 +140,44 @@ def plan(
     max_error: float | None = None,
     objective: str = "lexminimax",
     force_full: Iterable[int] = (),
+    rules: Iterable[str] | None = None,
+    gamma: float | None = None,
 ) -> Plan:
-    """Optimal schedule for exactly one of:
+    """Optimal schedule (steps and each skip's fill rule) for exactly one of:
 
     * ``budget``: B full steps;
     * ``speedup``: the largest feasible budget B with T/B >= speedup (the least caching that reaches it);
     * ``max_error``: the fewest full steps whose worst skip error is <= max_error (the objective then
-      picks among those schedules, using only edges <= max_error).
+      picks among those schedules, using only rule edges <= max_error).
 
-    ``force_full`` steps are always computed (no skip jumps over them).
+    ``force_full`` steps are always computed (no skip jumps over them). ``rules`` limits the fill rules
+    the planner may use (default: every rule the graph stores; ``("residual",)`` plans as LeMiCa does).
+    ``gamma`` is the exponent of the ``peak`` objective (default DEFAULT_GAMMA).
     """
     if sum(x is not None for x in (budget, speedup, max_error)) != 1:
         raise PlanningError("give exactly one of budget, speedup, max_error")
-    _check_objective(objective)
+    gamma = _check_objective(objective, gamma)
     forced = _check_forced(graph, force_full)
+    allowed = _check_rules(graph, rules)
     T = graph.num_steps
-    edges = _usable_edges(graph, forced)
+    candidates = _candidates(graph, forced, allowed)
+    note = _forced_note(forced) + _rules_note(rules, allowed)
 
     if budget is not None:
         if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)):
             raise PlanningError(f"budget must be an integer, got {budget!r}")
+        edges, chosen = _reduce(candidates, objective, gamma)
         feasible = _feasible_budgets(T, edges)
         if budget not in feasible:
             raise PlanningError(
                 f"budget {budget} is infeasible for this graph (T={T}, max_skip={graph.max_skip}"
-                f"{_forced_note(forced)}): feasible budgets are {_ranges(feasible)}"
+                f"{note}): feasible budgets are {_ranges(feasible)}"
             )
         B = int(budget)
     elif speedup is not None:
         if not (isinstance(speedup, (int, float)) and math.isfinite(speedup) and speedup >= 1):
             raise PlanningError(f"speedup must be a finite number >= 1, got {speedup!r}")
+        edges, chosen = _reduce(candidates, objective, gamma)
         feasible = _feasible_budgets(T, edges)
         limit = math.floor(T / speedup + 1e-9)
         fitting = [b for b in feasible if b <= limit]
@@ -138,7 +190,7 @@ def plan(
     else:
         if not (isinstance(max_error, (int, float)) and math.isfinite(max_error) and max_error >= 0):
             raise PlanningError(f"max_error must be a finite number >= 0, got {max_error!r}")
-        edges = edges.restrict(edges.err <= max_error)
+        edges, chosen = _reduce(candidates.restrict(candidates.err <= max_error), objective, gamma)
         feasible = _feasible_budgets(T, edges)
         if not feasible:
             raise PlanningError(
@@ -148,23 +200,32 @@ def plan(
         B = feasible[0]
 
     path = _solve(T, edges, objective, {B - 1})[B - 1]
-    return _make_plan(graph, path, objective, forced)
+    return _make_plan(graph, path, objective, forced, chosen, gamma, rules, allowed)
 
 
-def frontier(graph: ErrorGraph, objective: str = "lexminimax", force_full: Iterable[int] = ()) -> dict[int, Plan]:
-    """The optimal plan for every feasible budget (ascending), from one DP pass."""
-    _check_objective(objective)
+def frontier(
+    graph: ErrorGraph,
+    objective: str = "lexminimax",
+    force_full: Iterable[int] = (),
+    *,
+    rules: Iterable[str] | None = None,
+    gamma: float | None = None,
+) -> dict[int, Plan]:
+    """The optimal plan for every feasible budget (ascending), from one DP pass (`rules`, `gamma`: see `plan`)."""
+    gamma = _check_objective(objective, gamma)
     forced = _check_forced(graph, force_full)
+    allowed = _check_rules(graph, rules)
     T = graph.num_steps
-    edges = _usable_edges(graph, forced)
+    edges, chosen = _reduce(_candidates(graph, forced, allowed), objective, gamma)
     levels = {b - 1 for b in _feasible_budgets(T, edges)}
     paths = _solve(T, edges, objective, levels)
-    return {k + 1: _make_plan(graph, paths[k], objective, forced) for k in sorted(paths)}
+    return {k + 1: _make_plan(graph, paths[k], objective, forced, chosen, gamma, rules, allowed) for k in sorted(paths)}
 
 
-def feasible_budgets(graph: ErrorGraph, force_full: Iterable[int] = ()) -> list[int]:
-    """Budgets B for which some path 0 -> T-1 with exactly B full steps exists."""
-    return _feasible_budgets(graph.num_steps, _usable_edges(graph, _check_forced(graph, force_full)))
+def feasible_budgets(graph: ErrorGraph, force_full: Iterable[int] = (), *, rules: Iterable[str] | None = None) -> list[int]:
+    """Budgets B for which some path 0 -> T-1 with exactly B full steps exists (with the allowed rules)."""
+    candidates = _candidates(graph, _check_forced(graph, force_full), _check_rules(graph, rules))
+    return _feasible_budgets(graph.num_steps, _Edges(candidates.src, candidates.dst, candidates.err))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -172,7 +233,10 @@ def feasible_budgets(graph: ErrorGraph, force_full: Iterable[int] = ()) -> list[
 # ----------------------------------------------------------------------------------------------
 @dataclass
 class _Edges:
-    """Usable skips as arrays, sorted by (dst, src) so that candidates for one node are contiguous."""
+    """Usable skips as arrays, sorted by (dst, src) so that candidates for one node are contiguous.
+
+    `err` is the weight the DP compares: the error, or error ** gamma for ``peak``.
+    """
 
     src: np.ndarray
     dst: np.ndarray
@@ -182,9 +246,35 @@ class _Edges:
         return _Edges(self.src[keep], self.dst[keep], self.err[keep])
 
 
-def _check_objective(objective: str) -> None:
-    if objective not in OBJECTIVES:
-        raise PlanningError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+@dataclass
+class _Candidates:
+    """Every usable (skip, rule) pair; `rule` indexes the allowed rules, -1 for an unstored (i, i+1)."""
+
+    src: np.ndarray
+    dst: np.ndarray
+    err: np.ndarray
+    rule: np.ndarray
+    names: tuple[str, ...]
+
+    def restrict(self, keep: np.ndarray) -> "_Candidates":
+        return _Candidates(self.src[keep], self.dst[keep], self.err[keep], self.rule[keep], self.names)
+
+
+def _check_objective(objective: str, gamma: Any) -> float | None:
+    """Validates the objective; returns the gamma it uses (None unless ``peak``)."""
+    if objective not in ALL_OBJECTIVES:
+        raise PlanningError(f"unknown objective {objective!r}; choose one of {', '.join(ALL_OBJECTIVES)}")
+    if objective != "peak":
+        if gamma is not None:
+            raise PlanningError(f"gamma applies to the 'peak' objective only, not {objective!r}")
+        return None
+    if gamma is None:
+        return DEFAULT_GAMMA
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float, np.integer, np.floating)) or not (
+        math.isfinite(gamma) and gamma > 0
+    ):
+        raise PlanningError(f"gamma must be a finite number > 0, got {gamma!r}")
+    return float(gamma)
 
 
 def _check_forced(graph: ErrorGraph, force_full: Iterable[int]) -> tuple[int, ...]:
@@ -196,26 +286,80 @@ def _check_forced(graph: ErrorGraph, force_full: Iterable[int]) -> tuple[int, ..
     return tuple(sorted(forced))
 
 
+def _check_rules(graph: ErrorGraph, rules: Iterable[str] | None) -> tuple[str, ...]:
+    """The allowed rules in `rule_sort_key` order. Residual is always accepted (it may have no edges)."""
+    if rules is None:
+        return graph.rules
+    names = [rules] if isinstance(rules, str) else list(rules)
+    if not names:
+        raise PlanningError("rules must name at least one fill rule")
+    for name in names:
+        problem = rule_problem(name)
+        if problem:
+            raise PlanningError(problem)
+        if name != RESIDUAL and name not in graph.by_rule:
+            stored = ", ".join(graph.rules) or "none"
+            raise PlanningError(f"the graph stores no edges for rule {name!r} (its rules: {stored})")
+    return sort_rules(names)
+
+
 def _forced_note(forced: tuple[int, ...]) -> str:
     return f", forced full steps {compress_steps(forced)}" if forced else ""
 
 
-def _usable_edges(graph: ErrorGraph, forced: tuple[int, ...]) -> _Edges:
+def _rules_note(rules: Iterable[str] | None, allowed: tuple[str, ...]) -> str:
+    return "" if rules is None else f", rules {', '.join(allowed)}"
+
+
+def _candidates(graph: ErrorGraph, forced: tuple[int, ...], allowed: tuple[str, ...]) -> _Candidates:
     T = graph.num_steps
-    pairs = {(i, i + 1): graph.error(i, i + 1) for i in range(T - 1)}
-    pairs.update({key: edge.error for key, edge in graph.edges.items()})
-    src = np.fromiter((i for i, _ in pairs), dtype=np.int64, count=len(pairs))
-    dst = np.fromiter((j for _, j in pairs), dtype=np.int64, count=len(pairs))
-    err = np.fromiter(pairs.values(), dtype=np.float64, count=len(pairs))
+    src, dst, err, rule = [], [], [], []
+    stored_next = np.zeros(T, dtype=bool)  # stored_next[i]: some allowed rule stores (i, i+1)
+    for r, name in enumerate(allowed):
+        edges = graph.by_rule.get(name, {})
+        n = len(edges)
+        s = np.fromiter((i for i, _ in edges), dtype=np.int64, count=n)
+        d = np.fromiter((j for _, j in edges), dtype=np.int64, count=n)
+        src.append(s)
+        dst.append(d)
+        err.append(np.fromiter((e.error for e in edges.values()), dtype=np.float64, count=n))
+        rule.append(np.full(n, r, dtype=np.int64))
+        stored_next[s[d == s + 1]] = True
+    free = np.flatnonzero(~stored_next[: T - 1])  # unstored (i, i+1): free whatever the rule
+    src.append(free)
+    dst.append(free + 1)
+    err.append(np.zeros(free.size))
+    rule.append(np.full(free.size, -1, dtype=np.int64))
+    c = _Candidates(np.concatenate(src), np.concatenate(dst), np.concatenate(err), np.concatenate(rule), allowed)
     if forced:
         # A skip i -> j jumps over a forced step f iff i < f < j.
         is_forced = np.zeros(T, dtype=np.int64)
         is_forced[list(forced)] = 1
         forced_upto = np.cumsum(is_forced)
-        keep = forced_upto[dst - 1] - forced_upto[src] == 0
-        src, dst, err = src[keep], dst[keep], err[keep]
-    order = np.lexsort((src, dst))
-    return _Edges(src[order], dst[order], err[order])
+        c = c.restrict(forced_upto[c.dst - 1] - forced_upto[c.src] == 0)
+    return c
+
+
+def _reduce(c: _Candidates, objective: str, gamma: float | None) -> tuple[_Edges, dict]:
+    """The simple graph of each skip's best rule (exact: see the module docstring), and the choices.
+
+    Returns the DP's edges (sorted by (dst, src), weights as the objective compares them) and
+    {(i, j): (error, rule name or None)}.
+    """
+    if objective == "peak":
+        # Python's float pow, so that the weights are reproducible bit for bit outside numpy.
+        weight = np.array([e**gamma for e in c.err.tolist()], dtype=np.float64)
+    else:
+        weight = c.err
+    order = np.lexsort((c.rule, c.err, weight, c.src, c.dst))
+    s, d = c.src[order], c.dst[order]
+    first = np.ones(order.size, dtype=bool)
+    first[1:] = (s[1:] != s[:-1]) | (d[1:] != d[:-1])
+    pick = order[first]
+    edges = _Edges(c.src[pick], c.dst[pick], weight[pick])
+    names = [None if r < 0 else c.names[r] for r in c.rule[pick].tolist()]
+    chosen = dict(zip(zip(edges.src.tolist(), edges.dst.tolist()), zip(c.err[pick].tolist(), names)))
+    return edges, chosen
 
 
 def _feasible_budgets(T: int, edges: _Edges) -> list[int]:
@@ -237,17 +381,31 @@ def _ranges(values: list[int]) -> str:
     return compress_steps(values).replace(",", ", ") if values else "none"
 
 
-def _make_plan(graph: ErrorGraph, path: list[int], objective: str, forced: tuple[int, ...]) -> Plan:
+def _make_plan(
+    graph: ErrorGraph,
+    path: list[int],
+    objective: str,
+    forced: tuple[int, ...],
+    chosen: dict,
+    gamma: float | None,
+    rules: Iterable[str] | None,
+    allowed: tuple[str, ...],
+) -> Plan:
     meta: dict[str, Any] = {"planner": "lemica", "objective": objective}
+    if gamma is not None:
+        meta["gamma"] = gamma
     if forced:
         meta["force_full"] = list(forced)
+    if rules is not None:
+        meta["allowed_rules"] = list(allowed)
     if graph.meta.get("model"):
         meta["model"] = graph.meta["model"]
     calibrated_for = {k: graph.meta[k] for k in CALIBRATION_KEYS if k in graph.meta}
     if calibrated_for:  # lets `lemica generate --schedule` warn when it runs under other settings
         meta["calibrated_for"] = calibrated_for
-    schedule = Schedule(graph.num_steps, tuple(path), meta)
-    return Plan(schedule, objective, [graph.error(i, j) for i, j in schedule.segments()])
+    picks = [chosen[seg] for seg in zip(path, path[1:])]
+    schedule = Schedule(graph.num_steps, tuple(path), meta, [rule for _, rule in picks])
+    return Plan(schedule, objective, [error for error, _ in picks], gamma)
 
 
 def _backtrack(parent: np.ndarray, level: int, last: int) -> list[int]:
@@ -263,7 +421,7 @@ def _solve(T: int, edges: _Edges, objective: str, levels: set[int]) -> dict[int,
     if not levels:
         return {}
     top = max(levels)
-    if objective == "shortest":
+    if objective in ("shortest", "peak"):  # peak: a shortest path over error ** gamma
         parent = _dp_shortest(T, edges, top)
         return {k: _backtrack(parent, k, T - 1) for k in levels}
     if objective == "lexminimax":

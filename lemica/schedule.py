@@ -1,4 +1,12 @@
-"""Cache schedule: which of the T denoising steps run the full transformer (the rest reuse the cache)."""
+"""Cache schedule: which of the T denoising steps run the full transformer, and how each skip is filled.
+
+Consecutive full steps (i, j) form a segment; a segment with j - i >= 2 caches steps i+1 .. j-1 and fills
+them with a *rule* (see `lemica.graph`: ``residual``, ``extrapolate``, ``mean-velocity:k``, ...). A 1-step
+segment caches nothing and has no rule.
+
+File format version 1 has no rules (every skip is ``residual``); version 2 lists the rule of every skip.
+Loading reads both; saving writes version 1 when every skip is residual and version 2 otherwise.
+"""
 from __future__ import annotations
 
 import math
@@ -9,10 +17,12 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from lemica._io import atomic_write_json, read_json
-from lemica.errors import ScheduleFormatError
+from lemica.errors import ScheduleFormatError, UnsupportedFillRuleError
+from lemica.graph import MAX_STEPS, RESIDUAL, rule_problem
 
 FORMAT = "lemica-schedule"
-VERSION = 1
+VERSION = 2  # the newest version this lemica writes
+VERSIONS = (1, 2)  # the versions it reads
 
 
 def _as_int(value: Any, what: str) -> int:
@@ -21,21 +31,35 @@ def _as_int(value: Any, what: str) -> int:
     return int(value)
 
 
+def _check_rule(rule: Any, what: str) -> str:
+    problem = rule_problem(rule)
+    if problem:
+        raise ScheduleFormatError(f"{what}: {problem}")
+    return rule
+
+
 @dataclass(frozen=True)
 class Schedule:
-    """Sorted full-compute steps of a T-step sampler; always contains 0 and T-1.
+    """Sorted full-compute steps of a T-step sampler (always containing 0 and T-1), and each skip's fill rule.
 
+    `rules` may be omitted (every skip is residual), one rule name for every skip, a mapping
+    {(i, j): rule} over skips (unlisted skips are residual), or one entry per segment in `segments()`
+    order (entries of 1-step segments are ignored). It is stored as that last form: one entry per
+    segment, None exactly on 1-step segments.
     `meta` is optional provenance (planner objective, graph model, ...) and does not take part in equality.
     """
 
     num_steps: int
     full_steps: tuple[int, ...]
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    rules: Any = None
 
     def __post_init__(self) -> None:
         T = _as_int(self.num_steps, "num_steps")
         if T < 2:
             raise ScheduleFormatError(f"num_steps must be >= 2, got {T}")
+        if T > MAX_STEPS:
+            raise ScheduleFormatError(f"num_steps = {T} exceeds the plausible maximum of {MAX_STEPS} sampler steps")
         if isinstance(self.full_steps, (str, bytes)) or not isinstance(self.full_steps, Sequence):
             raise ScheduleFormatError(f"full_steps must be a list of step indices, got {self.full_steps!r}")
         steps = tuple(_as_int(s, "full_steps entry") for s in self.full_steps)
@@ -52,6 +76,7 @@ class Schedule:
         object.__setattr__(self, "num_steps", T)
         object.__setattr__(self, "full_steps", steps)
         object.__setattr__(self, "meta", dict(self.meta))
+        object.__setattr__(self, "rules", _canonical_rules(steps, self.rules))
 
     # --- derived views -----------------------------------------------------------------------------
     @property
@@ -70,13 +95,42 @@ class Schedule:
         full = set(self.full_steps)
         return [t in full for t in range(self.num_steps)]
 
+    @property
+    def is_residual_only(self) -> bool:
+        """True when every skip reuses the residual (what version 1 and cache-dit can express)."""
+        return all(rule in (None, RESIDUAL) for rule in self.rules)
+
     def to_cache_dit_mask(self) -> list[int]:
-        """cache-dit `steps_computation_mask` convention: 1 = compute, 0 = use cache."""
+        """cache-dit `steps_computation_mask` convention: 1 = compute, 0 = use cache.
+
+        cache-dit fills every cached step from the residual, so any other rule is refused rather than
+        silently replaced.
+        """
+        if not self.is_residual_only:
+            others = ", ".join(f"{i}->{j} {rule}" for i, j, rule in self.segment_rules()
+                               if rule not in (None, RESIDUAL))
+            raise UnsupportedFillRuleError(
+                "cache-dit's steps_computation_mask can only reuse the residual, but this schedule fills "
+                f"{others}; run it with lemica's runtime, or plan with rules=('residual',)"
+            )
         return [int(flag) for flag in self.mask]
 
     def segments(self) -> list[tuple[int, int]]:
         """Consecutive full steps (i, j): the cache made at i serves steps i+1 .. j-1."""
         return list(zip(self.full_steps, self.full_steps[1:]))
+
+    def segment_rules(self) -> list[tuple[int, int, str | None]]:
+        """(i, j, rule) for every segment; rule is None on 1-step segments (nothing is cached)."""
+        return [(i, j, rule) for (i, j), rule in zip(self.segments(), self.rules)]
+
+    @property
+    def fill_rules(self) -> list[str | None]:
+        """Per step: the rule that fills it, None on full-compute steps."""
+        out: list[str | None] = [None] * self.num_steps
+        for i, j, rule in self.segment_rules():
+            for t in range(i + 1, j):
+                out[t] = rule
+        return out
 
     @property
     def cached_steps(self) -> list[int]:
@@ -85,31 +139,44 @@ class Schedule:
 
     # --- construction --------------------------------------------------------------------------------
     @classmethod
-    def from_mask(cls, mask: Sequence[bool | int], meta: Mapping[str, Any] | None = None) -> "Schedule":
+    def from_mask(
+        cls, mask: Sequence[bool | int], meta: Mapping[str, Any] | None = None, *, rules: Any = None
+    ) -> "Schedule":
         """From per-step flags (bools, or cache-dit's 1/0)."""
         for t, flag in enumerate(mask):
             if flag not in (0, 1):  # True/False compare equal to 1/0
                 raise ScheduleFormatError(f"mask[{t}] must be a bool or 0/1, got {flag!r}")
-        return cls(len(mask), tuple(t for t, flag in enumerate(mask) if flag), dict(meta or {}))
+        return cls(len(mask), tuple(t for t, flag in enumerate(mask) if flag), dict(meta or {}), rules)
 
     @classmethod
-    def uniform(cls, num_steps: int, budget: int) -> "Schedule":
+    def uniform(cls, num_steps: int, budget: int, *, rules: Any = None) -> "Schedule":
         """B evenly spaced full steps from 0 to T-1 (the baseline a planned schedule must beat)."""
         T, B = _as_int(num_steps, "num_steps"), _as_int(budget, "budget")
         if T < 2 or not 2 <= B <= T:
             raise ScheduleFormatError(f"uniform schedule needs 2 <= budget <= num_steps, got T={T}, B={B}")
+        if T > MAX_STEPS:
+            raise ScheduleFormatError(f"num_steps = {T} exceeds the plausible maximum of {MAX_STEPS} sampler steps")
         # floor(x + 0.5) is monotone, and the spacing is >= 1, so the rounded steps stay distinct.
         steps = tuple(int(math.floor(k * (T - 1) / (B - 1) + 0.5)) for k in range(B))
-        return cls(T, steps, {"kind": "uniform"})
+        return cls(T, steps, {"kind": "uniform"}, rules)
 
     # --- JSON ------------------------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, version: int | None = None) -> dict[str, Any]:
+        """JSON-ready dict; `version` None writes 1 when every skip is residual and 2 otherwise."""
+        if version is None:
+            version = 1 if self.is_residual_only else 2
+        if version not in VERSIONS or isinstance(version, bool):
+            raise ScheduleFormatError(f"cannot write schedule version {version!r} (versions {VERSIONS})")
+        if version == 1 and not self.is_residual_only:
+            raise UnsupportedFillRuleError("version 1 has no fill rules; this schedule uses others than residual")
         d: dict[str, Any] = {
             "format": FORMAT,
-            "version": VERSION,
+            "version": version,
             "num_steps": self.num_steps,
             "full_steps": list(self.full_steps),
         }
+        if version == 2:
+            d["rules"] = [{"i": i, "j": j, "rule": rule} for i, j, rule in self.segment_rules() if rule is not None]
         if self.meta:
             d["meta"] = self.meta
         return d
@@ -120,19 +187,25 @@ class Schedule:
             raise ScheduleFormatError(f"schedule must be a JSON object, got {type(d).__name__}")
         if d.get("format") != FORMAT:
             raise ScheduleFormatError(f"'format' must be {FORMAT!r}, got {d.get('format')!r}")
-        if d.get("version") != VERSION or isinstance(d.get("version"), bool):
-            raise ScheduleFormatError(
-                f"unsupported 'version' {d.get('version')!r} (this lemica reads version {VERSION})"
-            )
-        for key in ("num_steps", "full_steps"):
+        version = d.get("version")
+        if version not in VERSIONS or isinstance(version, bool) or not isinstance(version, int):
+            raise ScheduleFormatError(f"unsupported 'version' {version!r} (this lemica reads versions 1 and 2)")
+        required = ("num_steps", "full_steps", "rules") if version == 2 else ("num_steps", "full_steps")
+        for key in required:
             if key not in d:
                 raise ScheduleFormatError(f"missing required field {key!r}")
+        if version == 1 and "rules" in d:
+            raise ScheduleFormatError("'rules' needs version 2 (version 1 schedules are residual-only)")
         if not isinstance(d["full_steps"], list):
             raise ScheduleFormatError("'full_steps' must be a list")
-        return cls(d["num_steps"], tuple(d["full_steps"]), d.get("meta", {}))
+        schedule = cls(d["num_steps"], tuple(d["full_steps"]), d.get("meta", {}))
+        if version == 1:
+            return schedule
+        return cls(schedule.num_steps, schedule.full_steps, schedule.meta, _rules_from_json(schedule, d["rules"]))
 
-    def save(self, path: str | os.PathLike) -> Path:
-        return atomic_write_json(path, self.to_dict(), allow_nan=False)
+    def save(self, path: str | os.PathLike, version: int | None = None) -> Path:
+        """Write the schedule as JSON, atomically (version as in `to_dict`)."""
+        return atomic_write_json(path, self.to_dict(version), allow_nan=False)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Schedule":
@@ -146,7 +219,61 @@ class Schedule:
             raise ScheduleFormatError(f"{path}: {e}") from None
 
     def __str__(self) -> str:
-        return f"Schedule(T={self.num_steps}, B={self.budget}, full_steps={compress_steps(self.full_steps)})"
+        text = f"Schedule(T={self.num_steps}, B={self.budget}, full_steps={compress_steps(self.full_steps)}"
+        if not self.is_residual_only:
+            text += ", rules={" + ", ".join(f"{i}->{j}: {rule}" for i, j, rule in self.segment_rules()
+                                           if rule not in (None, RESIDUAL)) + "} (others residual)"
+        return text + ")"
+
+
+def _canonical_rules(steps: tuple[int, ...], rules: Any) -> tuple[str | None, ...]:
+    """One entry per segment: the rule on skips (j - i >= 2), None on 1-step segments."""
+    segments = list(zip(steps, steps[1:]))
+    if rules is None or isinstance(rules, str):
+        rule = RESIDUAL if rules is None else _check_rule(rules, "rules")
+        return tuple(rule if j - i >= 2 else None for i, j in segments)
+    if isinstance(rules, Mapping):
+        index = {seg: n for n, seg in enumerate(segments)}
+        out: list[str | None] = [RESIDUAL if j - i >= 2 else None for i, j in segments]
+        for key, rule in rules.items():
+            if key not in index:
+                raise ScheduleFormatError(f"rules: {key!r} is not a segment (i, j) of consecutive full steps")
+            i, j = key
+            if j - i < 2:
+                raise ScheduleFormatError(f"rules: segment {key!r} caches no step, so it has no fill rule")
+            out[index[key]] = _check_rule(rule, f"rule of segment ({i}, {j})")
+        return tuple(out)
+    if isinstance(rules, (bytes, bytearray)) or not isinstance(rules, Sequence):
+        raise ScheduleFormatError(
+            f"rules must be None, a rule name, a mapping (i, j) -> rule or one entry per segment, got {rules!r}"
+        )
+    if len(rules) != len(segments):
+        raise ScheduleFormatError(f"rules has {len(rules)} entries but the schedule has {len(segments)} segments")
+    return tuple(
+        _check_rule(rule, f"rule of segment ({i}, {j})") if j - i >= 2 else None
+        for (i, j), rule in zip(segments, rules)
+    )
+
+
+def _rules_from_json(schedule: Schedule, items: Any) -> dict[tuple[int, int], str]:
+    """The version-2 'rules' list: exactly one {i, j, rule} per skip of the schedule."""
+    if not isinstance(items, list):
+        raise ScheduleFormatError("'rules' must be a list of {i, j, rule} objects")
+    skips = {(i, j) for i, j in schedule.segments() if j - i >= 2}
+    out: dict[tuple[int, int], str] = {}
+    for n, item in enumerate(items):
+        if not isinstance(item, Mapping) or any(k not in item for k in ("i", "j", "rule")):
+            raise ScheduleFormatError(f"rules[{n}] must be an object with i, j, rule")
+        key = (_as_int(item["i"], f"rules[{n}].i"), _as_int(item["j"], f"rules[{n}].j"))
+        if key not in skips:
+            raise ScheduleFormatError(f"rules[{n}]: ({key[0]}, {key[1]}) is not a skip (segment caching >= 1 step)")
+        if key in out:
+            raise ScheduleFormatError(f"rules[{n}]: duplicate segment ({key[0]}, {key[1]})")
+        out[key] = _check_rule(item["rule"], f"rules[{n}]")
+    missing = sorted(skips - set(out))
+    if missing:
+        raise ScheduleFormatError(f"'rules' gives no rule for segment(s) {', '.join(f'{i}->{j}' for i, j in missing)}")
+    return out
 
 
 def compress_steps(steps: Sequence[int]) -> str:

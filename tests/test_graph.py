@@ -1,7 +1,8 @@
-"""ErrorGraph: round trips, every validation failure, atomic writes, the bundled example graph."""
+"""ErrorGraph: round trips (v1 and v2), every validation failure, fill rules, atomic writes, the example graph."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -10,7 +11,24 @@ import stat
 import pytest
 
 from lemica._io import atomic_write_json
-from lemica.graph import Edge, ErrorGraph, GraphFormatError, example_graph_path, load_example_graph, synthetic_graph
+from lemica import graph as graph_module
+from lemica.graph import (
+    EXTRAPOLATE,
+    MAX_STEPS,
+    RESIDUAL,
+    Edge,
+    ErrorGraph,
+    GraphFormatError,
+    example_graph_path,
+    load_example_graph,
+    mean_velocity,
+    rule_available,
+    rule_history,
+    rule_problem,
+    rule_sort_key,
+    sort_rules,
+    synthetic_graph,
+)
 
 
 def small_dict():
@@ -90,7 +108,8 @@ DELETE = object()
 BAD_GRAPHS = [
     (("format",), "lemica-schedule", "'format' must be 'lemica-graph'"),
     (("format",), DELETE, "'format' must be"),
-    (("version",), 2, "unsupported 'version' 2"),
+    (("version",), 3, r"unsupported 'version' 3 \(this lemica reads versions 1 and 2\)"),
+    (("version",), 1.0, "unsupported 'version' 1.0"),
     (("version",), "1", "unsupported 'version' '1'"),
     (("version",), True, "unsupported 'version' True"),
     (("num_steps",), DELETE, "missing required field 'num_steps'"),
@@ -118,6 +137,8 @@ BAD_GRAPHS = [
     (("edges", 1), "edge", r"edges\[1\] must be an object"),
     (("edges", 1, "j"), 2, r"edges\[1\] \(i=0, j=2\): duplicate edge"),
     (("meta",), [1, 2], "meta must be a JSON object"),
+    (("edges", 0, "rule"), "residual", r"edges\[0\]: edges carry a 'rule' only in version 2"),
+    (("num_steps",), 10**12, r"num_steps = 1000000000000 exceeds the plausible maximum of 10000"),
 ]
 
 
@@ -187,3 +208,188 @@ def test_atomic_write_replaces_whole_file_and_leaves_no_temp(tmp_path, monkeypat
         atomic_write_json(path, {"a": 3})
     assert json.loads(path.read_text()) == {"a": 2}
     assert os.listdir(tmp_path) == ["out.json"]
+
+
+# --- fill rules and format version 2 --------------------------------------------------------------
+MV2 = mean_velocity(2)
+
+
+def multi_graph():
+    return ErrorGraph(6, 3, {(0, 2): Edge(0.013, 0.002, 8), (2, 5): Edge(0.0)}, {"model": "tiny"}, by_rule={
+        MV2: {(2, 4): Edge(0.02, 0.01, 4), (3, 5): 0.5},
+        EXTRAPOLATE: {(1, 3): Edge(0.01), (2, 5): Edge(0.004, 0.001, 2), (3, 4): Edge(0.3)},
+    })
+
+
+def v2_dict():
+    return {
+        "format": "lemica-graph", "version": 2, "num_steps": 6, "max_skip": 3,
+        "edges": [
+            {"i": 0, "j": 2, "rule": "residual", "error": 0.013, "std": 0.002, "samples": 8},
+            {"i": 1, "j": 3, "rule": "extrapolate", "error": 0.01},
+            {"i": 2, "j": 5, "rule": "residual", "error": 0.0},
+            {"i": 2, "j": 5, "rule": "extrapolate", "error": 0.004, "std": 0.001, "samples": 2},
+            {"i": 2, "j": 4, "rule": "mean-velocity:2", "error": 0.02, "std": 0.01, "samples": 4},
+            {"i": 3, "j": 4, "rule": "extrapolate", "error": 0.3},
+            {"i": 3, "j": 5, "rule": "mean-velocity:2", "error": 0.5},
+        ],
+        "meta": {"model": "tiny"},
+    }
+
+
+def test_rule_helpers():
+    assert mean_velocity(3) == "mean-velocity:3"
+    for bad in (0, -1, 2.0, True):
+        with pytest.raises(ValueError):
+            mean_velocity(bad)
+    for ok in ("residual", "extrapolate", "mean-velocity:1", "mean-velocity:12", "my-rule", "taylor:2"):
+        assert rule_problem(ok) is None
+    for bad in ("", " residual", "residual ", 3, None, "mean-velocity", "mean-velocity:0", "mean-velocity:03",
+                "mean-velocity:x", "mean-velocity:2:3"):
+        assert rule_problem(bad)
+    assert [rule_history(r) for r in (RESIDUAL, EXTRAPOLATE, "mean-velocity:1", "mean-velocity:7", "custom")] == [
+        0, 1, 1, 7, 0]
+    assert not rule_available(EXTRAPOLATE, 0) and rule_available(EXTRAPOLATE, 1)
+    assert not rule_available("mean-velocity:3", 2) and rule_available("mean-velocity:3", 3)
+    assert rule_available(RESIDUAL, 0)
+    order = ["zeta", "mean-velocity:10", "alpha", "mean-velocity:2", EXTRAPOLATE, RESIDUAL, "mean-velocity:2"]
+    assert sort_rules(order) == (RESIDUAL, EXTRAPOLATE, "mean-velocity:2", "mean-velocity:10", "alpha", "zeta")
+    assert sorted(order, key=rule_sort_key)[0] == RESIDUAL
+
+
+def test_multigraph_queries():
+    g = multi_graph()
+    assert g.rules == (RESIDUAL, EXTRAPOLATE, MV2) and list(g.by_rule) == list(g.rules)
+    assert not g.is_residual_only and ErrorGraph.from_dict(small_dict()).is_residual_only
+    assert g.edges is g.by_rule[RESIDUAL] and set(g.edges) == {(0, 2), (2, 5)}
+    assert g.error(2, 5) == 0.0 and g.error(2, 5, EXTRAPOLATE) == 0.004 and g.error(3, 5, MV2) == 0.5
+    assert g.error(3, 4, EXTRAPOLATE) == 0.3 and g.error(3, 4) == 0.0  # stored for one rule only
+    assert g.has_edge(1, 3, EXTRAPOLATE) and not g.has_edge(1, 3) and not g.has_edge(1, 3, "unknown")
+    assert g.has_edge(0, 1, "unknown")  # an (i, i+1) caches nothing: free under any rule
+    with pytest.raises(KeyError, match="rule 'extrapolate'"):
+        g.error(0, 2, EXTRAPOLATE)
+    assert g.edge_rules(2, 5) == {RESIDUAL: Edge(0.0), EXTRAPOLATE: Edge(0.004, 0.001, 2)}
+    assert g.edge_rules(1, 2) == {}
+    assert g.rule_edges(MV2) == {(2, 4): Edge(0.02, 0.01, 4), (3, 5): Edge(0.5)} and g.rule_edges("x") == {}
+    assert g.to_matrix(EXTRAPOLATE)[2][5] == 0.004 and math.isnan(g.to_matrix(EXTRAPOLATE)[0][2])
+    only = g.restrict_rules([RESIDUAL, "absent"])
+    assert only.is_residual_only and only.edges == g.edges and only.meta == g.meta
+    assert g.restrict_rules([EXTRAPOLATE]).edges == {} and g.restrict_rules([EXTRAPOLATE]).rules == (EXTRAPOLATE,)
+
+
+def test_multigraph_is_canonical():
+    g = multi_graph()
+    # Insertion order, where residual edges are given, and empty rules do not matter.
+    same = ErrorGraph(6, 3, meta={"model": "tiny"}, by_rule={
+        EXTRAPOLATE: dict(reversed(list(g.rule_edges(EXTRAPOLATE).items()))), "unused": {},
+        MV2: g.rule_edges(MV2), RESIDUAL: g.edges,
+    })
+    assert same == g and same.rules == g.rules and "unused" not in same.by_rule
+    assert ErrorGraph(6, 3, {}) == ErrorGraph(6, 3) == ErrorGraph(6, 3, by_rule={RESIDUAL: {}})
+    assert ErrorGraph(6, 3).rules == () and ErrorGraph(6, 3).edges == {}
+    assert g != g.restrict_rules([RESIDUAL, EXTRAPOLATE])
+
+
+def test_v2_dict_and_file_round_trip(tmp_path):
+    g = ErrorGraph.from_dict(v2_dict())
+    assert g == multi_graph() and g.meta == {"model": "tiny"}
+    d = g.to_dict()
+    assert d["version"] == 2
+    # Written sorted by (i, j, rule order), each edge with its rule.
+    assert [(e["i"], e["j"], e["rule"]) for e in d["edges"]] == [
+        (0, 2, RESIDUAL), (1, 3, EXTRAPOLATE), (2, 4, MV2), (2, 5, RESIDUAL), (2, 5, EXTRAPOLATE), (3, 4, EXTRAPOLATE),
+        (3, 5, MV2)]
+    assert d["edges"][0] == {"i": 0, "j": 2, "rule": RESIDUAL, "error": 0.013, "std": 0.002, "samples": 8}
+    assert ErrorGraph.from_dict(json.loads(json.dumps(d))) == g
+    loaded = ErrorGraph.load(g.save(tmp_path / "g2.json"))
+    assert loaded == g and loaded.meta == g.meta
+    assert json.loads((tmp_path / "g2.json").read_text())["version"] == 2
+    with pytest.raises(GraphFormatError, match="version 1 stores the residual rule only; this graph also has"):
+        g.to_dict(version=1)
+    with pytest.raises(GraphFormatError, match="cannot write graph version 3"):
+        g.to_dict(version=3)
+
+
+def test_v1_to_v2_to_v1_round_trip(tmp_path):
+    v1 = small_dict()
+    g = ErrorGraph.from_dict(v1)
+    assert g.rules == (RESIDUAL,) and g.to_dict()["version"] == 1  # residual-only graphs stay version 1
+    as_v2 = g.to_dict(version=2)
+    assert as_v2["version"] == 2 and all(e["rule"] == RESIDUAL for e in as_v2["edges"])
+    back = ErrorGraph.from_dict(json.loads(json.dumps(as_v2)))
+    assert back == g and back.meta == g.meta
+    again = back.to_dict()
+    assert again["version"] == 1 and again == g.to_dict()
+    assert {(e["i"], e["j"]): e["error"] for e in again["edges"]} == {(e["i"], e["j"]): e["error"] for e in v1["edges"]}
+    path = g.save(tmp_path / "v2.json", version=2)
+    assert ErrorGraph.load(path) == g
+    # The bundled v1 example graph is written byte for byte as before.
+    example = load_example_graph()
+    assert example.to_json() == example_graph_path().read_text()
+    assert ErrorGraph.from_dict(example.to_dict(version=2)).to_json() == example_graph_path().read_text()
+
+
+BAD_V2 = [
+    (("edges", 1, "rule"), DELETE, r"edges\[1\]: missing field 'rule'"),
+    (("edges", 1, "rule"), "", r"edges\[1\] \(i=1, j=3\): rule name must be non-empty"),
+    (("edges", 1, "rule"), 7, r"rule name must be a string, got 7"),
+    (("edges", 1, "rule"), "mean-velocity:0", r"written 'mean-velocity:k' with an integer k >= 1"),
+    (("edges", 1, "i"), 0, r"edges\[1\] \(i=0, j=3, rule='extrapolate'\): edge \(0, 3\): rule 'extrapolate' needs 1 "
+                           r"step\(s\) before its start 0"),
+    (("edges", 4, "i"), 1, r"rule 'mean-velocity:2' needs 2 step\(s\) before its start 1"),
+    (("edges", 3, "rule"), "residual", r"edges\[3\] \(i=2, j=5, rule='residual'\): duplicate edge"),
+    (("edges", 3, "error"), -1.0, r"edges\[3\] \(i=2, j=5, rule='extrapolate'\): error must be a finite number >= 0"),
+    (("edges", 5, "j"), 7, r"edge \(3, 7\): out of range"),
+    (("edges", 0), 1, r"edges\[0\] must be an object with i, j, rule, error"),
+]
+
+
+@pytest.mark.parametrize("path, value, message", BAD_V2)
+def test_v2_validation_names_the_problem(path, value, message):
+    d = copy.deepcopy(v2_dict())
+    set_path(d, path, value)
+    with pytest.raises(GraphFormatError, match=message):
+        ErrorGraph.from_dict(d)
+
+
+def test_multigraph_constructor_validates():
+    with pytest.raises(GraphFormatError, match=r"residual edges given twice, differently"):
+        ErrorGraph(6, 3, {(0, 2): 0.1}, by_rule={RESIDUAL: {(1, 3): 0.2}})
+    g = multi_graph()
+    assert dataclasses.replace(g, meta={"x": 1}) == ErrorGraph(6, 3, meta={"x": 1}, by_rule=g.by_rule)
+    with pytest.raises(GraphFormatError, match=r"rule 'extrapolate': edge \(0, 2\): rule 'extrapolate' needs 1"):
+        ErrorGraph(6, 3, by_rule={EXTRAPOLATE: {(0, 2): 0.1}})
+    with pytest.raises(GraphFormatError, match=r"rule 'extrapolate': edge \(1, 5\): j - i = 4 exceeds max_skip"):
+        ErrorGraph(6, 3, by_rule={EXTRAPOLATE: {(1, 5): 0.1}})
+    with pytest.raises(GraphFormatError, match=r"rule 'mean-velocity:2': edge \(2, 4\): error must be"):
+        ErrorGraph(6, 3, by_rule={MV2: {(2, 4): math.nan}})
+    with pytest.raises(GraphFormatError, match="rule name must be non-empty"):
+        ErrorGraph(6, 3, by_rule={"": {(2, 4): 0.1}})
+    with pytest.raises(GraphFormatError, match="by_rule must be a mapping"):
+        ErrorGraph(6, 3, by_rule=[(RESIDUAL, {})])
+    with pytest.raises(GraphFormatError, match=r"rule 'x': edges must be a mapping"):
+        ErrorGraph(6, 3, by_rule={"x": [(0, 2)]})
+    assert ErrorGraph(6, 3, by_rule={"custom": {(0, 2): 0.1}}).rules == ("custom",)  # unknown rules need no history
+
+
+def test_from_matrix_with_a_rule():
+    nan = math.nan
+    m = [[nan, 0.0, 0.1], [nan, nan, 0.0], [nan, nan, nan]]
+    g = ErrorGraph.from_matrix(m, rule="custom")
+    assert g.rules == ("custom",) and g.error(0, 2, "custom") == 0.1 and g.edges == {}
+    with pytest.raises(GraphFormatError, match="rule 'extrapolate' needs 1"):
+        ErrorGraph.from_matrix(m, rule=EXTRAPOLATE)  # row 0 cannot extrapolate
+
+
+def test_implausible_sizes_are_refused_before_allocating():
+    assert MAX_STEPS == 10_000
+    ErrorGraph(MAX_STEPS, 1)  # the maximum itself is fine
+    for bad in (MAX_STEPS + 1, 10**15):
+        with pytest.raises(GraphFormatError, match="exceeds the plausible maximum"):
+            ErrorGraph(bad, 2)
+        with pytest.raises(GraphFormatError, match="exceeds the plausible maximum"):
+            synthetic_graph(bad, 2)  # would loop over T * L edges otherwise
+        d = {**small_dict(), "num_steps": bad, "max_skip": bad - 1}
+        with pytest.raises(GraphFormatError, match="exceeds the plausible maximum"):
+            ErrorGraph.from_dict(d)
+    assert graph_module.VERSIONS == (1, 2)

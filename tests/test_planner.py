@@ -1,7 +1,9 @@
-"""Planner = brute force over all paths, for every objective and budget, on small random graphs."""
+"""Planner = brute force over all paths (and all fill-rule choices), for every objective and budget."""
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import math
 import random
 from unittest import mock
@@ -11,9 +13,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lemica import planner
-from lemica.graph import Edge, ErrorGraph, synthetic_graph
-from lemica.planner import OBJECTIVES, Plan, PlanningError, feasible_budgets, frontier, plan
-from lemica.schedule import Schedule
+from lemica.graph import EXTRAPOLATE, RESIDUAL, Edge, ErrorGraph, rule_available, rule_sort_key, synthetic_graph
+from lemica.planner import (
+    ALL_OBJECTIVES,
+    DEFAULT_GAMMA,
+    OBJECTIVES,
+    Plan,
+    PlanningError,
+    feasible_budgets,
+    frontier,
+    plan,
+)
+from lemica.schedule import Schedule, UnsupportedFillRuleError
 
 TIED_ERRORS = [0.0, 0.1, 0.2, 0.3, 0.5, 1.0]
 
@@ -25,11 +36,13 @@ def left_sum(errors):
     return total
 
 
-def objective_value(objective, errors):
+def objective_value(objective, errors, gamma=DEFAULT_GAMMA):
     if objective == "lexminimax":
         return tuple(sorted(errors, reverse=True))
     if objective == "minimax":
         return (max(errors), left_sum(errors))
+    if objective == "peak":
+        return left_sum(e**gamma for e in errors)
     return left_sum(errors)
 
 
@@ -95,7 +108,7 @@ def random_graphs(draw, max_steps=12):
 @given(random_graphs())
 def test_every_objective_and_budget_matches_brute_force(case):
     graph, forced = case
-    for objective in OBJECTIVES:
+    for objective in ALL_OBJECTIVES:
         expected = brute_force(graph, objective, forced)
         got = frontier(graph, objective, force_full=forced)
         assert sorted(got) == sorted(expected) == feasible_budgets(graph, forced)
@@ -155,7 +168,7 @@ def test_lexminimax_matches_reference_dp_on_larger_graphs(seed, chunk):
 @given(random_graphs(max_steps=10), st.sampled_from(TIED_ERRORS + [0.05, 0.25, 2.0]))
 def test_max_error_picks_fewest_steps_under_the_ceiling(case, ceiling):
     graph, forced = case
-    for objective in OBJECTIVES:
+    for objective in ALL_OBJECTIVES:
         expected = brute_force(graph, objective, forced, max_error=ceiling)
         if not expected:
             with pytest.raises(PlanningError):
@@ -212,7 +225,7 @@ def test_infeasible_budget_names_the_feasible_range():
         plan(g, 10, speedup=2)
     with pytest.raises(PlanningError, match="exactly one"):
         plan(g)
-    with pytest.raises(PlanningError, match="unknown objective"):
+    with pytest.raises(PlanningError, match="unknown objective 'fastest'; choose one of .*, peak"):
         plan(g, 10, objective="fastest")
     with pytest.raises(PlanningError, match="forced full step 50"):
         plan(g, 10, force_full=[50])
@@ -243,3 +256,289 @@ def test_more_budget_never_makes_lexminimax_worse_on_example_graph():
     worst = [plans[b].worst for b in sorted(plans)]
     assert all(a >= b for a, b in zip(worst, worst[1:]))
     assert plans[50].worst == 0.0 and plans[50].full_steps == tuple(range(50))
+
+
+# --- fill rules: the planner over the multigraph -------------------------------------------------------
+RULE_POOL = (RESIDUAL, EXTRAPOLATE, "mean-velocity:1", "mean-velocity:2")
+GAMMAS = (0.5, 1.0, DEFAULT_GAMMA, 3.0)
+
+
+@st.composite
+def random_multigraphs(draw, max_steps=9):
+    """Graphs with up to 4 rules per skip (only where each rule has its history), often tied errors."""
+    T = draw(st.integers(2, max_steps))
+    L = draw(st.integers(1, T - 1))
+    rules = draw(st.lists(st.sampled_from(RULE_POOL), min_size=1, max_size=4, unique=True))
+    presence = draw(st.floats(0.3, 1.0))
+    tied = draw(st.booleans())
+    by_rule = {rule: {} for rule in rules}
+    for rule in rules:
+        for i in range(T):
+            if not rule_available(rule, i):
+                continue
+            for j in range(i + 1, min(T, i + L + 1)):
+                if j == i + 1:
+                    if draw(st.integers(0, 9)) == 0:  # now and then, a stored (i, i+1) error
+                        by_rule[rule][(i, j)] = Edge(draw(st.sampled_from(TIED_ERRORS)))
+                    continue
+                if draw(st.floats(0, 1)) > presence:
+                    continue
+                if tied:
+                    error = draw(st.sampled_from(TIED_ERRORS))
+                else:
+                    error = draw(st.floats(0, 2, allow_nan=False, allow_infinity=False))
+                by_rule[rule][(i, j)] = Edge(error)
+    graph = ErrorGraph(T, L, by_rule=by_rule)
+    forced = draw(st.sets(st.integers(0, T - 1), max_size=2))
+    usable = sorted(set(graph.rules) | {RESIDUAL})  # residual is accepted even where it stores nothing
+    allowed = draw(st.none() | st.lists(st.sampled_from(usable), min_size=1, max_size=len(usable), unique=True))
+    return graph, tuple(sorted(forced)), allowed
+
+
+def rule_options(graph, i, j, allowed):
+    """Every way to fill the skip i -> j: (rule, error); an unstored (i, i+1) is free and has no rule."""
+    names = graph.rules if allowed is None else allowed
+    options = [(rule, graph.by_rule[rule][(i, j)].error) for rule in names
+               if rule in graph.by_rule and (i, j) in graph.by_rule[rule]]
+    if not options and j == i + 1:
+        options = [(None, 0.0)]
+    return options
+
+
+def all_filled_paths(graph, forced=(), allowed=None):
+    """Every path 0 -> T-1 with every choice of rule on every edge: (nodes, errors, rules)."""
+    T = graph.num_steps
+
+    def extend(path, errors, rules):
+        i = path[-1]
+        if i == T - 1:
+            yield path, errors, rules
+            return
+        for j in range(i + 1, min(T, i + graph.max_skip + 1)):
+            if any(i < f < j for f in forced):
+                break
+            for rule, error in rule_options(graph, i, j, allowed):
+                yield from extend(path + [j], errors + [error], rules + [rule])
+
+    yield from extend([0], [], [])
+
+
+def brute_force_multigraph(graph, objective, forced=(), allowed=None, gamma=DEFAULT_GAMMA, max_error=math.inf):
+    best = {}
+    for path, errors, _ in all_filled_paths(graph, forced, allowed):
+        if errors and max(errors) > max_error:
+            continue
+        value = objective_value(objective, errors, gamma)
+        B = len(path)
+        if B not in best or value < best[B]:
+            best[B] = value
+    return best
+
+
+def assert_valid_filled(p: Plan, graph, budget, forced=(), allowed=None):
+    steps = p.full_steps
+    assert p.budget == budget == len(steps) and steps[0] == 0 and steps[-1] == graph.num_steps - 1
+    assert set(forced) <= set(steps)
+    assert len(p.rules) == len(p.edge_errors) == len(steps) - 1
+    assert p.schedule.rules == tuple(p.rules)
+    for (i, j), error, rule in zip(p.schedule.segments(), p.edge_errors, p.rules):
+        options = rule_options(graph, i, j, allowed)
+        assert options, (i, j)
+        smallest = min(e for _, e in options)
+        if j - i == 1:
+            assert rule is None and error == smallest
+            continue
+        # The rule used is stored for this skip, allowed, gives the reported error, and is the first of
+        # the cheapest rules in the fixed rule order.
+        assert (rule, error) in options
+        if p.objective != "peak":
+            assert error == smallest
+            assert rule == min((r for r, e in options if e == smallest), key=rule_sort_key)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(random_multigraphs(), st.sampled_from(GAMMAS))
+def test_multigraph_every_objective_and_budget_matches_brute_force(case, gamma):
+    graph, forced, allowed = case
+    for objective in ALL_OBJECTIVES:
+        g = gamma if objective == "peak" else None
+        expected = brute_force_multigraph(graph, objective, forced, allowed, gamma)
+        got = frontier(graph, objective, force_full=forced, rules=allowed, gamma=g)
+        assert sorted(got) == sorted(expected) == feasible_budgets(graph, forced, rules=allowed)
+        for B, p in got.items():
+            assert_valid_filled(p, graph, B, forced, allowed)
+            assert objective_value(objective, p.edge_errors, gamma) == expected[B], (objective, B)
+            single = plan(graph, B, objective=objective, force_full=forced, rules=allowed, gamma=g)
+            assert single.full_steps == p.full_steps and single.rules == p.rules
+        for B in set(range(0, graph.num_steps + 2)) - set(expected):
+            with pytest.raises(PlanningError, match="feasible budgets"):
+                plan(graph, B, objective=objective, force_full=forced, rules=allowed, gamma=g)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(random_multigraphs(max_steps=8), st.sampled_from(TIED_ERRORS + [0.05, 0.25, 2.0]))
+def test_multigraph_max_error_matches_brute_force(case, ceiling):
+    graph, forced, allowed = case
+    for objective in ALL_OBJECTIVES:
+        expected = brute_force_multigraph(graph, objective, forced, allowed, max_error=ceiling)
+        if not expected:
+            with pytest.raises(PlanningError):
+                plan(graph, max_error=ceiling, objective=objective, force_full=forced, rules=allowed)
+            continue
+        p = plan(graph, max_error=ceiling, objective=objective, force_full=forced, rules=allowed)
+        assert p.budget == min(expected) and p.worst <= ceiling
+        assert objective_value(objective, p.edge_errors) == expected[p.budget]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(random_multigraphs(max_steps=8), st.integers(1, 3))
+def test_multigraph_lexminimax_with_tiny_key_chunks(case, chunk):
+    graph, forced, allowed = case
+    expected = brute_force_multigraph(graph, "lexminimax", forced, allowed)
+    with mock.patch.object(planner, "_MAX_CHUNK", chunk):
+        got = frontier(graph, "lexminimax", force_full=forced, rules=allowed)
+    assert {B: objective_value("lexminimax", p.edge_errors) for B, p in got.items()} == expected
+
+
+def two_rule_graph():
+    # Skip 0 -> 3 is cheaper by residual, 3 -> 6 by extrapolation; 3 -> 6 ties between residual and
+    # mean-velocity:2 is not allowed (history), 1 -> 3 ties residual / extrapolate.
+    return ErrorGraph(7, 3, {(0, 3): 0.1, (3, 6): 0.4, (1, 3): 0.2, (0, 2): 0.3, (2, 4): 0.05, (4, 6): 0.05},
+                      by_rule={EXTRAPOLATE: {(3, 6): 0.15, (1, 3): 0.2, (2, 4): 0.3},
+                               "mean-velocity:2": {(3, 6): 0.15, (2, 5): 0.01}})
+
+
+def test_multigraph_plan_picks_each_skips_best_rule():
+    g = two_rule_graph()
+    p = plan(g, 3)
+    assert p.full_steps == (0, 3, 6) and p.edge_errors == [0.1, 0.15]
+    assert p.rules == ["residual", "extrapolate"]  # 0.15 ties with mean-velocity:2: the fixed order decides
+    assert p.schedule.rules == ("residual", "extrapolate") and not p.schedule.is_residual_only
+    d = p.to_dict()
+    assert d["rules"] == ["residual", "extrapolate"] and "gamma" not in d
+    assert Schedule.from_dict(json.loads(json.dumps(p.schedule.to_dict()))) == p.schedule
+    with pytest.raises(UnsupportedFillRuleError):
+        p.schedule.to_cache_dit_mask()
+    # Without extrapolation, mean-velocity:2 takes over; residual only gives LeMiCa's plan.
+    assert plan(g, 3, rules=[RESIDUAL, "mean-velocity:2"]).rules == ["residual", "mean-velocity:2"]
+    lemica = plan(g, 3, rules=(RESIDUAL,))
+    assert lemica.rules == ["residual", "residual"] and lemica.edge_errors == [0.1, 0.4]
+    assert lemica.schedule.is_residual_only and lemica.schedule.meta["allowed_rules"] == ["residual"]
+    via_2 = plan(g, 4, force_full=[2])
+    assert via_2.full_steps == (0, 2, 5, 6) and via_2.edge_errors == [0.3, 0.01, 0.0]
+    assert via_2.rules == ["residual", "mean-velocity:2", None]
+
+
+def test_peak_objective_and_gamma():
+    # Two paths with 3 nodes: errors (0.5, 0.0) and (0.3, 0.3). shortest prefers the first (0.5 < 0.6),
+    # peak with gamma 2 the second (0.18 < 0.25), peak with gamma 1 is shortest again.
+    g = ErrorGraph(5, 3, {(0, 3): 0.5, (3, 4): 0.0, (0, 2): 0.3, (2, 4): 0.3})
+    assert plan(g, 3, objective="shortest").full_steps == (0, 3, 4)
+    p = plan(g, 3, objective="peak")
+    assert p.full_steps == (0, 2, 4) and p.gamma == DEFAULT_GAMMA == 2.0
+    assert p.peak_total == 0.3**2 + 0.3**2 and p.schedule.meta["gamma"] == 2.0
+    d = p.to_dict()
+    assert d["objective"] == "peak" and d["gamma"] == 2.0 and d["peak_total"] == p.peak_total
+    assert plan(g, 3, objective="peak", gamma=1).full_steps == (0, 3, 4)
+    assert frontier(g, "peak", gamma=3.0)[3].gamma == 3.0
+    for bad in (0, -1.0, math.inf, math.nan, True, "2"):
+        with pytest.raises(PlanningError, match="gamma must be a finite number > 0"):
+            plan(g, 3, objective="peak", gamma=bad)
+    with pytest.raises(PlanningError, match="gamma applies to the 'peak' objective only"):
+        frontier(g, "shortest", gamma=2.0)
+    assert OBJECTIVES == ("lexminimax", "minimax", "shortest") and ALL_OBJECTIVES == (*OBJECTIVES, "peak")
+
+
+def test_rule_restriction_errors():
+    g = two_rule_graph()
+    with pytest.raises(PlanningError, match=r"stores no edges for rule 'mean-velocity:3' \(its rules: residual, "
+                                            r"extrapolate, mean-velocity:2\)"):
+        plan(g, 3, rules=["mean-velocity:3"])
+    with pytest.raises(PlanningError, match="at least one fill rule"):
+        frontier(g, rules=[])
+    with pytest.raises(PlanningError, match="mean-velocity:k"):
+        feasible_budgets(g, rules=["mean-velocity:0"])
+    with pytest.raises(PlanningError, match=r"budget 2 is infeasible .*, rules residual\): feasible budgets are 3-7"):
+        plan(g, 2, rules="residual")  # a bare name is one rule
+    assert plan(ErrorGraph(4, 2), 4, rules=[RESIDUAL]).full_steps == (0, 1, 2, 3)  # residual always accepted
+    repeated = plan(g, 4, rules=[EXTRAPOLATE, "mean-velocity:2", EXTRAPOLATE])  # order and repeats do not matter
+    assert repeated.schedule == plan(g, 4, rules=["mean-velocity:2", EXTRAPOLATE]).schedule
+
+
+def test_neighbour_edges_cost_their_smallest_stored_error():
+    # (1, 2) is stored by two rules (0.3 and 0.2) and by no third one: it costs 0.2, not 0.
+    g = ErrorGraph(3, 2, {(1, 2): 0.3}, by_rule={EXTRAPOLATE: {(1, 2): 0.2}, "custom": {(0, 2): 0.9}})
+    p = plan(g, 3)
+    assert p.edge_errors == [0.0, 0.2] and p.rules == [None, None]
+    assert plan(g, 3, rules=[RESIDUAL]).edge_errors == [0.0, 0.3]
+    assert plan(g, 3, rules=["custom"]).edge_errors == [0.0, 0.0]  # custom stores no (1, 2): it is free
+
+
+# --- residual-only graphs plan exactly as before fill rules existed ------------------------------------
+def golden_graphs():
+    yield "example", synthetic_graph(50, 10), ()
+    yield "example-forced", synthetic_graph(50, 10), (0, 1, 2, 3, 30)
+    for seed in range(6):
+        rng = random.Random(seed)
+        T, L = rng.randint(8, 30), rng.randint(2, 9)
+        L = min(L, T - 1)
+        values = [0.0, 0.1, 0.2, 0.5] if seed % 2 == 0 else [rng.random() for _ in range(50)]
+        edges = {}
+        for i in range(T):
+            for j in range(i + 1, min(T, i + L + 1)):
+                if j == i + 1:
+                    if rng.random() < 0.1:
+                        edges[(i, j)] = Edge(rng.choice(values))
+                elif rng.random() < 0.85:
+                    edges[(i, j)] = Edge(rng.choice(values))
+        yield f"random{seed}", ErrorGraph(T, L, edges), (() if seed < 3 else (rng.randrange(T),))
+
+
+def plans_digest(transform=lambda g: g, **kwargs):
+    """sha256 over every plan (steps and repr of each error) of the golden graphs, all objectives."""
+    rows = []
+    for name, g, forced in golden_graphs():
+        g = transform(g)
+        for objective in OBJECTIVES:
+            for B, p in frontier(g, objective, force_full=forced, **kwargs).items():
+                rows.append([name, objective, B, list(p.full_steps), [repr(e) for e in p.edge_errors]])
+            for kw in ({"speedup": 2.0}, {"max_error": 0.2}):
+                try:
+                    p = plan(g, objective=objective, force_full=forced, **kw, **kwargs)
+                    rows.append([name, objective, str(kw), list(p.full_steps), [repr(e) for e in p.edge_errors]])
+                except ValueError as e:
+                    rows.append([name, objective, str(kw), str(e)])
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest(), len(rows)
+
+
+# Computed with the planner as it was before fill rules (residual only), on the same graphs.
+PLANS_BEFORE_FILL_RULES = ("c0bcd2298904885515d02b1b0622607f7c456181666b2b023c996314acc8709d", 534)
+
+
+def with_noise_rules(g):
+    """The same residual edges plus other rules that never beat residual (equal or larger errors)."""
+    worse = {(i, j): Edge(e.error * 1.5 + 0.01) for (i, j), e in g.edges.items() if i >= 2}
+    equal = {(i, j): e for (i, j), e in g.edges.items() if i >= 1}
+    return ErrorGraph(g.num_steps, g.max_skip, g.edges, g.meta, by_rule={EXTRAPOLATE: equal, "mean-velocity:2": worse})
+
+
+@pytest.mark.parametrize("transform, kwargs", [
+    (lambda g: g, {}),
+    (lambda g: g, {"rules": (RESIDUAL,)}),
+    (lambda g: ErrorGraph.from_dict(g.to_dict(version=2)), {}),
+    (with_noise_rules, {"rules": (RESIDUAL,)}),
+])
+def test_residual_plans_are_bit_identical_to_before(transform, kwargs):
+    assert plans_digest(transform, **kwargs) == PLANS_BEFORE_FILL_RULES
+
+
+def test_rules_that_never_win_leave_the_steps_unchanged():
+    # Where other rules only tie or lose, the steps and errors are LeMiCa's; tied skips name residual.
+    g = synthetic_graph(50, 10)
+    noisy = with_noise_rules(g)
+    for objective in ALL_OBJECTIVES:
+        before, after = frontier(g, objective), frontier(noisy, objective)
+        assert sorted(before) == sorted(after)
+        for B in before:
+            assert after[B].full_steps == before[B].full_steps and after[B].edge_errors == before[B].edge_errors
+            assert after[B].schedule.is_residual_only and after[B].schedule == before[B].schedule

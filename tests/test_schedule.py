@@ -1,4 +1,4 @@
-"""Schedule: derived views, conversions, JSON round trip and validation."""
+"""Schedule: derived views, conversions, fill rules, JSON round trips (v1 and v2) and validation."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lemica.schedule import Schedule, ScheduleFormatError, compress_steps
+from lemica.graph import MAX_STEPS
+from lemica.schedule import Schedule, ScheduleFormatError, UnsupportedFillRuleError, compress_steps
 
 
 def test_views():
@@ -87,6 +88,10 @@ def test_validation(num_steps, steps, message):
     [
         ({"format": "lemica-graph"}, "'format' must be 'lemica-schedule'"),
         ({"version": 3}, "unsupported 'version' 3"),
+        ({"version": "2"}, "unsupported 'version' '2'"),
+        ({"version": True}, "unsupported 'version' True"),
+        ({"rules": []}, "'rules' needs version 2"),
+        ({"num_steps": 10**9, "full_steps": [0, 10**9 - 1]}, "exceeds the plausible maximum of 10000"),
         ({"full_steps": "0,9"}, "'full_steps' must be a list"),
         ({"full_steps": None}, "'full_steps' must be a list"),
         ({"num_steps": 9}, r"\[9\] out of range"),
@@ -123,3 +128,141 @@ def test_compress_steps():
     assert compress_steps([0, 1, 2, 3, 5, 7, 8, 12]) == "0-3,5,7-8,12"
     assert compress_steps([]) == ""
     assert compress_steps([4]) == "4"
+
+
+# --- fill rules and format version 2 --------------------------------------------------------------
+STEPS = [0, 1, 4, 6, 7, 9]  # segments (0, 1) (1, 4) (4, 6) (6, 7) (7, 9)
+
+
+def test_rules_default_to_residual_and_take_every_form():
+    plain = Schedule(10, STEPS)
+    assert plain.rules == (None, "residual", "residual", None, "residual") and plain.is_residual_only
+    assert Schedule(10, STEPS, rules="residual") == plain
+    assert Schedule(10, STEPS, rules=["residual"] * 5) == plain
+    want = (None, "extrapolate", "residual", None, "mean-velocity:2")
+    forms = [
+        {(1, 4): "extrapolate", (7, 9): "mean-velocity:2"},  # unlisted skips are residual
+        [None, "extrapolate", "residual", None, "mean-velocity:2"],
+        ["anything", "extrapolate", "residual", "ignored", "mean-velocity:2"],  # 1-step entries: no cached step
+        (None, "extrapolate", "residual", None, "mean-velocity:2"),
+    ]
+    for form in forms:
+        s = Schedule(10, STEPS, rules=form)
+        assert s.rules == want and not s.is_residual_only
+    s = Schedule(10, STEPS, {"objective": "x"}, want)
+    assert s == Schedule(10, STEPS, rules=want) != plain  # rules take part in equality, meta does not
+    assert hash(s) == hash(Schedule(10, STEPS, rules=want))
+    assert s.segment_rules() == [(0, 1, None), (1, 4, "extrapolate"), (4, 6, "residual"), (6, 7, None),
+                                 (7, 9, "mean-velocity:2")]
+    assert s.segments() == [(i, j) for i, j, _ in s.segment_rules()]
+    assert s.fill_rules == [None, None, "extrapolate", "extrapolate", None, "residual", None, None,
+                            "mean-velocity:2", None]
+    assert Schedule(10, STEPS, rules="extrapolate").rules == (None, "extrapolate", "extrapolate", None, "extrapolate")
+    assert Schedule(10, range(10), rules="extrapolate").is_residual_only  # nothing is cached at all
+    assert str(s) == ("Schedule(T=10, B=6, full_steps=0-1,4,6-7,9, rules={1->4: extrapolate, "
+                      "7->9: mean-velocity:2} (others residual))")
+    assert Schedule.from_mask(s.mask, rules=s.rules) == s
+    assert Schedule.uniform(10, 4, rules="extrapolate").rules == ("extrapolate",) * 3
+
+
+@pytest.mark.parametrize(
+    "rules, message",
+    [
+        ({(1, 3): "extrapolate"}, r"\(1, 3\) is not a segment"),
+        ({(0, 1): "extrapolate"}, r"segment \(0, 1\) caches no step"),
+        ({"1-4": "extrapolate"}, "'1-4' is not a segment"),
+        ({(1, 4): ""}, r"rule of segment \(1, 4\): rule name must be non-empty"),
+        ({(1, 4): "mean-velocity:0"}, "mean-velocity:k"),
+        (["residual"] * 4, "rules has 4 entries but the schedule has 5 segments"),
+        ([None] * 5, r"rule of segment \(1, 4\): rule name must be a string, got None"),
+        (3, "rules must be None, a rule name"),
+        (b"residual", "rules must be None, a rule name"),
+        (" residual", "rules: rule name must be non-empty without surrounding whitespace"),
+    ],
+)
+def test_rule_validation(rules, message):
+    with pytest.raises(ScheduleFormatError, match=message):
+        Schedule(10, STEPS, rules=rules)
+
+
+def test_cache_dit_mask_refuses_other_rules():
+    s = Schedule(10, STEPS, rules={(1, 4): "extrapolate"})
+    with pytest.raises(UnsupportedFillRuleError, match=r"can only reuse the residual.* fills 1->4 extrapolate"):
+        s.to_cache_dit_mask()
+    assert issubclass(UnsupportedFillRuleError, ScheduleFormatError) and issubclass(ScheduleFormatError, ValueError)
+    assert Schedule(10, STEPS).to_cache_dit_mask() == [1, 1, 0, 0, 1, 0, 1, 1, 0, 1]
+
+
+def test_v2_json_round_trip(tmp_path):
+    s = Schedule(10, STEPS, {"objective": "lexminimax"}, {(1, 4): "extrapolate", (7, 9): "mean-velocity:2"})
+    d = s.to_dict()
+    assert d == {"format": "lemica-schedule", "version": 2, "num_steps": 10, "full_steps": STEPS,
+                 "rules": [{"i": 1, "j": 4, "rule": "extrapolate"}, {"i": 4, "j": 6, "rule": "residual"},
+                           {"i": 7, "j": 9, "rule": "mean-velocity:2"}],
+                 "meta": {"objective": "lexminimax"}}
+    assert Schedule.from_dict(json.loads(json.dumps(d))) == s
+    loaded = Schedule.load(s.save(tmp_path / "s2.json"))
+    assert loaded == s and loaded.meta == s.meta
+    with pytest.raises(UnsupportedFillRuleError, match="version 1 has no fill rules"):
+        s.to_dict(version=1)
+    with pytest.raises(ScheduleFormatError, match="cannot write schedule version 0"):
+        s.to_dict(version=0)
+
+
+def test_v1_to_v2_to_v1_round_trip(tmp_path):
+    v1 = {"format": "lemica-schedule", "version": 1, "num_steps": 10, "full_steps": STEPS}
+    s = Schedule.from_dict(v1)
+    assert s.is_residual_only and s.rules == (None, "residual", "residual", None, "residual")
+    as_v2 = s.to_dict(version=2)
+    assert as_v2["version"] == 2 and [r["rule"] for r in as_v2["rules"]] == ["residual"] * 3
+    back = Schedule.from_dict(json.loads(json.dumps(as_v2)))
+    assert back == s and back.to_dict() == v1  # residual-only schedules are written as version 1
+    assert Schedule.load(s.save(tmp_path / "v2.json", version=2)) == s
+    assert json.loads(s.save(tmp_path / "v1.json").read_text()) == v1
+
+
+@pytest.mark.parametrize(
+    "rules, message",
+    [
+        (None, "missing required field 'rules'"),
+        ({"1": "extrapolate"}, "'rules' must be a list"),
+        ([["1", "4", "extrapolate"]], r"rules\[0\] must be an object with i, j, rule"),
+        ([{"i": 1, "j": 4}], r"rules\[0\] must be an object with i, j, rule"),
+        ([{"i": 1.0, "j": 4, "rule": "x"}], r"rules\[0\].i must be an integer"),
+        ([{"i": 0, "j": 1, "rule": "x"}], r"rules\[0\]: \(0, 1\) is not a skip"),
+        ([{"i": 1, "j": 6, "rule": "x"}], r"rules\[0\]: \(1, 6\) is not a skip"),
+        ([{"i": 1, "j": 4, "rule": "x"}, {"i": 1, "j": 4, "rule": "y"}], r"rules\[1\]: duplicate segment \(1, 4\)"),
+        ([{"i": 1, "j": 4, "rule": ""}], r"rules\[0\]: rule name must be non-empty"),
+        ([{"i": 1, "j": 4, "rule": "x"}], r"'rules' gives no rule for segment\(s\) 4->6, 7->9"),
+    ],
+)
+def test_v2_dict_validation(rules, message):
+    d = {"format": "lemica-schedule", "version": 2, "num_steps": 10, "full_steps": STEPS}
+    if rules is not None:
+        d["rules"] = rules
+    with pytest.raises(ScheduleFormatError, match=message):
+        Schedule.from_dict(d)
+
+
+RULES = st.sampled_from(["residual", "extrapolate", "mean-velocity:1", "mean-velocity:3", "custom"])
+
+
+@given(st.integers(2, 40).flatmap(lambda T: st.tuples(
+    st.just(T), st.sets(st.integers(1, T - 2)) if T > 2 else st.just(set()), st.lists(RULES, min_size=T, max_size=T))))
+def test_random_schedules_round_trip_through_json(case):
+    T, middle, names = case
+    steps = sorted({0, T - 1} | middle)
+    s = Schedule(T, steps, rules=names[: len(steps) - 1])
+    d = json.loads(json.dumps(s.to_dict()))
+    assert d["version"] == (1 if s.is_residual_only else 2)
+    assert Schedule.from_dict(d) == s
+    assert Schedule.from_dict(s.to_dict(version=2)) == s
+    assert [r for r in s.fill_rules if r is not None] == [r for i, j, r in s.segment_rules() for _ in range(j - i - 1)]
+
+
+def test_implausible_sizes_are_refused():
+    Schedule(MAX_STEPS, [0, MAX_STEPS - 1])
+    with pytest.raises(ScheduleFormatError, match="exceeds the plausible maximum"):
+        Schedule(MAX_STEPS + 1, [0, MAX_STEPS])
+    with pytest.raises(ScheduleFormatError, match="exceeds the plausible maximum"):
+        Schedule.uniform(10**12, 3)
