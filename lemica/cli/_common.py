@@ -47,22 +47,21 @@ def print_json(obj: Any) -> None:
     sys.stdout.flush()
 
 
-def load_graph_or_exit(path: Path) -> ErrorGraph:
+def _load_or_exit(load, path: Path, what: str):
     try:
-        return ErrorGraph.load(path)
+        return load(path)
     except FileNotFoundError:
-        fail(f"graph file not found: {path}")
-    except (GraphFormatError, OSError) as e:
-        fail(f"invalid error graph: {e}")
+        fail(f"{what} file not found: {path}")
+    except (GraphFormatError, ScheduleFormatError, OSError) as e:
+        fail(f"invalid {'error graph' if what == 'graph' else what}: {e}")
+
+
+def load_graph_or_exit(path: Path) -> ErrorGraph:
+    return _load_or_exit(ErrorGraph.load, path, "graph")
 
 
 def load_schedule_or_exit(path: Path) -> Schedule:
-    try:
-        return Schedule.load(path)
-    except FileNotFoundError:
-        fail(f"schedule file not found: {path}")
-    except (ScheduleFormatError, OSError) as e:
-        fail(f"invalid schedule: {e}")
+    return _load_or_exit(Schedule.load, path, "schedule")
 
 
 def int_list(text: str, what: str) -> list[int]:
