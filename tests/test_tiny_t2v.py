@@ -103,7 +103,7 @@ def test_prompt_embeds_path_matches_prompt_path(pipe, encoder):
 
 
 def test_loop_uses_cache_contexts_and_standard_scheduler_calls(pipe, monkeypatch):
-    """The lead's runtime and diffusers' hooks rely on exactly this call pattern."""
+    """lemica's runtime and diffusers' hooks rely on exactly this call pattern."""
     contexts, steps = [], []
     orig_ctx, orig_step = pipe.transformer.cache_context, pipe.scheduler.step
     monkeypatch.setattr(pipe.transformer, "cache_context", lambda name: contexts.append(name) or orig_ctx(name))
