@@ -79,3 +79,16 @@ def test_motion_classifier_directions():
         scenes = [Scene((ObjectSpec("white", "square", motion),), "black")] * 5
         for video in data.render(scenes, seed=11):
             assert scorer.classify_motion(scorer.colour_labels(video) >= 0) == motion
+
+
+def test_vote_breaks_ties_the_same_way_in_every_process():
+    """String hashing differs between processes, so a set's order does; the vote must not depend on it."""
+    import subprocess
+    import sys
+
+    code = ("from lemica.models.tiny_t2v.scorer import _vote\n"
+            "print(_vote(['circle', 'square', 'triangle', 'square', 'circle', 'triangle']))")
+    seen = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**__import__('os').environ, "PYTHONHASHSEED": str(seed)}).stdout.strip()
+            for seed in range(6)}
+    assert seen == {"circle"}

@@ -137,8 +137,9 @@ def temporal_consistency(video: np.ndarray) -> float:
 
 
 def _vote(values: list) -> str | None:
+    """The most frequent value; a tie goes to the one seen first (a set's order varies between processes)."""
     values = [v for v in values if v is not None]
-    return max(set(values), key=values.count) if values else None
+    return max(dict.fromkeys(values), key=values.count) if values else None
 
 
 def score_video(video: np.ndarray, scene: Scene) -> VideoScore:
