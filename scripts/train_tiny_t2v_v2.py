@@ -87,13 +87,13 @@ def parse_args(argv=None):
     p.add_argument("--vae-lr", type=float, default=2e-3)
     p.add_argument("--kl-weight", type=float, default=1e-4, help="weight of the per-element mean KL")
     # latent pool
-    p.add_argument("--pool", type=int, default=5000, help="training videos encoded once (x2 with time reversal)")
+    p.add_argument("--pool", type=int, default=6000, help="training videos encoded once (x2 with time reversal)")
     # DiT
-    p.add_argument("--steps", type=int, default=2400)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=8e-4)
+    p.add_argument("--steps", type=int, default=4400)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=6e-4)
     p.add_argument("--warmup", type=int, default=100)
-    p.add_argument("--ema", type=float, default=0.998)
+    p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--cfg-dropout", type=float, default=0.1)
     p.add_argument("--num-layers", type=int, default=4)
     p.add_argument("--heads", type=int, default=4)
