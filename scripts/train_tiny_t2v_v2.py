@@ -470,8 +470,9 @@ def evaluate(args) -> None:
             shape = pipe.latent_shape(1)[1:]
             lat = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(start + i))
                                for i in range(len(chunk))])
+            f, h, w = pipe.default_size()
             videos.append(pipe(chunk, num_inference_steps=args.eval_steps, guidance_scale=args.eval_guidance,
-                               latents=lat).frames)
+                               latents=lat, num_frames=f, height=h, width=w).frames)
         res = scorer.score_videos(np.concatenate(videos), scenes)
         name = "untrained" if untrained else f"EMA at step {step}"
         print(f"eval {name} (shift {args.shift:g}, cfg {args.eval_guidance:g}, {args.eval_steps} steps): "

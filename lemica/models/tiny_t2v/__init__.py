@@ -5,7 +5,7 @@ procedural videos and scored by the analytic mini-VBench (`scorer.py`). Two gene
 * v1 (`weights/`, shipped default): pixel space, 8x32x32, no VAE (`data.py`);
 * v2 (`weights_v2/`): latent space, 8x64x64, a per-frame AutoencoderKL as VAE (`data_v2.py`,
   `scripts/train_tiny_t2v_v2.py`). `load_default_pipeline(version=2)` loads it; switching the default is
-  `DEFAULT_VERSION = 2`.
+  `DEFAULT_VERSION = 2` in pipeline.py (call defaults and weights folder together).
 """
 from __future__ import annotations
 
@@ -13,11 +13,10 @@ import os
 from pathlib import Path
 
 from .data import Scene, calibration_prompts, heldout_prompts
-from .pipeline import TinyT2VPipeline, TinyT2VPipelineOutput
+from .pipeline import DEFAULT_VERSION, TinyT2VPipeline, TinyT2VPipelineOutput
 
 WEIGHTS_V1_DIR = Path(__file__).resolve().parent / "weights"
 WEIGHTS_V2_DIR = Path(__file__).resolve().parent / "weights_v2"
-DEFAULT_VERSION = 1
 WEIGHTS_DIR = {1: WEIGHTS_V1_DIR, 2: WEIGHTS_V2_DIR}[DEFAULT_VERSION]
 DEFAULT_STEPS = 30
 DEFAULT_GUIDANCE = 5.0

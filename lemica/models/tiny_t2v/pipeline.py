@@ -22,9 +22,15 @@ from diffusers.pipelines.flux.pipeline_flux import retrieve_timesteps
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from . import data_v2
-from .data import HEIGHT, NUM_FRAMES, WIDTH
+from . import data, data_v2
 from .text_encoder import MiniLMTextEncoder
+
+# The shipped generation: 1 = pixel space 8x32x32 (weights/), 2 = latent space 8x64x64 (weights_v2/).
+# It sets the call defaults below (which lemica's calibration reads from the signature) and, in __init__.py,
+# the folder load_default_pipeline() loads. Switching the shipped model to v2 is this one line.
+DEFAULT_VERSION = 1
+SIZES = {1: (data.NUM_FRAMES, data.HEIGHT, data.WIDTH), 2: (data_v2.NUM_FRAMES, data_v2.HEIGHT, data_v2.WIDTH)}
+NUM_FRAMES, HEIGHT, WIDTH = SIZES[DEFAULT_VERSION]
 
 
 @dataclass
@@ -97,10 +103,9 @@ class TinyT2VPipeline(DiffusionPipeline):
         return 1 if vae is None else 2 ** (len(vae.config.block_out_channels) - 1)
 
     def default_size(self) -> tuple[int, int, int]:
-        """(num_frames, height, width) the model was trained at: v1 8x32x32, v2 8x64x64."""
-        if getattr(self, "vae", None) is None:
-            return NUM_FRAMES, HEIGHT, WIDTH
-        return data_v2.NUM_FRAMES, data_v2.HEIGHT, data_v2.WIDTH
+        """(num_frames, height, width) this model was trained at: v1 (no VAE) 8x32x32, v2 8x64x64. The call
+        defaults are those of the shipped generation (DEFAULT_VERSION): pass the size for the other one."""
+        return SIZES[1] if getattr(self, "vae", None) is None else SIZES[2]
 
     def latent_shape(self, batch_size: int, num_frames: int | None = None, height: int | None = None,
                      width: int | None = None) -> tuple[int, ...]:
@@ -183,9 +188,9 @@ class TinyT2VPipeline(DiffusionPipeline):
         negative_prompt: str | list[str] | None = None,
         num_inference_steps: int = 30,
         guidance_scale: float = 5.0,
-        num_frames: int | None = None,
-        height: int | None = None,
-        width: int | None = None,
+        num_frames: int = NUM_FRAMES,
+        height: int = HEIGHT,
+        width: int = WIDTH,
         num_videos_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
