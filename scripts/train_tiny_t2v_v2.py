@@ -94,7 +94,7 @@ def parse_args(argv=None):
     # latent pool
     p.add_argument("--pool", type=int, default=6000, help="training videos encoded once (x2 with time reversal)")
     # DiT
-    p.add_argument("--steps", type=int, default=6000)
+    p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=6e-4)
     p.add_argument("--warmup", type=int, default=100)
