@@ -121,3 +121,10 @@ def render(scenes: list[Scene], seed: int | np.random.Generator = 0, num_frames:
 def to_model_space(video: np.ndarray) -> np.ndarray:
     """(B, F, H, W, 3) in [0,1] -> (B, 3, F, H, W) in [-1, 1] (the VAE's input layout, frame axis 2)."""
     return np.ascontiguousarray(video.transpose(0, 4, 1, 2, 3) * 2.0 - 1.0)
+
+
+__all__ = [
+    "BACKGROUNDS", "COLORS", "MOTIONS", "RELATIONS", "SHAPES", "SPLITS", "ObjectSpec", "Scene", "calibration_prompts",
+    "combos_for", "heldout_prompts", "make_caption", "sample_scenes", "shape_masks", "sample_training_scenes", "render",
+    "to_model_space", "NUM_FRAMES", "HEIGHT", "WIDTH", "TRAIN_PAIR_FRACTION",
+]
