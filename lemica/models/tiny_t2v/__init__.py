@@ -1,7 +1,11 @@
 """The embedded default: a tiny text-to-video diffusion model trained in this repo (see docs/tiny_t2v.md).
 
-A diffusers `WanTransformer3DModel` (pixel space, no VAE) conditioned on MiniLM token states, trained with
-rectified flow on procedural videos (`data.py`) and scored by the analytic mini-VBench (`scorer.py`).
+A diffusers `WanTransformer3DModel` conditioned on MiniLM token states, trained with rectified flow on
+procedural videos and scored by the analytic mini-VBench (`scorer.py`). Two generations:
+* v1 (`weights/`, shipped default): pixel space, 8x32x32, no VAE (`data.py`);
+* v2 (`weights_v2/`): latent space, 8x64x64, a per-frame AutoencoderKL as VAE (`data_v2.py`,
+  `scripts/train_tiny_t2v_v2.py`). `load_default_pipeline(version=2)` loads it; switching the default is
+  `DEFAULT_VERSION = 2` in pipeline.py (call defaults and weights folder together).
 """
 from __future__ import annotations
 
@@ -9,19 +13,26 @@ import os
 from pathlib import Path
 
 from .data import Scene, calibration_prompts, heldout_prompts
-from .pipeline import TinyT2VPipeline, TinyT2VPipelineOutput
+from .pipeline import DEFAULT_VERSION, TinyT2VPipeline, TinyT2VPipelineOutput
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+WEIGHTS_V1_DIR = Path(__file__).resolve().parent / "weights"
+WEIGHTS_V2_DIR = Path(__file__).resolve().parent / "weights_v2"
+WEIGHTS_DIR = {1: WEIGHTS_V1_DIR, 2: WEIGHTS_V2_DIR}[DEFAULT_VERSION]
 DEFAULT_STEPS = 30
 DEFAULT_GUIDANCE = 5.0
+TRAIN_SCRIPTS = {1: "scripts/train_tiny_t2v.py", 2: "scripts/train_tiny_t2v_v2.py"}
 
 
-def load_default_pipeline(text_encoder=None, device: str = "cpu") -> TinyT2VPipeline:
-    """Load the shipped pipeline from the package folder, offline (no hub access is ever attempted)."""
+def load_default_pipeline(text_encoder=None, device: str = "cpu", version: int | None = None) -> TinyT2VPipeline:
+    """Load the shipped pipeline (or `version` 1 / 2) from the package folder, offline (no hub access)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if not (WEIGHTS_DIR / "model_index.json").exists():
-        raise FileNotFoundError(f"no trained pipeline in {WEIGHTS_DIR}; run scripts/train_tiny_t2v.py")
-    pipe = TinyT2VPipeline.from_pretrained(str(WEIGHTS_DIR), local_files_only=True)
+    version = DEFAULT_VERSION if version is None else version
+    if version not in (1, 2):
+        raise ValueError(f"version must be 1 or 2, got {version!r}")
+    folder = {1: WEIGHTS_V1_DIR, 2: WEIGHTS_V2_DIR}[version]
+    if not (folder / "model_index.json").exists():
+        raise FileNotFoundError(f"no trained pipeline in {folder}; run {TRAIN_SCRIPTS[version]}")
+    pipe = TinyT2VPipeline.from_pretrained(str(folder), local_files_only=True)
     if text_encoder is not None:
         pipe.text_encoder = text_encoder
     pipe.set_progress_bar_config(disable=True)
@@ -30,5 +41,5 @@ def load_default_pipeline(text_encoder=None, device: str = "cpu") -> TinyT2VPipe
 
 __all__ = [
     "TinyT2VPipeline", "TinyT2VPipelineOutput", "load_default_pipeline", "calibration_prompts", "heldout_prompts",
-    "Scene", "WEIGHTS_DIR", "DEFAULT_STEPS", "DEFAULT_GUIDANCE",
+    "Scene", "WEIGHTS_DIR", "WEIGHTS_V1_DIR", "WEIGHTS_V2_DIR", "DEFAULT_VERSION", "DEFAULT_STEPS", "DEFAULT_GUIDANCE",
 ]
