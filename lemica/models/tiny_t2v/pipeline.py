@@ -178,7 +178,9 @@ class TinyT2VPipeline(DiffusionPipeline):
                 latents = self.scheduler.step(noise_pred.float(), t, latents, return_dict=False)[0]
 
                 if callback_on_step_end is not None:
-                    callback_kwargs = {k: locals()[k] for k in callback_on_step_end_tensor_inputs}
+                    # locals() read here: inside the comprehension it is the comprehension's own scope (Python < 3.12)
+                    step_locals = locals()
+                    callback_kwargs = {k: step_locals[k] for k in callback_on_step_end_tensor_inputs}
                     callback_outputs = callback_on_step_end(self, i, t, callback_kwargs)
                     latents = callback_outputs.pop("latents", latents)
                     prompt_embeds = callback_outputs.pop("prompt_embeds", prompt_embeds)
