@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import importlib
 
-from lemica.errors import (CalibrationError, GraphFormatError, LemicaError, PlanningError, PresetNotFoundError,
-                           ScheduleFormatError, ScheduleMismatchError, UnsupportedDiffusersError, UnsupportedFillRuleError,
-                           UnsupportedModelError, WorkdirMismatchError)
+from lemica.errors import (CalibrationError, ConcurrentCallError, GraphFormatError, InvalidArgumentError, LemicaError,
+                           PlanningError, PresetNotFoundError, ScheduleFormatError, ScheduleMismatchError,
+                           UnsupportedDiffusersError, UnsupportedFillRuleError, UnsupportedModelError,
+                           WorkdirMismatchError)
 from lemica.graph import Edge, ErrorGraph
 from lemica.planner import Plan, frontier, plan
 from lemica.schedule import Schedule
@@ -24,7 +25,7 @@ _LAZY = {
 __all__ = ["ErrorGraph", "Edge", "Schedule", "plan", "frontier", "Plan", "LemicaError", "GraphFormatError",
            "ScheduleFormatError", "PlanningError", "PresetNotFoundError", "UnsupportedModelError",
            "UnsupportedDiffusersError", "UnsupportedFillRuleError", "ScheduleMismatchError", "WorkdirMismatchError",
-           "CalibrationError", *_LAZY]
+           "CalibrationError", "InvalidArgumentError", "ConcurrentCallError", *_LAZY]
 __version__ = "0.1.0"
 
 

@@ -25,15 +25,45 @@ from lemica.schedule import Schedule
 console = Console(highlight=False)
 
 
+def seed_list(text: str) -> list[int]:
+    """``--seeds``: comma-separated distinct integers, as in ``lemica calibrate/bench --seeds``."""
+    try:
+        seeds = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated integers, got {text!r}") from None
+    if not seeds:
+        raise argparse.ArgumentTypeError(f"needs at least one seed, got {text!r}")
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"lists a seed more than once: {text!r}")
+    return seeds
+
+
+def _at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    return parse
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("demo_out"))
-    parser.add_argument("--calibration-prompts", type=int, default=2)
-    parser.add_argument("--max-skip", type=int, default=6)
-    parser.add_argument("--heldout-prompts", type=int, default=8)
-    parser.add_argument("--seeds", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--calibration-prompts", type=_at_least(1), default=2)
+    parser.add_argument("--max-skip", type=_at_least(1), default=6)
+    parser.add_argument("--heldout-prompts", type=_at_least(1), default=8)
+    parser.add_argument("--seeds", type=seed_list, default=[0],
+                        help="comma-separated seeds of the held-out videos (default: 0)")
+    parser.add_argument("--threads", type=_at_least(0), default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args(argv)
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        parser.error(f"--out: cannot create {args.out}: {e.strerror or e}")
 
     import torch
 
@@ -52,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     T, G = DEFAULT_STEPS, DEFAULT_GUIDANCE
     pipe = load_default_pipeline()
-    seeds = list(range(args.seeds))
+    seeds = args.seeds
 
     console.rule("[bold]1. calibrate")
     started = time.perf_counter()

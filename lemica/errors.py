@@ -54,5 +54,16 @@ class CalibrationError(LemicaError):
     """A calibration input or an intermediate result cannot be used (bad prompts, seeds, steps, sample files)."""
 
 
+class InvalidArgumentError(LemicaError):
+    """An argument has a value the call cannot use (a device this machine lacks, an unknown dtype, a size the
+    model cannot take, a non-positive frame rate ...); the message names the argument."""
+
+
+class ConcurrentCallError(LemicaError):
+    """A lemica-cached pipeline was called from a second thread while another thread's call was in progress.
+    Pipelines are not thread-safe (diffusers keeps per-call state on the pipeline and its scheduler): use one
+    pipeline per thread, or serialise the calls with a lock."""
+
+
 class MethodUnavailable(LemicaError):
     """A bench method cannot run on this workload or budget; the message says why (it goes into the results)."""

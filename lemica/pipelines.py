@@ -5,6 +5,8 @@ import json
 from importlib import resources
 from pathlib import Path
 
+from lemica.errors import InvalidArgumentError
+
 EMBEDDED = "embedded"
 
 
@@ -12,14 +14,29 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def resolve_device(device: str = "auto") -> str:
-    """"auto": this rank's GPU (``LOCAL_RANK`` under torchrun) when there is one, else the CPU."""
+    """"auto": this rank's GPU (``LOCAL_RANK`` under torchrun) when there is one, else the CPU. Any other name
+    must be a device this machine has (``InvalidArgumentError`` otherwise, before anything is loaded)."""
     import os
 
     import torch
 
-    if device != "auto":
-        return device
-    return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu"
+    if device == "auto":
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu"
+    try:
+        where = torch.device(device)
+    except (RuntimeError, ValueError, TypeError) as e:
+        raise InvalidArgumentError(f"unknown device {device!r} ({e}); use auto, cpu, cuda or cuda:N") from None
+    if where.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch is built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise InvalidArgumentError(f"device {device!r} is not available: {why} (torch {torch.__version__}); "
+                                       f"use --device cpu or auto")
+        if where.index is not None and where.index >= torch.cuda.device_count():
+            raise InvalidArgumentError(f"device {device!r} is not available: this machine has "
+                                       f"{torch.cuda.device_count()} CUDA device(s)")
+    elif where.type == "mps" and not torch.backends.mps.is_available():
+        raise InvalidArgumentError(f"device {device!r} is not available on this machine")
+    return device
 
 
 def resolve_dtype(dtype: str, device: str, spec: str):
@@ -28,10 +45,49 @@ def resolve_dtype(dtype: str, device: str, spec: str):
     import torch
 
     if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+        raise InvalidArgumentError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     if dtype == "auto":
         dtype = "bfloat16" if str(device).startswith("cuda") and spec != EMBEDDED else "float32"
     return getattr(torch, dtype)
+
+
+def _tiny_t2v_transformer_config(spec: str) -> dict | None:
+    """The transformer config of the embedded model or of a saved TinyT2VPipeline folder, read without loading."""
+    weights = resources.files("lemica").joinpath("models/tiny_t2v/weights")
+    folder = Path(str(weights)) if spec == EMBEDDED else Path(spec)
+    try:
+        if spec != EMBEDDED and json.loads((folder / "model_index.json").read_text()).get(
+                "_class_name") != "TinyT2VPipeline":
+            return None
+        return json.loads((folder / "transformer" / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def size_problems(spec: str, height: int | None = None, width: int | None = None,
+                  num_frames: int | None = None) -> dict[str, str]:
+    """What is wrong with a requested size, per call argument (empty: nothing known to be wrong), checked before
+    the pipeline is loaded. Every size must be positive; for the embedded model (and saved TinyT2VPipeline
+    folders), which has no VAE, each must also be a multiple of the transformer's patch size and fit its
+    rotary position table. Other pipelines check their own sizes when called."""
+    given = {"num_frames": num_frames, "height": height, "width": width}
+    problems = {name: f"must be a positive integer, got {value}" for name, value in given.items()
+                if value is not None and value < 1}
+    config = _tiny_t2v_transformer_config(spec)
+    if config is None:
+        return problems
+    patch = dict(zip(("num_frames", "height", "width"), config.get("patch_size", (1, 1, 1))))
+    longest = config.get("rope_max_seq_len")
+    model = "the embedded model" if spec == EMBEDDED else "this model"
+    for name, value in given.items():
+        if value is None or name in problems:
+            continue
+        if value % patch[name]:
+            problems[name] = f"must be a multiple of {patch[name]} for {model} (its patch size), got {value}"
+        elif longest and value // patch[name] > longest:
+            problems[name] = (f"must be at most {longest * patch[name]} for {model} (its position table), "
+                              f"got {value}")
+    return problems
 
 
 def load_pipeline(spec: str = EMBEDDED, device: str = "cpu", dtype=None):
@@ -42,7 +98,9 @@ def load_pipeline(spec: str = EMBEDDED, device: str = "cpu", dtype=None):
         from lemica.models.tiny_t2v import load_default_pipeline
 
         pipe = load_default_pipeline(device=device)
-        return pipe if dtype is None else pipe.to(dtype=dtype)
+        if dtype is None or pipe.transformer.dtype == dtype:  # a no-op cast would only print diffusers' warning
+            return pipe
+        return pipe.to(dtype=dtype)
     extra = {} if dtype is None else {"torch_dtype": dtype}
     path = Path(spec)
     index = path / "model_index.json"
@@ -75,7 +133,7 @@ def video_frames(output):
     if frames is None:
         frames = getattr(output, "images", None)  # image pipelines: a one-frame video
     if frames is None:
-        raise ValueError(f"cannot find frames or images in {type(output).__name__}")
+        raise InvalidArgumentError(f"cannot find frames or images in {type(output).__name__}")
     first = frames[0]
     if torch.is_tensor(first):
         first = first.float().cpu().numpy()

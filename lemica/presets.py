@@ -38,11 +38,18 @@ def info(name: str) -> dict:
 
 
 def get(name: str, budget: int) -> Schedule:
+    """The published schedule; its ``meta`` keeps where it comes from: the preset, the authors' sampler notes and,
+    under ``calibrated_for``, the settings they state (pipeline class, sampler, shift, guidance, T) in the form
+    ``lemica generate --strict`` checks against a run."""
     entry = _lookup(name)
     lists = entry["schedules"]
     if str(budget) not in lists:
         raise PresetNotFoundError(f"preset {name!r} has budgets {sorted(int(b) for b in lists)}, not {budget}")
-    return Schedule(num_steps=entry["num_steps"], full_steps=lists[str(budget)])
+    meta = {"kind": "preset", "preset": name,
+            "calibrated_for": {**entry.get("calibrated_for", {}), "num_steps": entry["num_steps"]}}
+    if entry.get("sampler"):
+        meta["sampler_notes"] = entry["sampler"]
+    return Schedule(num_steps=entry["num_steps"], full_steps=lists[str(budget)], meta=meta)
 
 
 def _lookup(name: str) -> dict:

@@ -3,12 +3,16 @@ side-by-side comparisons (e.g. full compute vs. cached schedules for the README)
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import imageio.v2 as imageio_v2
 import imageio.v3 as iio
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, features
+
+from lemica.errors import InvalidArgumentError
 
 
 def to_uint8(frames) -> np.ndarray:
@@ -17,36 +21,56 @@ def to_uint8(frames) -> np.ndarray:
         frames = frames.detach().float().cpu().numpy()
     a = np.asarray(frames)
     if a.ndim != 4 or a.shape[-1] != 3:
-        raise ValueError(f"expected frames of shape (F,H,W,3), got {a.shape}")
+        raise InvalidArgumentError(f"expected frames of shape (F,H,W,3), got {a.shape}")
     if a.dtype == np.uint8:
         return a
     return np.round(np.clip(a, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
+VIDEO_SUFFIXES = (".gif", ".mp4", ".png")
+
+
 def save_video(frames, path: str | Path, fps: int = 8) -> Path:
-    """Write frames to .gif (Pillow, loops forever; frame time rounds to 10 ms) or .mp4 (H.264 via
-    imageio-ffmpeg's bundled ffmpeg)."""
+    """Write frames to .gif (Pillow, loops forever; frame time rounds to 10 ms), .mp4 (H.264 via imageio-ffmpeg's
+    bundled ffmpeg) or .png (the first frame: an image pipeline's output). The folder is created; the file
+    appears complete or not at all (written under a temporary name, then renamed)."""
     path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in VIDEO_SUFFIXES:
+        raise InvalidArgumentError(f"unsupported video extension {path.suffix!r}: use .gif or .mp4 "
+                                   f"(or .png for one frame)")
+    if isinstance(fps, bool) or not isinstance(fps, (int, np.integer)) or fps < 1:
+        raise InvalidArgumentError(f"fps must be a positive integer, got {fps!r}")
     video = to_uint8(frames)
     path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = path.suffix.lower()
-    if suffix == ".gif":
-        iio.imwrite(path, video, plugin="pillow", duration=1000.0 / fps, loop=0)
-    elif suffix == ".mp4":
-        # yuv420p needs even sides: pad with black instead of letting imageio rescale the picture.
-        _, h, w, _ = video.shape
-        video = np.pad(video, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)))
-        imageio_v2.mimwrite(path, list(video), format="FFMPEG", fps=fps, codec="libx264",
-                            pixelformat="yuv420p", macro_block_size=1, quality=8)
-    else:
-        raise ValueError(f"unsupported video extension {path.suffix!r}: use .gif or .mp4")
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=suffix)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        if suffix == ".gif":
+            iio.imwrite(tmp, video, plugin="pillow", duration=1000.0 / fps, loop=0)
+        elif suffix == ".mp4":
+            # yuv420p needs even sides: pad with black instead of letting imageio rescale the picture.
+            _, h, w, _ = video.shape
+            video = np.pad(video, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)))
+            imageio_v2.mimwrite(tmp, list(video), format="FFMPEG", fps=fps, codec="libx264",
+                                pixelformat="yuv420p", macro_block_size=1, quality=8)
+        else:
+            Image.fromarray(video[0]).save(tmp, format="PNG")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the video a plain open()'s permissions
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
 def upscale(frames, factor: int) -> np.ndarray:
     """Nearest-neighbour upscaling of (..., H, W, C) frames, keeping dtype: 32x32 videos are unviewable as is."""
     if int(factor) != factor or factor < 1:
-        raise ValueError(f"factor must be a positive integer, got {factor}")
+        raise InvalidArgumentError(f"factor must be a positive integer, got {factor}")
     if hasattr(frames, "detach"):
         frames = frames.detach().float().cpu().numpy()
     a = np.asarray(frames)
@@ -89,11 +113,11 @@ def caption_strip(text: str, width: int, lines: int | None = None, font_size: in
 def side_by_side(videos: list, captions: list[str], scale: int = 4, gap: int = 4, font_size: int = 12) -> np.ndarray:
     """One (F, H*scale + caption, sum(W*scale) + gaps, 3) uint8 video: panels left to right, caption under each."""
     if len(videos) != len(captions) or not videos:
-        raise ValueError(f"need one caption per video, got {len(videos)} videos and {len(captions)} captions")
+        raise InvalidArgumentError(f"need one caption per video, got {len(videos)} videos and {len(captions)} captions")
     panels = [upscale(to_uint8(v), scale) for v in videos]
     n_frames = {p.shape[0] for p in panels}
     if len(n_frames) != 1:
-        raise ValueError(f"all videos need the same number of frames, got {sorted(n_frames)}")
+        raise InvalidArgumentError(f"all videos need the same number of frames, got {sorted(n_frames)}")
     height = max(p.shape[1] for p in panels)
     panels = [np.pad(p, ((0, 0), (0, height - p.shape[1]), (0, 0), (0, 0))) for p in panels]
     font = _font(font_size)

@@ -101,7 +101,7 @@ def caption_pool(args, encoder_factory):
     cache = args.out / "text_cache.pt"
     captions = [s.caption for s in scenes]
     if cache.exists():
-        blob = torch.load(cache)
+        blob = torch.load(cache, weights_only=True)
         if blob["captions"] == captions:
             return scenes, blob["embeds"].float(), blob["empty"].float()
     enc = encoder_factory()
@@ -153,7 +153,7 @@ def main(argv=None):
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
     start, history = 0, []
     if ckpt_path.exists():
-        ck = torch.load(ckpt_path, weights_only=False)
+        ck = torch.load(ckpt_path, weights_only=True)  # tensors, numbers, strings only: never runs pickled code
         model.load_state_dict(ck["model"])
         ema.load_state_dict(ck["ema"])
         opt.load_state_dict(ck["opt"])

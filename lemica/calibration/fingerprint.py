@@ -69,6 +69,8 @@ def check_graph_matches(calibrated_for: ErrorGraph | dict, pipe, num_steps: int,
         defaults = _call_defaults(pipe, ("height", "width", "num_frames"))
         there["resolution"] = {**defaults, **there["resolution"]}
         here["resolution"] = {**defaults, **here["resolution"]}
+    if isinstance(there.get("sampler_config"), dict):  # only the sampler settings it states (a preset: the shift)
+        here["sampler_config"] = {k: here["sampler_config"].get(k) for k in there["sampler_config"]}
     problems = []
     for key in CALIBRATION_KEYS:
         if key in there and there[key] != here[key] and here[key] not in ({}, None):

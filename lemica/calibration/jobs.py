@@ -9,14 +9,15 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import torch
+from filelock import FileLock, Timeout
 from tqdm.auto import tqdm
 
 from lemica._io import atomic_write_json
 from lemica.errors import CalibrationError, WorkdirMismatchError
 from lemica.graph import Edge
 
-__all__ = ["check_inputs", "sample_order", "quiet_pipeline", "measure_samples", "edge_stats", "mean_edges",
-           "graph_meta"]
+__all__ = ["check_inputs", "sample_order", "quiet_pipeline", "measure_samples", "check_sample", "edge_stats",
+           "mean_edges", "graph_meta", "finished_samples"]
 
 
 def check_inputs(prompts, seeds, num_steps, max_skip) -> tuple[list, list[int], int, int]:
@@ -27,6 +28,10 @@ def check_inputs(prompts, seeds, num_steps, max_skip) -> tuple[list, list[int], 
         raise CalibrationError("calibrate needs at least one prompt")
     if not seeds:
         raise CalibrationError("calibrate needs at least one seed")
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise CalibrationError(f"seeds must be distinct, got {repeated} more than once (a repeated seed repeats the "
+                               f"same samples and understates the spread)")
     if T < 2:
         raise CalibrationError(f"num_inference_steps must be ≥ 2, got {T}")
     if L < 1:
@@ -43,6 +48,12 @@ def quiet_pipeline(pipe) -> None:
     """Calibration shows its own bars; the pipeline's per-call bar would print once per replay."""
     if hasattr(pipe, "set_progress_bar_config"):
         pipe.set_progress_bar_config(disable=True)
+
+
+def finished_samples(workdir, count: int) -> int:
+    """How many of the first ``count`` samples the work directory already holds (what a re-run resumes)."""
+    work = Path(workdir)
+    return sum((work / f"sample_{k:05d}.json").is_file() for k in range(count)) if work.is_dir() else 0
 
 
 def _dist() -> tuple[object | None, bool]:
@@ -71,9 +82,11 @@ def measure_samples(measure: Callable[[int], dict], count: int, workdir, config:
                   disable=not progress):
         path = work / f"sample_{k:05d}.json" if work else None
         if path is not None and path.exists():
-            results[k] = json.loads(path.read_text())
+            results[k] = _load_sample(path)
             continue
         results[k] = measure(k)
+        check_sample(results[k], f"sample {k}" + (f" (prompt {results[k]['prompt_index']}, seed {results[k]['seed']})"
+                                                   if {"prompt_index", "seed"} <= set(results[k]) else ""))
         if path is not None:
             atomic_write_json(path, results[k])
     if dist:
@@ -86,24 +99,70 @@ def measure_samples(measure: Callable[[int], dict], count: int, workdir, config:
     return results
 
 
+def check_sample(result, where: str) -> None:
+    """A sample's per-edge errors must be finite and ≥ 0; the message names the sample (or file) and the edge."""
+    errors = result.get("errors") if isinstance(result, dict) else None
+    if not isinstance(errors, dict):
+        raise CalibrationError(f"{where}: not a calibration sample (no 'errors' object)")
+    for edge, value in errors.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise CalibrationError(f"{where}: edge {edge} has error {value!r}; a segment's error must be a finite "
+                                   f"number ≥ 0 (non-finite errors come from non-finite settings or a diverging run)")
+
+
+def _load_sample(path: Path) -> dict:
+    """A finished sample from the work directory; a damaged one is an error that names the file (never skipped:
+    delete the file and the next run measures that sample again)."""
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CalibrationError(f"{path}: damaged sample file ({e}); delete it and run again to re-measure that "
+                               f"sample") from None
+    check_sample(result, str(path))
+    return result
+
+
 def _as_json(value):
-    return json.loads(json.dumps(value, default=repr))
+    try:
+        return json.loads(json.dumps(value, default=repr, allow_nan=False))
+    except ValueError:
+        raise CalibrationError(f"the calibration settings hold a non-finite number (NaN or infinity): {value!r}"
+                               ) from None
+
+
+LOCK_TIMEOUT_S = 120  # the lock guards a check and a small write; waiting longer means a stuck process
 
 
 def _prepare_workdir(workdir, config) -> Path | None:
     if workdir is None:
         return None
     work = Path(workdir)
+    if work.exists() and not work.is_dir():
+        raise CalibrationError(f"workdir {work} is a file, not a directory")
+    wanted = _as_json(config)
     work.mkdir(parents=True, exist_ok=True)
     manifest = work / "calibration.json"
-    if manifest.exists():
-        previous = json.loads(manifest.read_text())
-        if previous != _as_json(config):
-            differing = sorted(k for k in set(config) | set(previous) if previous.get(k) != _as_json(config.get(k)))
-            raise WorkdirMismatchError(f"{work} holds a calibration with different settings; use another --workdir "
-                                       f"or delete it (differences in: {differing})")
-    elif int(os.environ.get("RANK", "0")) == 0:
-        atomic_write_json(manifest, _as_json(config))
+    # Check-then-write under a file lock: of two processes with different settings released together, exactly one
+    # writes its manifest and the other sees it and refuses (without the lock both could pass the check).
+    try:
+        with FileLock(str(work / ".calibration.lock"), timeout=LOCK_TIMEOUT_S):
+            if manifest.exists():
+                try:
+                    previous = json.loads(manifest.read_text(encoding="utf-8"))
+                    if not isinstance(previous, dict):
+                        raise ValueError(f"a JSON {type(previous).__name__}, not an object")
+                except (ValueError, UnicodeDecodeError) as e:
+                    raise CalibrationError(f"{manifest}: damaged manifest ({e}); delete the work directory to "
+                                           f"start afresh") from None
+                if previous != wanted:
+                    differing = sorted(k for k in set(wanted) | set(previous) if previous.get(k) != wanted.get(k))
+                    raise WorkdirMismatchError(f"{work} holds a calibration with different settings; use another "
+                                               f"--workdir or delete it (differences in: {differing})")
+            elif int(os.environ.get("RANK", "0")) == 0:
+                atomic_write_json(manifest, wanted)
+    except Timeout:
+        raise CalibrationError(f"{work} is locked by another process for more than {LOCK_TIMEOUT_S} s "
+                               f"({work / '.calibration.lock'})") from None
     return work
 
 
@@ -118,6 +177,11 @@ def edge_stats(values: Iterable[float]) -> Edge:
 def mean_edges(results: dict[int, dict], edges) -> dict[tuple[int, int], Edge]:
     """Per-sample results (``{"errors": {"i,j": value}}``) averaged into graph edges."""
     order = sorted(results)
+    for k in order:
+        missing = [f"{i},{j}" for i, j in edges if f"{i},{j}" not in results[k]["errors"]]
+        if missing:
+            raise CalibrationError(f"sample {k} has no error for edge(s) {missing[:5]}; delete its file in the work "
+                                   f"directory to measure it again")
     return {(i, j): edge_stats(results[k]["errors"][f"{i},{j}"] for k in order) for i, j in edges}
 
 

@@ -1,20 +1,30 @@
-"""What every command shares: messages, file and pipeline loaders, and the options of the commands that run a
-pipeline. User mistakes end in ``error: ...`` on stderr and a non-zero exit, never in a traceback."""
+"""What every command shares: messages, file and pipeline loaders, and the options (with their validators).
+
+User mistakes end in ``error: ...`` on stderr and a non-zero exit, never in a traceback: exit code 2 when the
+command line itself is wrong (a value out of range, an unknown name, an empty list), 1 when a file cannot be
+used (missing, unreadable, not UTF-8, damaged, not writable) or the run fails. Every check that needs only the
+command line and the file system happens here, while the options are parsed or at the top of a command, before
+a model is loaded or any work starts.
+"""
 from __future__ import annotations
 
+import functools
 import json
+import math
+import os
 import sys
+import tempfile
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, Optional
+from typing import Annotated, Any, Callable, NoReturn, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from lemica.graph import ErrorGraph
-from lemica.errors import GraphFormatError, ScheduleFormatError
-from lemica.pipelines import EMBEDDED, load_pipeline, resolve_device, resolve_dtype
+from lemica.errors import GraphFormatError, InvalidArgumentError, ScheduleFormatError
+from lemica.graph import MAX_STEPS, ErrorGraph
+from lemica.pipelines import EMBEDDED, load_pipeline, resolve_device, resolve_dtype, size_problems
 from lemica.planner import OBJECTIVES
 from lemica.schedule import Schedule
 
@@ -42,47 +52,200 @@ def info(message: str) -> None:
     err_console.print(escape(message))
 
 
+def warn(message: str) -> None:
+    """One `warning: ...` line on stderr (and no Python warning besides: a message is printed once)."""
+    err_console.print(f"[bold yellow]warning:[/] {escape(message)}")
+
+
 def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2) + "\n")
     sys.stdout.flush()
 
 
-def _load_or_exit(load, path: Path, what: str):
+@functools.cache
+def quiet_libraries() -> None:
+    """Silence what transformers and diffusers print on every load (torchvision fallbacks, "Loading ..." bars,
+    dtype notes): lemica's commands print their own progress. Their errors still show, and so do the hub's
+    download bars. Called by every command that loads a pipeline, before it imports one."""
+    import diffusers.utils.logging as diffusers_logging
+    import huggingface_hub.utils as hub
+    import transformers.utils.logging as transformers_logging
+
+    downloads_shown = not hub.are_progress_bars_disabled()
+    for logging in (transformers_logging, diffusers_logging):
+        logging.set_verbosity_error()
+        logging.disable_progress_bar()
+    if downloads_shown:  # transformers' switch turns off the hub's download bars too
+        hub.enable_progress_bars()
+
+
+# ----------------------------------------------------------------------------------------- reading files
+def load_graph_or_exit(path: Path, option: str = "graph") -> ErrorGraph:
     try:
-        return load(path)
+        return ErrorGraph.load(path)
     except FileNotFoundError:
-        fail(f"{what} file not found: {path}")
-    except (GraphFormatError, ScheduleFormatError, OSError) as e:
-        fail(f"invalid {'error graph' if what == 'graph' else what}: {e}")
-
-
-def load_graph_or_exit(path: Path) -> ErrorGraph:
-    return _load_or_exit(ErrorGraph.load, path, "graph")
+        fail(f"{option} file not found: {path}")
+    except (GraphFormatError, OSError) as e:
+        fail(f"invalid error graph: {e}")
 
 
 def load_schedule_or_exit(path: Path) -> Schedule:
-    return _load_or_exit(Schedule.load, path, "schedule")
-
-
-def int_list(text: str, what: str) -> list[int]:
-    """Comma-separated integers; exits with a usage error otherwise."""
     try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        fail(f"{what} must be comma-separated integers, got {text!r}", code=2)
+        return Schedule.load(path)
+    except FileNotFoundError:
+        fail(f"schedule file not found: {path}")
+    except (ScheduleFormatError, OSError) as e:
+        fail(f"invalid schedule: {e}")
+
+
+def check_json_file(path: Path, what: str) -> None:
+    """A JSON file lemica wrote earlier (a cache) must still parse; a damaged one is an error that names it."""
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return
+    except (ValueError, UnicodeDecodeError) as e:
+        fail(f"{path}: damaged {what} ({e}); delete it and run again")
+    except OSError as e:
+        fail(f"cannot read {what} {path}: {e.strerror or e}")
+
+
+def read_text_file(path: Path, option: str) -> str:
+    """A text file's content; a missing, unreadable, directory or non-UTF-8 file is an error naming the option."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        fail(f"{option}: file not found: {path}")
+    except IsADirectoryError:
+        fail(f"{option}: {path} is a directory, not a text file")
+    except OSError as e:
+        fail(f"{option}: cannot read {path}: {e.strerror or e}")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        fail(f"{option}: {path} is not UTF-8 text (byte 0x{data[e.start]:02x} on line {line}); save it as UTF-8")
 
 
 def read_prompts_file(path: Path, option: str) -> list[str]:
-    """Non-empty lines of a prompts file; exits with a clear message if it is missing or empty."""
-    if not path.exists():
-        fail(f"{option}: file not found: {path}")
-    lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    """Non-empty lines of a prompts file; exits with a clear message if it is missing, unreadable or empty."""
+    lines = [line.strip() for line in read_text_file(path, option).splitlines() if line.strip()]
     if not lines:
         fail(f"{option}: {path} has no prompts")
     return lines
 
 
+# ----------------------------------------------------------------------------------------- writing files
+def _nearest_existing(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _check_writable(folder: Path, option: str, target: Path) -> None:
+    """The folder that will hold `target` (or its nearest existing ancestor) is a directory we can write in."""
+    base = _nearest_existing(folder)
+    if not base.is_dir():
+        fail(f"{option}: cannot create {target}: {base} is a file, not a directory")
+    try:  # a real write, not os.access: read-only mounts, /proc and ACLs all answer truthfully
+        fd, probe = tempfile.mkstemp(dir=base, prefix=".lemica-write-test-")
+    except OSError as e:
+        fail(f"{option}: cannot write {target}: {base} is not writable ({e.strerror or e})")
+    os.close(fd)
+    os.unlink(probe)
+
+
+def check_output_file(path: Path, option: str = "--out") -> Path:
+    """An output file that can be written: not a directory, in a folder that exists or can be created (it is
+    created when the file is written, not before, so a refused command leaves nothing behind)."""
+    if path.is_dir():
+        fail(f"{option}: {path} is a directory; give a file name")
+    _check_writable(path.parent, option, path)
+    return path
+
+
+def check_output_dir(path: Path, option: str = "--out") -> Path:
+    """An output folder that exists or can be created, and can be written in."""
+    if path.exists() and not path.is_dir():
+        fail(f"{option}: {path} is a file, not a directory")
+    _check_writable(path, option, path)
+    return path
+
+
+# ----------------------------------------------------------------------------------------- option validators
+# Typer calls these while it parses the command line, before the command's body runs.
+def _skip(ctx: typer.Context, value) -> bool:
+    return value is None or ctx.resilient_parsing
+
+
+def out_file(ctx: typer.Context, param: typer.CallbackParam, value: Optional[Path]):
+    if not _skip(ctx, value):
+        check_output_file(value, param.opts[0])
+    return value
+
+
+def out_dir(ctx: typer.Context, param: typer.CallbackParam, value: Optional[Path]):
+    if not _skip(ctx, value):
+        check_output_dir(value, param.opts[0])
+    return value
+
+
+def finite(minimum: float, strict: bool = False) -> Callable:
+    """A float option that must be finite and ≥ `minimum` (> with `strict`): NaN passes typer's own ranges."""
+    def check(ctx: typer.Context, value: Optional[float]):
+        if not _skip(ctx, value) and not (math.isfinite(value) and (value > minimum if strict else value >= minimum)):
+            raise typer.BadParameter(f"must be a finite number {'>' if strict else '≥'} {minimum:g}, got {value}")
+        return value
+    return check
+
+
+def utf8_text(ctx: typer.Context, value: Optional[str]):
+    """Text from the command line must be valid UTF-8 (undecodable bytes reach Python as lone surrogates)."""
+    if not _skip(ctx, value):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise typer.BadParameter(f"is not valid UTF-8 text (undecodable byte at position {e.start}); "
+                                     f"check the shell's encoding or use a UTF-8 prompts file") from None
+    return value
+
+
+def int_list(text: str, what: str, *, distinct: bool = False) -> list[int]:
+    """Comma-separated integers, at least one (and each once with `distinct`); a usage error otherwise."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        fail(f"{what} must be comma-separated integers, got {text!r}", code=2)
+    if not values:
+        fail(f"{what} needs at least one integer, got {text!r}", code=2)
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if distinct and repeated:
+        fail(f"{what} lists {', '.join(map(str, repeated))} more than once; give each value once", code=2)
+    return values
+
+
+def seeds_list(ctx: typer.Context, param: typer.CallbackParam, value: Optional[str]):
+    """Seeds: distinct integers (a repeated seed would count the same sample twice, with a spread of 0)."""
+    if not _skip(ctx, value):
+        int_list(value, param.opts[0], distinct=True)
+    return value
+
+
+def budgets_list(ctx: typer.Context, param: typer.CallbackParam, value: Optional[str]):
+    if not _skip(ctx, value):
+        int_list(value, param.opts[0], distinct=True)
+    return value
+
+
+def prompts_file(ctx: typer.Context, param: typer.CallbackParam, value: Optional[Path]):
+    if not _skip(ctx, value):
+        read_prompts_file(value, param.opts[0])
+    return value
+
+
 # ----------------------------------------------------------------------- commands that load and run a pipeline
+STEPS_RANGE = dict(min=2, max=MAX_STEPS)
 PipelineOption = Annotated[str, typer.Option(
     "--pipeline", "-p", help="'embedded' (the tiny model shipped with lemica), a local diffusers folder, or a hub id.")]
 DeviceOption = Annotated[str, typer.Option(
@@ -90,10 +253,11 @@ DeviceOption = Annotated[str, typer.Option(
 DtypeOption = Annotated[str, typer.Option(
     help="auto | float32 | bfloat16 | float16; 'auto': bfloat16 on a GPU, float32 on the CPU and for the embedded "
          "model.")]
-HeightOption = Annotated[Optional[int], typer.Option(help="Height in pixels (default: the pipeline's).")]
-WidthOption = Annotated[Optional[int], typer.Option(help="Width in pixels (default: the pipeline's).")]
+GuidanceOption = Annotated[Optional[float], typer.Option(help="Guidance scale (finite, ≥ 0).", callback=finite(0))]
+HeightOption = Annotated[Optional[int], typer.Option(min=1, help="Height in pixels (default: the pipeline's).")]
+WidthOption = Annotated[Optional[int], typer.Option(min=1, help="Width in pixels (default: the pipeline's).")]
 FramesOption = Annotated[Optional[int], typer.Option(
-    "--num-frames", help="Frames of a video pipeline (default: the pipeline's).")]
+    "--num-frames", min=1, help="Frames of a video pipeline (default: the pipeline's).")]
 
 
 def size_kwargs(height: Optional[int], width: Optional[int], num_frames: Optional[int]) -> dict:
@@ -102,7 +266,20 @@ def size_kwargs(height: Optional[int], width: Optional[int], num_frames: Optiona
     return {k: v for k, v in given.items() if v is not None}
 
 
+def check_run_inputs(spec: str, device: str, dtype: str, size: dict) -> None:
+    """What can be checked about a pipeline run before the model loads: the device exists, the dtype is known and
+    the size is one the model can take (the embedded model: multiples of its patch size)."""
+    try:
+        where = resolve_device(device)
+        resolve_dtype(dtype, where, spec)
+    except InvalidArgumentError as e:
+        fail(f"--device/--dtype: {e}")
+    for name, problem in size_problems(spec, **size).items():
+        fail(f"--{name.replace('_', '-')} {problem}", code=2)
+
+
 def load_pipeline_or_exit(spec: str, device: str = "auto", dtype: str = "auto"):
+    quiet_libraries()
     try:
         where = resolve_device(device)
         return load_pipeline(spec, device=where, dtype=resolve_dtype(dtype, where, spec))
@@ -111,11 +288,13 @@ def load_pipeline_or_exit(spec: str, device: str = "auto", dtype: str = "auto"):
 
 
 def run_defaults(spec: str, steps: Optional[int], guidance: Optional[float]) -> tuple[int, float]:
-    """(T, guidance): the embedded model's defaults where not given; required for any other pipeline."""
+    """(T, guidance): the embedded model's defaults where not given (never in place of a given value); required
+    for any other pipeline."""
     if spec == EMBEDDED:
         from lemica.models.tiny_t2v import DEFAULT_GUIDANCE, DEFAULT_STEPS
 
-        return steps or DEFAULT_STEPS, DEFAULT_GUIDANCE if guidance is None else guidance
+        return (DEFAULT_STEPS if steps is None else steps), (DEFAULT_GUIDANCE if guidance is None else guidance)
     if steps is None or guidance is None:
         fail("--steps and --guidance are required for pipelines other than the embedded model", code=2)
     return steps, guidance
+

@@ -11,30 +11,26 @@ from typing import Annotated, Optional
 import typer
 
 from lemica.bench.registry import METHOD_NAMES
-from lemica.cli._common import (DeviceOption, DtypeOption, FramesOption, HeightOption, PipelineOption, WidthOption,
-                                fail, info, int_list, load_graph_or_exit, load_pipeline_or_exit, read_prompts_file,
-                                size_kwargs)
+from lemica.cli._common import (STEPS_RANGE, DeviceOption, DtypeOption, FramesOption, HeightOption, PipelineOption,
+                                WidthOption, budgets_list, check_json_file, check_run_inputs, fail, finite, info,
+                                int_list, load_graph_or_exit, load_pipeline_or_exit, out_dir,
+                                prompts_file as prompts_file_check, quiet_libraries, read_prompts_file, seeds_list,
+                                size_kwargs, warn)
+from lemica.errors import LemicaError
 from lemica.graph import ErrorGraph
+from lemica.pipelines import default_graph_path
 
 DEFAULT_OUT = Path("runs/bench")
 
 
-def _pipeline_workload(spec, prompts_file, calibration_file, count, seeds, steps, guidance, shift, device, dtype,
-                       size):
-    """A user's pipeline on the user's prompts."""
+def _text_workload(spec, prompts, calibration, seeds, steps, guidance, shift, device, dtype, size):
+    """A pipeline (a user's, or the embedded model) on the user's evaluation prompts."""
     from lemica.bench.workload import pipeline_workload
 
-    for path, option in ((prompts_file, "--prompts-file"), (calibration_file, "--calibration-prompts-file")):
-        if path is None:
-            fail(f"{option} FILE is required with --pipeline", code=2)
-    prompts = read_prompts_file(prompts_file, "--prompts-file")[:count]
-    calibration = read_prompts_file(calibration_file, "--calibration-prompts-file")
-    if steps is None or guidance is None:
-        fail("--steps and --guidance are required with --pipeline", code=2)
     shared = sorted(set(prompts) & set(calibration))
     if shared:
-        info(f"warning: {len(shared)} prompt(s) are both evaluated and used for calibration/tuning, e.g. "
-             f"{shared[0]!r}: the comparison favours the calibrated methods on them")
+        warn(f"{len(shared)} prompt(s) are both evaluated and used for calibration/tuning, e.g. {shared[0]!r}: the "
+             f"comparison favours the calibrated methods on them")
     pipe = load_pipeline_or_exit(spec, device, dtype)
     if shift is not None:
         pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, shift=shift)
@@ -43,19 +39,20 @@ def _pipeline_workload(spec, prompts_file, calibration_file, count, seeds, steps
 
 
 def resolve_graph(workload, graph_path: Path | None, out: Path, samples: int, max_skip: int,
-                  progress: bool = True):
-    """The error graph: --graph, else the one shipped for the workload (if its T matches), else calibrate one."""
+                  progress: bool = True, graph: ErrorGraph | None = None):
+    """The error graph: --graph (``graph``, loaded and checked up front), else the one shipped for the workload
+    (if its T matches), else one calibrated here (and cached in OUT)."""
     from lemica.calibration import calibrate, check_graph_matches
 
-    if graph_path is not None:
-        graph = load_graph_or_exit(graph_path)
+    if graph is not None or graph_path is not None:
+        graph = graph if graph is not None else load_graph_or_exit(graph_path, "--graph")
         source = str(graph_path)
     elif workload.graph_path and ErrorGraph.load(workload.graph_path).num_steps == workload.num_steps:
         graph, source = ErrorGraph.load(workload.graph_path), workload.graph_path
     else:
-        cache = out / f"graph_T{workload.num_steps}_n{samples}_L{max_skip}.json"
+        cache = cached_graph_path(out, workload.num_steps, samples, max_skip)
         if cache.exists():
-            graph, source = ErrorGraph.load(cache), str(cache)
+            graph, source = load_graph_or_exit(cache, "cached graph"), str(cache)
         else:
             info(f"calibrating an error graph: {samples} calibration prompt(s), T={workload.num_steps}, "
                  f"max skip {max_skip} (cached in {cache})")
@@ -68,19 +65,39 @@ def resolve_graph(workload, graph_path: Path | None, out: Path, samples: int, ma
             source = str(cache)
     problems = check_graph_matches(graph, workload.pipe, workload.num_steps, workload.call_kwargs)
     for problem in problems:
-        info(f"warning: the graph does not match this run: {problem}")
+        warn(f"the graph does not match this run: {problem}")
     return graph, {"source": source, "num_steps": graph.num_steps, "max_skip": graph.max_skip,
                    "samples": (graph.meta or {}).get("samples"), "mismatches": problems}
 
 
+def cached_graph_path(out: Path, num_steps: int, samples: int, max_skip: int) -> Path:
+    return out / f"graph_T{num_steps}_n{samples}_L{max_skip}.json"
+
+
+def _teacache_name(ctx: typer.Context, value: str):
+    """'fit', 'identity' or a model with published TeaCache coefficients; anything else is a usage error."""
+    if not ctx.resilient_parsing and value not in ("fit", "identity"):
+        from lemica.bench.teacache import published_coefficients
+        from lemica.errors import PresetNotFoundError
+
+        try:
+            published_coefficients(value)
+        except PresetNotFoundError as e:
+            raise typer.BadParameter(f"'fit', 'identity' or a published model: {e}") from None
+    return value
+
+
 def bench_command(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for results.json/.md, plot and GIF.")] = DEFAULT_OUT,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for results.json/.md, plot and GIF.",
+                                      callback=out_dir)] = DEFAULT_OUT,
     prompts: Annotated[int, typer.Option(min=1, help="Held-out prompts to evaluate.")] = 3,
-    seeds: Annotated[str, typer.Option(help="Comma-separated seeds; every prompt runs with every seed.")] = "0,1",
-    steps: Annotated[Optional[int], typer.Option(help="Sampling steps T (default: the model's).")] = None,
+    seeds: Annotated[str, typer.Option(help="Comma-separated distinct seeds; every prompt runs with every seed.",
+                                       callback=seeds_list)] = "0,1",
+    steps: Annotated[Optional[int], typer.Option(help="Sampling steps T (default: --graph's, else the model's).",
+                                                 **STEPS_RANGE)] = None,
     budgets: Annotated[Optional[str], typer.Option(
-        help="Comma-separated full-step budgets B (default T/2,T/3).")] = None,
-    methods: Annotated[str, typer.Option(help=f"Comma-separated subset of: {','.join(METHOD_NAMES)}.")] = "all",
+        help="Comma-separated full-step budgets B (default T/2,T/3).", callback=budgets_list)] = None,
+    methods: Annotated[str, typer.Option(help=f"Comma-separated subset of: {', '.join(METHOD_NAMES)}.")] = "all",
     graph: Annotated[Optional[Path], typer.Option(help="Error graph for lemica's schedules (default: shipped or "
                                                        "calibrated here).")] = None,
     calibration_samples: Annotated[int, typer.Option(min=1, help="Prompts for the graph when it must be "
@@ -89,18 +106,23 @@ def bench_command(
     tuning_prompts: Annotated[int, typer.Option(min=1, help="Calibration prompts used to tune thresholds.")] = 1,
     match: Annotated[str, typer.Option(help="Match budgets on 'steps' (full block-stack runs) or 'flops'.")] = "steps",
     teacache_coefficients: Annotated[str, typer.Option(
-        help="'fit' (TeaCache's own calibration on tuning prompts), 'identity', or a published model name.")] = "fit",
-    shift: Annotated[Optional[float], typer.Option(help="Override the sampler's shift.")] = None,
+        help="'fit' (TeaCache's own calibration on tuning prompts), 'identity', or a published model name.",
+        callback=_teacache_name)] = "fit",
+    shift: Annotated[Optional[float], typer.Option(help="Override the sampler's shift.", callback=finite(0, True))]
+    = None,
     threads: Annotated[int, typer.Option(min=1, help="torch CPU threads.")] = 2,
     progress: Annotated[bool, typer.Option(help="Progress bars on stderr.")] = True,
     pipeline: PipelineOption = "embedded",
     prompts_file: Annotated[Optional[Path], typer.Option(
-        "--prompts-file", help="Evaluation prompts, one per line (required with --pipeline; --prompts takes the "
-                               "first n).")] = None,
+        "--prompts-file", help="Evaluation prompts, UTF-8, one per line (required with --pipeline; --prompts takes "
+                               "the first n).", callback=prompts_file_check)] = None,
     calibration_prompts_file: Annotated[Optional[Path], typer.Option(
         "--calibration-prompts-file", help="Prompts for tuning thresholds and calibrating the graph, one per line; "
-                                           "keep them apart from the evaluation prompts.")] = None,
-    guidance: Annotated[Optional[float], typer.Option(help="Guidance scale (required with --pipeline).")] = None,
+                                           "keep them apart from the evaluation prompts (default for the embedded "
+                                           "model: its own calibration prompts).",
+        callback=prompts_file_check)] = None,
+    guidance: Annotated[Optional[float], typer.Option(help="Guidance scale (finite, ≥ 0; required with --pipeline).",
+                                                      callback=finite(0))] = None,
     device: DeviceOption = "auto",
     dtype: DtypeOption = "auto",
     height: HeightOption = None,
@@ -108,6 +130,49 @@ def bench_command(
     num_frames: FramesOption = None,
 ) -> None:
     """Compare lemica with every peer caching method at matched compute (default: the embedded model)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    quiet_libraries()
+    chosen = list(METHOD_NAMES) if methods == "all" else [m.strip() for m in methods.split(",") if m.strip()]
+    unknown = [m for m in chosen if m not in METHOD_NAMES]
+    if unknown or not chosen:
+        fail(f"unknown methods {unknown or methods!r}; choose from {', '.join(METHOD_NAMES)}", code=2)
+    if match not in ("steps", "flops"):
+        fail(f"--match must be 'steps' or 'flops', got {match!r}", code=2)
+    seed_list = tuple(int_list(seeds, "--seeds", distinct=True))
+    embedded = pipeline == "embedded"
+
+    # Everything the command line and the files fix is checked here, before the model loads or anything runs.
+    needs_graph = any(m.startswith("lemica") or m == "cache-dit-static" for m in chosen)
+    the_graph = load_graph_or_exit(graph, "--graph") if graph is not None and needs_graph else None
+    if steps is None and the_graph is not None:
+        steps = the_graph.num_steps
+    if embedded:
+        from lemica.models.tiny_t2v import DEFAULT_STEPS
+
+        T = DEFAULT_STEPS if steps is None else steps
+    else:
+        for path, option in ((prompts_file, "--prompts-file"),
+                             (calibration_prompts_file, "--calibration-prompts-file")):
+            if path is None:
+                fail(f"{option} FILE is required with --pipeline", code=2)
+        if steps is None or guidance is None:
+            fail("--steps and --guidance are required with --pipeline", code=2)
+        T = steps
+    if the_graph is not None and the_graph.num_steps != T:
+        fail(f"--graph {graph} is for T={the_graph.num_steps} steps but the bench runs T={T} (--steps); give the "
+             f"matching --steps or a graph calibrated for {T} steps", code=2)
+    targets = int_list(budgets, "--budgets", distinct=True) if budgets else [round(T / 2), round(T / 3)]
+    bad = [b for b in targets if not 2 <= b < T]
+    if bad:
+        fail(f"budgets must be between 2 and T-1={T - 1}, got {bad}", code=2)
+    check_json_file(out / "tuning_cache.json", "tuning cache")
+    if needs_graph and the_graph is None:
+        cache = cached_graph_path(out, T, calibration_samples, max_skip)
+        if cache.exists():
+            load_graph_or_exit(cache, "cached graph")
+    size = size_kwargs(height, width, num_frames)
+    check_run_inputs("embedded" if embedded else pipeline, device, dtype, size)
+
     import torch
 
     from lemica.bench.methods import BenchContext
@@ -115,41 +180,48 @@ def bench_command(
     from lemica.bench.runner import run_bench
     from lemica.bench.workload import tiny_t2v_workload
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(threads)
-    chosen = list(METHOD_NAMES) if methods == "all" else [m.strip() for m in methods.split(",") if m.strip()]
-    unknown = [m for m in chosen if m not in METHOD_NAMES]
-    if unknown:
-        fail(f"unknown methods {unknown}; choose from {', '.join(METHOD_NAMES)}", code=2)
-    if match not in ("steps", "flops"):
-        fail(f"--match must be 'steps' or 'flops', got {match!r}", code=2)
-    seed_list = tuple(int_list(seeds, "--seeds"))
-    if pipeline == "embedded":
-        if prompts_file or calibration_prompts_file:
-            fail("--prompts-file / --calibration-prompts-file are for --pipeline; the embedded model brings its "
-                 "own held-out and calibration prompts", code=2)
+    if embedded and prompts_file is None:
+        if calibration_prompts_file is not None:
+            fail("--calibration-prompts-file needs --prompts-file with the embedded model (its held-out prompts "
+                 "come with their own calibration prompts)", code=2)
         try:
-            workload = tiny_t2v_workload(prompts, seed_list, tuning_prompts, num_steps=steps, shift=shift,
+            workload = tiny_t2v_workload(prompts, seed_list, tuning_prompts, num_steps=T, shift=shift,
                                          guidance_scale=guidance)
         except FileNotFoundError as e:
             fail(str(e))
     else:
-        workload = _pipeline_workload(pipeline, prompts_file, calibration_prompts_file, prompts, seed_list, steps,
-                                      guidance, shift, device, dtype, size_kwargs(height, width, num_frames))
-    T = workload.num_steps
-    targets = int_list(budgets, "--budgets") if budgets else [round(T / 2), round(T / 3)]
-    bad = [b for b in targets if not 2 <= b < T]
-    if bad:
-        fail(f"budgets must be between 2 and T-1={T - 1}, got {bad}", code=2)
+        evaluation = read_prompts_file(prompts_file, "--prompts-file")[:prompts]
+        if calibration_prompts_file is not None:
+            calibration = read_prompts_file(calibration_prompts_file, "--calibration-prompts-file")
+        else:  # the embedded model on the user's prompts: tuned on (and shipped graph from) its calibration set
+            from lemica.models.tiny_t2v import calibration_prompts
+
+            calibration = calibration_prompts(max(tuning_prompts, calibration_samples))
+        if embedded and guidance is None:
+            from lemica.models.tiny_t2v import DEFAULT_GUIDANCE
+
+            guidance = DEFAULT_GUIDANCE
+        workload = _text_workload(pipeline, evaluation, calibration, seed_list, T, guidance, shift, device, dtype,
+                                  size)
+        if embedded and calibration_prompts_file is None:
+            workload.graph_path = str(default_graph_path())
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     graph_info = None
-    the_graph = None
-    if any(m.startswith("lemica") or m == "cache-dit-static" for m in chosen):
-        the_graph, graph_info = resolve_graph(workload, graph, out, calibration_samples, max_skip, progress)
-    ctx = BenchContext(workload, the_graph, teacache_coefficients)
-    result = run_bench(ctx, chosen, targets, match=match, progress=progress, log=info,
-                       tuning_store=out / "tuning_cache.json")
+    try:
+        if needs_graph:
+            the_graph, graph_info = resolve_graph(workload, graph, out, calibration_samples, max_skip, progress,
+                                                  graph=the_graph)
+        ctx = BenchContext(workload, the_graph, teacache_coefficients)
+        result = run_bench(ctx, chosen, targets, match=match, progress=progress, log=info,
+                           tuning_store=out / "tuning_cache.json")
+    except KeyboardInterrupt:
+        info(f"interrupted: finished tuning runs are kept in {out / 'tuning_cache.json'} and calibration samples in "
+             f"{out / 'calibration'}; run the same command again to resume (no results were written)")
+        raise typer.Exit(130) from None
+    except LemicaError as e:
+        fail(str(e))
     result.meta.update(graph=graph_info, environment=environment(), wall_time_s=time.perf_counter() - start,
                        command="lemica bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else "lemica bench")
     paths = write_all(result, out)

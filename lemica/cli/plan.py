@@ -10,7 +10,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from lemica import presets
-from lemica.cli._common import (Objective, fail, info, load_graph_or_exit, out_console, print_json)
+from lemica.cli._common import (Objective, fail, info, load_graph_or_exit, out_console, out_dir, out_file,
+                                print_json)
 from lemica.errors import PlanningError, PresetNotFoundError
 from lemica.planner import Plan, frontier, plan
 from lemica.schedule import compress_steps
@@ -66,10 +67,11 @@ def plan_command(
         Optional[float], typer.Option("--max-error", help="Fewest full steps whose worst skip error is <= this.")
     ] = None,
     all_budgets: Annotated[bool, typer.Option("--all", help="Optimal plan for every feasible budget.")] = False,
-    objective: Annotated[Objective, typer.Option("--objective", "-o", help="Path objective.")] = Objective.lexminimax,
+    objective: Annotated[Objective, typer.Option("--objective", help="Path objective.")] = Objective.lexminimax,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")] = False,
     force_first: Annotated[int, typer.Option("--force-first", min=0, help="Always compute the first K steps.")] = 0,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Write the schedule JSON here.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the schedule JSON here.",
+                                                callback=out_file)] = None,
 ) -> None:
     """Plan the optimal cache schedule on an error graph."""
     modes = [budget is not None, speedup is not None, max_error is not None, all_budgets]
@@ -109,9 +111,10 @@ def plan_command(
 
 def plot_command(
     graph_path: Annotated[Path, typer.Argument(metavar="GRAPH", help="Error graph JSON (format lemica-graph).")],
-    out: Annotated[Path, typer.Option("--out", help="Directory for GRAPHNAME_heatmap.png and GRAPHNAME_frontier.png.")]
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for GRAPHNAME_heatmap.png and "
+                                                          "GRAPHNAME_frontier.png.", callback=out_dir)]
     = Path("."),
-    objective: Annotated[Objective, typer.Option("--objective", "-o", help="Objective of the frontier's plans.")]
+    objective: Annotated[Objective, typer.Option("--objective", help="Objective of the frontier's plans.")]
     = Objective.lexminimax,
 ) -> None:
     """Plot an error graph: skip-error heat map and budget -> error frontier, as PNG files."""
@@ -132,8 +135,8 @@ def plot_command(
 def presets_command(
     name: Annotated[Optional[str], typer.Argument(help="A preset; omitted: list them all.")] = None,
     budget: Annotated[Optional[int], typer.Option("--budget", "-b", help="Published budget to take.")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Write that schedule as JSON (for generate).")]
-    = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write that schedule as JSON (for generate).",
+                                                callback=out_file)] = None,
 ) -> None:
     """The step lists the method's authors published for real models (Wan2.1, Qwen-Image, FLUX, ...)."""
     if name is None:

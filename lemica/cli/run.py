@@ -3,33 +3,39 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from lemica.cli._common import (DeviceOption, DtypeOption, FramesOption, HeightOption, PipelineOption, WidthOption,
-                                fail, info, int_list, load_graph_or_exit, load_pipeline_or_exit, load_schedule_or_exit,
-                                read_prompts_file, run_defaults, size_kwargs)
-from lemica.errors import LemicaError, PlanningError, ScheduleMismatchError
+from lemica.cli._common import (STEPS_RANGE, DeviceOption, DtypeOption, FramesOption, GuidanceOption, HeightOption,
+                                PipelineOption, WidthOption, check_output_dir, check_run_inputs, fail, info, int_list,
+                                load_graph_or_exit, load_pipeline_or_exit, load_schedule_or_exit, out_dir, out_file,
+                                quiet_libraries, read_prompts_file, run_defaults, seeds_list, size_kwargs, utf8_text,
+                                warn)
+from lemica.cli._common import prompts_file as prompts_file_check
+from lemica.errors import LemicaError, PlanningError
 from lemica.pipelines import EMBEDDED, default_graph_path, video_frames
 from lemica.planner import plan
+from lemica.video import VIDEO_SUFFIXES
 
 
 def calibrate_command(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the error graph JSON.")] = Path("graph.json"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the error graph JSON.", callback=out_file)]
+    = Path("graph.json"),
     pipeline: PipelineOption = EMBEDDED,
     prompts_file: Annotated[Optional[Path], typer.Option(
-        "--prompts", help="Text file, one prompt per line (default: the embedded model's calibration set).")] = None,
+        "--prompts", help="UTF-8 text file, one prompt per line (default: the embedded model's calibration set).",
+        callback=prompts_file_check)] = None,
     num_prompts: Annotated[int, typer.Option("--num-prompts", min=1, help="Prompts taken from the set.")] = 8,
-    seeds: Annotated[str, typer.Option(help="Comma-separated seeds; every prompt runs with every seed.")] = "0,1",
-    steps: Annotated[Optional[int], typer.Option("--steps", "-T", help="Denoising steps T.")] = None,
+    seeds: Annotated[str, typer.Option(help="Comma-separated distinct seeds; every prompt runs with every seed.",
+                                       callback=seeds_list)] = "0,1",
+    steps: Annotated[Optional[int], typer.Option("--steps", "-T", help="Denoising steps T.", **STEPS_RANGE)] = None,
     max_skip: Annotated[int, typer.Option("--max-skip", "-L", min=1, help="Longest cached segment.")] = 10,
-    guidance: Annotated[Optional[float], typer.Option(help="Guidance scale.")] = None,
+    guidance: GuidanceOption = None,
     workdir: Annotated[Optional[Path], typer.Option(
         help="Keeps finished samples; re-running the same command resumes (default: OUT.work/, with --fast "
-             "OUT.fast.work/).")] = None,
+             "OUT.fast.work/).", callback=out_dir)] = None,
     fast: Annotated[bool, typer.Option("--fast", help="Cheap estimator instead of exact replays (see docs).")] = False,
     height: HeightOption = None,
     width: WidthOption = None,
@@ -41,9 +47,8 @@ def calibrate_command(
     = False,
 ) -> None:
     """Measure every cache segment's global error on the final output and write the error graph."""
-    from lemica.calibration import calibrate, calibrate_fast
-
-    seed_list = int_list(seeds, "--seeds")
+    quiet_libraries()
+    seed_list = int_list(seeds, "--seeds", distinct=True)
     if prompts_file is not None:
         prompts = read_prompts_file(prompts_file, "--prompts")[:num_prompts]
     elif pipeline == EMBEDDED:
@@ -53,31 +58,56 @@ def calibrate_command(
     else:
         fail("--prompts FILE is required for pipelines other than the embedded model", code=2)
     T, G = run_defaults(pipeline, steps, guidance)
+    workdir = workdir or out.with_name(out.name + (".fast.work" if fast else ".work"))
+    check_output_dir(workdir, "--workdir")
+    size = size_kwargs(height, width, num_frames)
+    check_run_inputs(pipeline, device, dtype, size)
+
     pipe = load_pipeline_or_exit(pipeline, device, dtype)
-    kwargs = dict(num_inference_steps=T, max_skip=max_skip, guidance_scale=G, offload=offload,
-                  **size_kwargs(height, width, num_frames),
-                  workdir=workdir or out.with_name(out.name + (".fast.work" if fast else ".work")))
+    from lemica.calibration import calibrate, calibrate_fast
+    from lemica.calibration.jobs import finished_samples
+
+    count = len(prompts) * len(seed_list)
+    resumed = finished_samples(workdir, count)  # kept by an earlier run (used if its settings match)
+    kwargs = dict(num_inference_steps=T, max_skip=max_skip, guidance_scale=G, offload=offload, **size,
+                  workdir=workdir)
     started = time.perf_counter()
     try:
         graph = (calibrate_fast if fast else calibrate)(pipe, prompts, seed_list, **kwargs)
     except LemicaError as e:
         fail(str(e))
+    except KeyboardInterrupt:
+        info(f"interrupted: {finished_samples(workdir, count)} of {count} samples are kept in {workdir}; run the "
+             f"same command again to resume")
+        raise typer.Exit(130) from None
     if int(os.environ.get("RANK", "0")) == 0:
         graph.save(out)
         cost = graph.meta.get("cost", {})
+        seconds = time.perf_counter() - started
+        took = (f"all {count} samples resumed from {workdir}, none measured" if resumed == count else
+                (f"resumed {resumed} of {count} samples from {workdir}, " if resumed else "")
+                + f"{count - resumed} measured in {seconds:.1f} s")
         info(f"wrote {out}: T={graph.num_steps}, max skip {graph.max_skip}, {len(prompts)} prompts x "
-             f"{len(seed_list)} seeds, {time.perf_counter() - started:.1f} s, "
+             f"{len(seed_list)} seeds, {took}, "
              f"{cost.get('generation_equivalents_per_sample', float('nan')):.1f} generations' compute per sample")
 
 
+def _video_file(ctx: typer.Context, param: typer.CallbackParam, value: Path):
+    if not ctx.resilient_parsing and value.suffix.lower() not in VIDEO_SUFFIXES:
+        raise typer.BadParameter(f"must end in .gif, .mp4 or .png, got {value.name}")
+    return out_file(ctx, param, value)
+
+
 def generate_command(
-    prompt: Annotated[str, typer.Option("--prompt", help="Text prompt.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output video (.mp4 / .gif) or image (.png).")] = Path(
-        "video.gif"),
+    prompt: Annotated[str, typer.Option("--prompt", help="Text prompt.", callback=utf8_text)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output video (.mp4 / .gif) or image (.png).",
+                                      callback=_video_file)] = Path("video.gif"),
     pipeline: PipelineOption = EMBEDDED,
-    negative_prompt: Annotated[Optional[str], typer.Option(help="Negative prompt.")] = None,
-    steps: Annotated[Optional[int], typer.Option("--steps", "-T", help="Denoising steps T.")] = None,
-    guidance: Annotated[Optional[float], typer.Option(help="Guidance scale.")] = None,
+    negative_prompt: Annotated[Optional[str], typer.Option(help="Negative prompt.", callback=utf8_text)] = None,
+    steps: Annotated[Optional[int], typer.Option(
+        "--steps", "-T", help="Denoising steps T (default: the schedule's or graph's, else the embedded model's).",
+        **STEPS_RANGE)] = None,
+    guidance: GuidanceOption = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     schedule_path: Annotated[Optional[Path], typer.Option("--schedule", help="Schedule JSON to run.")] = None,
     graph_path: Annotated[Optional[Path], typer.Option(
@@ -86,8 +116,8 @@ def generate_command(
     speedup: Annotated[Optional[float], typer.Option("--speedup", "-s", help="Target speed-up T/B.")] = None,
     strict: Annotated[bool, typer.Option(help="Refuse (instead of warn) when the graph was calibrated elsewhere.")]
     = False,
-    scale: Annotated[Optional[int], typer.Option(help="Nearest-neighbour upscale of the saved video.")] = None,
-    fps: Annotated[int, typer.Option(help="Frames per second of the saved video.")] = 8,
+    scale: Annotated[Optional[int], typer.Option(min=1, help="Nearest-neighbour upscale of the saved video.")] = None,
+    fps: Annotated[int, typer.Option(min=1, help="Frames per second of the saved video.")] = 8,
     height: HeightOption = None,
     width: WidthOption = None,
     num_frames: FramesOption = None,
@@ -95,48 +125,61 @@ def generate_command(
     dtype: DtypeOption = "auto",
 ) -> None:
     """Generate a video, vanilla or on a cache schedule, and print the wall time."""
+    quiet_libraries()
+    if schedule_path is not None and (budget is not None or speedup is not None or graph_path is not None):
+        fail("give either --schedule or --graph/--budget/--speedup, not both", code=2)
+    if graph_path is not None and budget is None and speedup is None:
+        fail("--graph needs --budget or --speedup", code=2)
+
+    # The schedule (or the graph it is planned on) fixes T: read it before anything is loaded.
+    schedule = graph = None
+    if schedule_path is not None:
+        schedule = load_schedule_or_exit(schedule_path)
+        source, planned_for = f"the schedule {schedule_path}", schedule.num_steps
+    elif budget is not None or speedup is not None:
+        if graph_path is None:
+            if pipeline != EMBEDDED:
+                fail("--graph is required for pipelines other than the embedded model", code=2)
+            graph_path = default_graph_path()
+            source = "the embedded model's shipped graph"
+        else:
+            source = f"the graph {graph_path}"
+        graph = load_graph_or_exit(graph_path, "--graph")
+        planned_for = graph.num_steps
+    if schedule is not None or graph is not None:
+        if steps is not None and steps != planned_for:
+            fail(f"{source} is for {planned_for} denoising steps but the pipeline runs {steps} (--steps); leave "
+                 f"--steps out (T is taken from there) or calibrate a graph for {steps} steps", code=2)
+        steps = planned_for
+    if graph is not None:
+        try:
+            schedule = plan(graph, budget, speedup=speedup).schedule
+        except PlanningError as e:
+            fail(str(e))
+    T, G = run_defaults(pipeline, steps, guidance)
+    size = size_kwargs(height, width, num_frames)
+    check_run_inputs(pipeline, device, dtype, size)
+
     import torch
 
     from lemica.calibration import check_graph_matches
     from lemica.runtime import cache_stats, enable_cache
     from lemica.video import save_video, upscale
 
-    if schedule_path is not None and (budget is not None or speedup is not None or graph_path is not None):
-        fail("give either --schedule or --graph/--budget/--speedup, not both", code=2)
-    if graph_path is not None and budget is None and speedup is None:
-        fail("--graph needs --budget or --speedup", code=2)
-    if out.suffix.lower() not in (".gif", ".mp4", ".png"):
-        fail(f"--out must end in .gif, .mp4 or .png, got {out.name}", code=2)
-    T, G = run_defaults(pipeline, steps, guidance)
-    call = dict(prompt=prompt, num_inference_steps=T, guidance_scale=G, **size_kwargs(height, width, num_frames),
+    call = dict(prompt=prompt, num_inference_steps=T, guidance_scale=G, **size,
                 generator=torch.Generator().manual_seed(seed))
     if negative_prompt is not None:
         call["negative_prompt"] = negative_prompt
-
-    schedule = None
-    if schedule_path is not None:
-        schedule = load_schedule_or_exit(schedule_path)
-    elif budget is not None or speedup is not None:
-        if graph_path is None:
-            if pipeline != EMBEDDED:
-                fail("--graph is required for pipelines other than the embedded model", code=2)
-            graph_path = default_graph_path()
-        graph = load_graph_or_exit(graph_path)
-        try:
-            schedule = plan(graph, budget, speedup=speedup).schedule
-        except PlanningError as e:
-            fail(str(e))
     pipe = load_pipeline_or_exit(pipeline, device, dtype)
     if schedule is not None:
-        calibrated_for = graph if graph_path is not None else schedule.meta.get("calibrated_for")
+        calibrated_for = graph if graph is not None else schedule.meta.get("calibrated_for")
         if calibrated_for:
             problems = check_graph_matches(calibrated_for, pipe, T, call)
             if problems:
                 message = "the graph was calibrated under other settings: " + "; ".join(problems)
                 if strict:
                     fail(message)
-                warnings.warn(message, stacklevel=1)
-                info(f"warning: {message}")
+                warn(message)
         enable_cache(pipe, schedule)
         info(f"cache schedule: B={schedule.budget} of T={schedule.num_steps} steps "
              f"(theoretical speed-up {schedule.speedup:.2f}x): {list(schedule.full_steps)}")
@@ -144,17 +187,18 @@ def generate_command(
     try:
         with torch.no_grad():
             output = pipe(**call)
-    except ScheduleMismatchError as e:
+    except LemicaError as e:
         fail(str(e))
+    except KeyboardInterrupt:
+        info(f"interrupted: nothing was written to {out}")
+        raise typer.Exit(130) from None
     seconds = time.perf_counter() - started
     frames = video_frames(output)
     factor = scale if scale is not None else (4 if max(frames.shape[1:3]) <= 64 else 1)
-    if out.suffix.lower() == ".png":
-        from PIL import Image
-
-        Image.fromarray((upscale(frames, factor)[0] * 255).round().astype("uint8")).save(out)
-    else:
+    try:
         save_video(upscale(frames, factor), out, fps=fps)
+    except (OSError, LemicaError) as e:
+        fail(f"cannot write {out}: {e}")
     runs = cache_stats(pipe).block_stack_runs if schedule is not None else None
     info(f"wrote {out} ({frames.shape[0]} frames {frames.shape[1]}x{frames.shape[2]}) in {seconds:.2f} s wall time"
          + (f", {runs} block-stack runs" if runs is not None else ""))

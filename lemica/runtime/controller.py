@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
+import inspect
+import sys
+import threading
 from collections import Counter
 
 import torch
 
-from lemica.errors import UnsupportedModelError
+from lemica.errors import ConcurrentCallError, UnsupportedModelError
 from lemica.runtime.clock import StepClock
 from lemica.runtime.hooks import attach, detach, validate
 from lemica.runtime.policies import Action, SchedulePolicy, StepPolicy
@@ -82,6 +86,7 @@ class Controller:
         for module in self.transformers.values():
             validate(module)  # refuse before touching the pipeline
         self.clock = StepClock(pipe.scheduler, self._start)
+        self._guard_calls()
         self.hooks = {}
         try:
             for name, module in self.transformers.items():
@@ -98,6 +103,52 @@ class Controller:
             hook.current = None
         self.stats = CacheStats(num_steps)
         self.policy.start(num_steps)
+
+    # ------------------------------------------------------------ one pipeline call at a time
+    # The hooks, the step clock and the policy hold the state of *one* call. A second thread entering the pipeline
+    # while another thread's call is in progress would interleave its steps with the first's (the old symptom: a
+    # misleading "no transformer block ran"), so it is refused at its scheduler.set_timesteps, before it touches
+    # the scheduler or the hooks. A call is in progress while its thread is inside the pipeline's __call__ (so a
+    # call that died half-way, on an exception, blocks nobody afterwards).
+    def _guard_calls(self) -> None:
+        scheduler = self.pipe.scheduler
+        inner = scheduler.set_timesteps  # the clock's wrapper
+        self._owner: int | None = None  # the thread of the latest call
+        self._owner_lock = threading.Lock()
+
+        @functools.wraps(inner)
+        def set_timesteps(*args, **kwargs):
+            self._enter()
+            return inner(*args, **kwargs)
+
+        # StepClock.detach removes this instance attribute with its own and restores what was there before.
+        scheduler.set_timesteps = set_timesteps
+
+    def _enter(self) -> None:
+        me = threading.get_ident()
+        with self._owner_lock:
+            owner = self._owner
+            if owner is not None and owner != me and self._inside_call(owner):
+                raise ConcurrentCallError(
+                    f"a lemica-cached pipeline runs one call at a time: another thread is in the middle of a call of "
+                    f"this {type(self.pipe).__name__}. Pipelines are not thread-safe (diffusers keeps per-call state "
+                    f"on the pipeline and its scheduler); use one pipeline per thread, or serialise the calls with a "
+                    f"lock")
+            self._owner = me
+
+    def _inside_call(self, thread_id: int) -> bool:
+        """Whether that thread is still executing this pipeline's ``__call__`` (else its call has ended)."""
+        frame = sys._current_frames().get(thread_id)
+        if frame is None:  # the thread has ended
+            return False
+        code = getattr(inspect.unwrap(type(self.pipe).__call__), "__code__", None)
+        if code is None:  # not a plain Python __call__: assume the call is still running
+            return True
+        while frame is not None:
+            if frame.f_code is code:
+                return True
+            frame = frame.f_back
+        return False
 
     def close(self) -> None:
         self.clock.detach()
