@@ -12,7 +12,7 @@ import typer
 from lemica.cli._common import (DeviceOption, DtypeOption, FramesOption, HeightOption, PipelineOption, WidthOption,
                                 fail, info, int_list, load_graph_or_exit, load_pipeline_or_exit, load_schedule_or_exit,
                                 read_prompts_file, run_defaults, size_kwargs)
-from lemica.errors import LemicaError, PlanningError, ScheduleMismatchError
+from lemica.errors import FillRuleError, LemicaError, PlanningError, ScheduleMismatchError
 from lemica.pipelines import EMBEDDED, default_graph_path, video_frames
 from lemica.planner import plan
 
@@ -39,10 +39,18 @@ def calibrate_command(
     offload: Annotated[bool, typer.Option(
         "--offload-record", help="Keep each sample's recorded trajectory in host memory (large models on a GPU).")]
     = False,
+    rules: Annotated[str, typer.Option(
+        help="Fill rules to measure, comma-separated; windows as ranges: residual,extrapolate,mean-velocity:1-5 "
+             "(or 'all'). Each rule multiplies the cost.")] = "residual",
 ) -> None:
     """Measure every cache segment's global error on the final output and write the error graph."""
     from lemica.calibration import calibrate, calibrate_fast
+    from lemica.graph import expand_rules
 
+    try:
+        rule_list = expand_rules(rules)
+    except ValueError as e:
+        fail(f"--rules: {e}", code=2)
     seed_list = int_list(seeds, "--seeds")
     if prompts_file is not None:
         prompts = read_prompts_file(prompts_file, "--prompts")[:num_prompts]
@@ -54,7 +62,7 @@ def calibrate_command(
         fail("--prompts FILE is required for pipelines other than the embedded model", code=2)
     T, G = run_defaults(pipeline, steps, guidance)
     pipe = load_pipeline_or_exit(pipeline, device, dtype)
-    kwargs = dict(num_inference_steps=T, max_skip=max_skip, guidance_scale=G, offload=offload,
+    kwargs = dict(num_inference_steps=T, max_skip=max_skip, guidance_scale=G, offload=offload, rules=rule_list,
                   **size_kwargs(height, width, num_frames),
                   workdir=workdir or out.with_name(out.name + (".fast.work" if fast else ".work")))
     started = time.perf_counter()
@@ -65,7 +73,8 @@ def calibrate_command(
     if int(os.environ.get("RANK", "0")) == 0:
         graph.save(out)
         cost = graph.meta.get("cost", {})
-        info(f"wrote {out}: T={graph.num_steps}, max skip {graph.max_skip}, {len(prompts)} prompts x "
+        info(f"wrote {out}: T={graph.num_steps}, max skip {graph.max_skip}, rules {', '.join(graph.rules)}, "
+             f"{len(prompts)} prompts x "
              f"{len(seed_list)} seeds, {time.perf_counter() - started:.1f} s, "
              f"{cost.get('generation_equivalents_per_sample', float('nan')):.1f} generations' compute per sample")
 
@@ -137,14 +146,19 @@ def generate_command(
                     fail(message)
                 warnings.warn(message, stacklevel=1)
                 info(f"warning: {message}")
-        enable_cache(pipe, schedule)
+        try:
+            enable_cache(pipe, schedule)
+        except FillRuleError as e:
+            fail(str(e))
         info(f"cache schedule: B={schedule.budget} of T={schedule.num_steps} steps "
-             f"(theoretical speed-up {schedule.speedup:.2f}x): {list(schedule.full_steps)}")
+             f"(theoretical speed-up {schedule.speedup:.2f}x): {list(schedule.full_steps)}"
+             + ("" if schedule.is_residual_only else "; fill rules " + ", ".join(
+                 f"{i}->{j} {rule}" for i, j, rule in schedule.segment_rules() if rule is not None)))
     started = time.perf_counter()
     try:
         with torch.no_grad():
             output = pipe(**call)
-    except ScheduleMismatchError as e:
+    except (ScheduleMismatchError, FillRuleError) as e:
         fail(str(e))
     seconds = time.perf_counter() - started
     frames = video_frames(output)
