@@ -148,6 +148,7 @@ def bench_command(
     if any(m.startswith("lemica") or m == "cache-dit-static" for m in chosen):
         the_graph, graph_info = resolve_graph(workload, graph, out, calibration_samples, max_skip, progress)
     ctx = BenchContext(workload, the_graph, teacache_coefficients)
+    ctx.out = out  # lemica-fill and meancache cache their multi-rule graph here (lemica.bench.meancache)
     result = run_bench(ctx, chosen, targets, match=match, progress=progress, log=info,
                        tuning_store=out / "tuning_cache.json")
     result.meta.update(graph=graph_info, environment=environment(), wall_time_s=time.perf_counter() - start,
