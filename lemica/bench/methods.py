@@ -79,7 +79,8 @@ class BenchContext:
         if self.graph is None:
             raise MethodUnavailable("no error graph (pass --graph or let the bench calibrate one)")
         try:
-            return plan(self.graph, budget=budget, objective=objective).schedule
+            # LeMiCa's rows plan on the residual rule only, even on a multi-rule graph (lemica-fill uses the others)
+            return plan(self.graph, budget=budget, objective=objective, rules=("residual",)).schedule
         except PlanningError as e:
             raise MethodUnavailable(str(e)) from None
 
