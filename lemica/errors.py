@@ -26,6 +26,11 @@ class UnsupportedFillRuleError(ScheduleFormatError):
     """The schedule uses a fill rule that the requested export (e.g. cache-dit's step mask) cannot express."""
 
 
+class FillRuleError(LemicaError):
+    """A schedule's fill rule cannot run here: an unknown rule, a segment without the history the rule reads, or a
+    model whose output lemica cannot turn into a velocity (the message names the segment or the setting)."""
+
+
 class PlanningError(LemicaError):
     """The request cannot be met (infeasible budget, unknown objective, ...); the message says why."""
 

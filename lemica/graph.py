@@ -11,7 +11,7 @@ Rules are open-ended names; lemica knows
 * ``mean-velocity:k`` (k >= 1, MeanCache): an average velocity over the last k steps of the trajectory.
 
 A rule that needs history the segment start does not have (``extrapolate`` from step 0, ``mean-velocity:k``
-from a step i < k) is unavailable on that edge, so such an edge must not be stored. Edges (i, i+1) skip
+from a step i < k - 1) is unavailable on that edge, so such an edge must not be stored. Edges (i, i+1) skip
 nothing: they cost 0 unless stored, whatever the rule. Missing longer edges are unusable.
 
 File format version 1 stores the residual rule only; version 2 adds a ``rule`` to every edge. Loading reads
@@ -77,11 +77,17 @@ def rule_problem(name: Any) -> str | None:
 
 
 def rule_history(name: str) -> int:
-    """How many steps before the segment start a rule reads (0 for rules lemica does not know)."""
+    """How many steps before the segment start a rule reads (0 for rules lemica does not know).
+
+    ``extrapolate`` reads one earlier computed step. ``mean-velocity:k`` at the first cached step i+1 of a
+    segment starting at i averages the last k logged steps i+1-k .. i, so it reads k - 1 steps before the
+    start: ``mean-velocity:1`` works from step 0, as in MeanCache's own Qwen-Image-2512 B=10 table, whose first
+    segment 0 -> 2 uses it (UnicomAI/MeanCache MeanCache4Qwen-Image/Mc_qwenimage_2512.py:383-391).
+    """
     if name == EXTRAPOLATE:
         return 1
     match = _MEAN_VELOCITY_RE.fullmatch(name)
-    return int(match.group(1)) if match else 0
+    return int(match.group(1)) - 1 if match else 0
 
 
 def rule_available(name: str, start: int) -> bool:
@@ -108,6 +114,37 @@ def rule_sort_key(name: str) -> tuple:
 def sort_rules(names: Iterable[str]) -> tuple[str, ...]:
     """Distinct rule names in the fixed order of `rule_sort_key`."""
     return tuple(sorted(set(names), key=rule_sort_key))
+
+
+def expand_rules(text: str | Iterable[str]) -> tuple[str, ...]:
+    """Rule names from a comma-separated list, with windows as ranges: ``"residual,extrapolate,mean-velocity:1-4"``
+    is residual, extrapolate and mean-velocity:1 .. mean-velocity:4, in `rule_sort_key` order.
+
+    ``"all"`` is lemica's built-in rules with MeanCache's windows 1..5. Raises ValueError naming a bad entry.
+    """
+    items = [text] if isinstance(text, str) else list(text)
+    names: list[str] = []
+    for item in items:
+        for part in (p.strip() for p in str(item).split(",")):
+            if not part:
+                continue
+            if part == "all":
+                names += [RESIDUAL, EXTRAPOLATE, *(mean_velocity(k) for k in range(1, 6))]
+                continue
+            match = re.fullmatch(r"mean-velocity:([1-9][0-9]*)-([1-9][0-9]*)", part)
+            if match:
+                lo, hi = int(match.group(1)), int(match.group(2))
+                if lo > hi:
+                    raise ValueError(f"rule range {part!r}: {lo} > {hi}")
+                names += [mean_velocity(k) for k in range(lo, hi + 1)]
+                continue
+            problem = rule_problem(part)
+            if problem:
+                raise ValueError(problem)
+            names.append(part)
+    if not names:
+        raise ValueError("no fill rule given")
+    return sort_rules(names)
 
 
 def _check_rule(name: Any) -> str:

@@ -25,6 +25,7 @@ from lemica.graph import (
     rule_available,
     rule_history,
     rule_problem,
+    expand_rules,
     rule_sort_key,
     sort_rules,
     synthetic_graph,
@@ -248,13 +249,25 @@ def test_rule_helpers():
                 "mean-velocity:x", "mean-velocity:2:3"):
         assert rule_problem(bad)
     assert [rule_history(r) for r in (RESIDUAL, EXTRAPOLATE, "mean-velocity:1", "mean-velocity:7", "custom")] == [
-        0, 1, 1, 7, 0]
+        0, 1, 0, 6, 0]
     assert not rule_available(EXTRAPOLATE, 0) and rule_available(EXTRAPOLATE, 1)
-    assert not rule_available("mean-velocity:3", 2) and rule_available("mean-velocity:3", 3)
+    # mean-velocity:k at step i+1 averages steps i+1-k .. i (MeanCache's k=1 segment 0 -> 2 is official).
+    assert rule_available("mean-velocity:1", 0)
+    assert not rule_available("mean-velocity:3", 1) and rule_available("mean-velocity:3", 2)
     assert rule_available(RESIDUAL, 0)
     order = ["zeta", "mean-velocity:10", "alpha", "mean-velocity:2", EXTRAPOLATE, RESIDUAL, "mean-velocity:2"]
     assert sort_rules(order) == (RESIDUAL, EXTRAPOLATE, "mean-velocity:2", "mean-velocity:10", "alpha", "zeta")
     assert sorted(order, key=rule_sort_key)[0] == RESIDUAL
+
+
+def test_expand_rules():
+    assert expand_rules("residual,extrapolate,mean-velocity:1-3") == (
+        RESIDUAL, EXTRAPOLATE, "mean-velocity:1", "mean-velocity:2", "mean-velocity:3")
+    assert expand_rules(["mean-velocity:2", "residual", "residual"]) == (RESIDUAL, "mean-velocity:2")
+    assert expand_rules("all") == (RESIDUAL, EXTRAPOLATE, *(f"mean-velocity:{k}" for k in range(1, 6)))
+    for bad in ("", "mean-velocity:3-1", "mean-velocity:0", " , "):
+        with pytest.raises(ValueError):
+            expand_rules(bad)
 
 
 def test_multigraph_queries():
@@ -336,7 +349,7 @@ BAD_V2 = [
     (("edges", 1, "rule"), "mean-velocity:0", r"written 'mean-velocity:k' with an integer k >= 1"),
     (("edges", 1, "i"), 0, r"edges\[1\] \(i=0, j=3, rule='extrapolate'\): edge \(0, 3\): rule 'extrapolate' needs 1 "
                            r"step\(s\) before its start 0"),
-    (("edges", 4, "i"), 1, r"rule 'mean-velocity:2' needs 2 step\(s\) before its start 1"),
+    (("edges", 4, "rule"), "mean-velocity:4", r"rule 'mean-velocity:4' needs 3 step\(s\) before its start 2"),
     (("edges", 3, "rule"), "residual", r"edges\[3\] \(i=2, j=5, rule='residual'\): duplicate edge"),
     (("edges", 3, "error"), -1.0, r"edges\[3\] \(i=2, j=5, rule='extrapolate'\): error must be a finite number >= 0"),
     (("edges", 5, "j"), 7, r"edge \(3, 7\): out of range"),

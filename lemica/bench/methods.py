@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
+from lemica.bench import meancache
 from lemica.bench.counting import transformers_of
 from lemica.bench.registry import METHOD_NAMES
 from lemica.bench.teacache import IDENTITY, TeaCachePolicy, TeaCacheRecorder, fit_coefficients, published_coefficients
@@ -78,7 +79,8 @@ class BenchContext:
         if self.graph is None:
             raise MethodUnavailable("no error graph (pass --graph or let the bench calibrate one)")
         try:
-            return plan(self.graph, budget=budget, objective=objective).schedule
+            # LeMiCa's rows plan on the residual rule only, even on a multi-rule graph (lemica-fill uses the others)
+            return plan(self.graph, budget=budget, objective=objective, rules=("residual",)).schedule
         except PlanningError as e:
             raise MethodUnavailable(str(e)) from None
 
@@ -190,6 +192,16 @@ def _objective(objective: str):
     def make(ctx, budget: int) -> Setting:
         schedule = ctx.planned(budget, objective)
         return Setting(f"lemica-{objective}", f"B={budget}", {"budget": budget}, _lemica_installer(schedule),
+                       schedule=schedule)
+    return make
+
+
+def _fill_rules(method: str, pick):
+    """A schedule with fill rules from ``lemica.bench.meancache`` (MeanCache, lemica-fill) as a setting."""
+    def make(ctx, budget: int) -> Setting:
+        schedule, knob = pick(ctx, budget)
+        gamma = f" γ={knob['gamma']:g}" if knob.get("gamma") is not None else ""
+        return Setting(method, f"B={budget} {knob['objective']}{gamma}", knob, _lemica_installer(schedule),
                        schedule=schedule)
     return make
 
@@ -383,6 +395,11 @@ _METHODS = [
     Method("lemica-lexminimax", "lemica lexminimax", "static", _objective("lexminimax")),
     Method("lemica-minimax", "lemica minimax", "static", _objective("minimax")),
     Method("lemica-shortest", "lemica shortest path", "static", _objective("shortest")),
+    Method("lemica-fill", "lemica with fill rules (best objective)", "static",
+           _fill_rules("lemica-fill", meancache.lemica_fill_schedule),
+           note="residual, extrapolate, mean-velocity:1-5 per segment; objective chosen on the tuning samples"),
+    Method("meancache", "MeanCache (re-implementation)", "static", _fill_rules("meancache", meancache.meancache_schedule),
+           note="mean-velocity:k per segment, peak-suppressed shortest path on its measured costs, gamma tuned"),
     Method("uniform", "uniform spacing", "static", _uniform),
     Method("fewer-steps", "fewer sampling steps", "static", _fewer_steps),
     Method("cache-dit-static", "cache-dit static mask (lemica schedule)", "static", _cache_dit_static,

@@ -5,5 +5,6 @@ Torch-free, so that the command line can list and check them without importing t
 """
 from __future__ import annotations
 
-METHOD_NAMES = ("vanilla", "lemica-lexminimax", "lemica-minimax", "lemica-shortest", "uniform", "fewer-steps",
+METHOD_NAMES = ("vanilla", "lemica-lexminimax", "lemica-minimax", "lemica-shortest", "lemica-fill", "meancache",
+                "uniform", "fewer-steps",
                 "cache-dit-static", "teacache", "fbcache", "magcache", "dbcache", "taylorseer", "pab", "fastercache")

@@ -6,6 +6,14 @@ from the record (no compute, bit-identical to the reference), steps i+1…j−1 
 and steps j…T−1 computed in full. The edge weight is mean |final latents − reference final latents|.
 Block-stack executions per guidance branch: T for the reference plus Σ_edges (T − j) — nothing is recomputed.
 
+Fill rules (``rules=``, default residual only): every (edge, rule) pair the rule is available on
+(``lemica.graph.rule_available``) is replayed the same way, with i+1…j−1 filled by that rule
+(``RuleReplayPolicy``); the replays of one segment share its served prefix 0…i (served from the same record,
+no compute). A history rule reads the steps before the segment from the reference trajectory — the
+independence approximation LeMiCa makes, measured in ``benchmarks/fill_rules.py``. Cost per branch:
+T + Σ_rules Σ_available edges (T − j); a mean-velocity replay skips the whole transformer on i+1…j−1 and computes
+only j…T−1, the same block-stack count as a residual replay, so the cost grows linearly in the number of rules.
+
 Every finished sample is written atomically to the work directory, so a killed run resumes where it stopped
 and produces the same graph; under ``torchrun`` samples are sharded across ranks and merged on rank 0.
 """
@@ -18,14 +26,18 @@ import torch
 from tqdm.auto import tqdm
 
 from lemica.calibration.fingerprint import pipeline_fingerprint, stable_hash
-from lemica.calibration.jobs import (check_inputs, graph_meta, mean_edges, measure_samples, quiet_pipeline,
+from lemica.calibration.jobs import (check_inputs, edge_stats, graph_meta, measure_samples, quiet_pipeline,
                                      sample_order)
 from lemica.calibration.prompts import encode_prompts_once
-from lemica.calibration.replay import RecordPolicy, SegmentReplayPolicy, final_latents, sample_kwargs
-from lemica.graph import ErrorGraph
+from lemica.calibration.replay import (RecordPolicy, RuleReplayPolicy, SegmentReplayPolicy, final_latents,
+                                       sample_kwargs)
+from lemica.errors import CalibrationError
+from lemica.graph import RESIDUAL, ErrorGraph, rule_available, sort_rules
 from lemica.runtime import cache_stats, cached
+from lemica.runtime.fill import Filler, known_rule
 
-__all__ = ["calibrate", "edges_for", "exact_cost"]
+__all__ = ["calibrate", "edges_for", "exact_cost", "rule_edges", "check_rules", "rule_meta", "mean_rule_edges"]
+DEFAULT_RULES = (RESIDUAL,)
 
 
 def edges_for(num_steps: int, max_skip: int) -> list[tuple[int, int]]:
@@ -33,29 +45,77 @@ def edges_for(num_steps: int, max_skip: int) -> list[tuple[int, int]]:
     return [(i, j) for i in range(num_steps) for j in range(i + 2, min(i + max_skip, num_steps - 1) + 1)]
 
 
-def exact_cost(num_steps: int, max_skip: int) -> int:
-    """Block-stack executions per guidance branch per sample: T (reference) + Σ_edges (T − j)."""
-    return num_steps + sum(num_steps - j for _, j in edges_for(num_steps, max_skip))
+def rule_edges(edges, rule: str) -> list[tuple[int, int]]:
+    """The edges a rule is measured on: those whose start has the history it reads."""
+    return [(i, j) for i, j in edges if rule_available(rule, i)]
 
 
-def _measure_sample(pipe, kwargs_factory, edges, progress, offload=False) -> dict:
+def exact_cost(num_steps: int, max_skip: int, rules=DEFAULT_RULES) -> int:
+    """Block-stack executions per guidance branch per sample: T (reference) + Σ_rules Σ_available edges (T − j)."""
+    edges = edges_for(num_steps, max_skip)
+    return num_steps + sum(num_steps - j for rule in check_rules(rules) for _, j in rule_edges(edges, rule))
+
+
+def check_rules(rules) -> tuple[str, ...]:
+    """The calibrated rules in `rule_sort_key` order; CalibrationError for an empty list or an unknown rule."""
+    names = sort_rules([rules] if isinstance(rules, str) else rules)
+    if not names:
+        raise CalibrationError("rules must name at least one fill rule")
+    unknown = [r for r in names if not known_rule(r)]
+    if unknown:
+        raise CalibrationError(f"unknown fill rule(s) {unknown}; see lemica.runtime.fill (residual, extrapolate, "
+                               f"mean-velocity:k, or a registered rule)")
+    return names
+
+
+def rule_meta(rules: tuple[str, ...], num_steps: int, max_skip: int, cost_of) -> dict:
+    """What a multi-rule graph's meta adds (nothing for the default residual-only calibration, so those graphs
+    stay byte-identical): the rules and each rule's block-stack runs per branch and sample."""
+    if rules == DEFAULT_RULES:
+        return {}
+    edges = edges_for(num_steps, max_skip)
+    return {"rules": list(rules), "rule_cost": {r: {"edges": len(rule_edges(edges, r)),
+                                                    "block_stack_runs_per_branch": cost_of(r)} for r in rules}}
+
+
+def mean_rule_edges(results: dict[int, dict], edges, rules) -> dict:
+    """Per-sample results averaged into ``by_rule`` edges: residual errors under ``"errors"`` (as before rules
+    existed), other rules under ``"rule_errors"[rule]``."""
+    by_rule = {}
+    for rule in rules:
+        where = (lambda r: r["errors"]) if rule == RESIDUAL else (lambda r, rule=rule: r["rule_errors"][rule])
+        by_rule[rule] = {(i, j): edge_stats(where(results[k])[f"{i},{j}"] for k in sorted(results))
+                         for i, j in rule_edges(edges, rule)}
+    return by_rule
+
+
+def _measure_sample(pipe, kwargs_factory, edges, progress, offload=False, rules=DEFAULT_RULES) -> dict:
     record = RecordPolicy(offload)
     with cached(pipe, record):
         reference = final_latents(pipe, kwargs_factory())
         branches = len(cache_stats(pipe).branches)
         runs = cache_stats(pipe).block_stack_runs
-    errors = {}
-    for i, j in tqdm(edges, desc="edges", leave=False, disable=not progress):
-        with cached(pipe, SegmentReplayPolicy(record, i, j)):
+    errors, rule_errors = {}, {rule: {} for rule in rules if rule != RESIDUAL}
+    jobs = [(i, j, rule) for i, j in edges for rule in rules if rule_available(rule, i)]
+    for i, j, rule in tqdm(jobs, desc="edges", leave=False, disable=not progress):
+        if rule == RESIDUAL:
+            policy = SegmentReplayPolicy(record, i, j)
+        else:
+            policy = RuleReplayPolicy(record, Filler([rule]), rule, i, j)
+        with cached(pipe, policy):
             latents = final_latents(pipe, kwargs_factory())
             runs += cache_stats(pipe).block_stack_runs
-        errors[f"{i},{j}"] = float((latents - reference).abs().mean())
-    return {"errors": errors, "block_stack_runs": runs, "branches": branches}
+        error = float((latents - reference).abs().mean())
+        (errors if rule == RESIDUAL else rule_errors[rule])[f"{i},{j}"] = error
+    out = {"errors": errors, "block_stack_runs": runs, "branches": branches}
+    if rule_errors:
+        out["rule_errors"] = rule_errors
+    return out
 
 
 def calibrate(pipe, prompts: Sequence[str | dict], seeds: Iterable[int] = (0,), *, num_inference_steps: int,
               max_skip: int, workdir: str | os.PathLike | None = None, offload: bool = False,
-              progress: bool = True, **call_kwargs) -> ErrorGraph:
+              progress: bool = True, rules: Iterable[str] = DEFAULT_RULES, **call_kwargs) -> ErrorGraph:
     """Measure the global error of every cache segment and return the error graph.
 
     ``prompts`` are strings (passed as ``prompt=``) or dicts of pipeline kwargs (e.g. ``prompt_embeds``);
@@ -63,20 +123,25 @@ def calibrate(pipe, prompts: Sequence[str | dict], seeds: Iterable[int] = (0,), 
     With ``workdir``, finished samples are kept there and a re-run resumes; under ``torchrun`` samples are
     sharded across ranks and the merged graph is returned on every rank. ``offload`` keeps each sample's
     reference record (every step's output and residual) in host memory instead of on the model's device.
+    ``rules``: the fill rules measured (default residual only; e.g. ``lemica.graph.expand_rules("all")``); the
+    graph stores each rule's edges where it is available, and its meta lists the rules and their costs.
     """
     prompts, seeds, T, L = check_inputs(prompts, seeds, num_inference_steps, max_skip)
+    rules = check_rules(rules)
     edges = edges_for(T, L)
     samples = sample_order(len(prompts), seeds)
     fingerprint = pipeline_fingerprint(pipe, T, call_kwargs)
     config = {"fingerprint": fingerprint, "max_skip": L, "prompts_hash": stable_hash(prompts), "samples": samples,
               "call_kwargs_hash": stable_hash(call_kwargs), "estimator": "exact"}
+    if rules != DEFAULT_RULES:  # residual-only work directories keep their manifest (and resume) as before
+        config["rules"] = list(rules)
     device = getattr(pipe, "device", torch.device("cpu"))
     quiet_pipeline(pipe)
 
     def measure(k: int) -> dict:
         p, seed = samples[k]
         factory = lambda: sample_kwargs(prompts[p], seed, device, T, call_kwargs)  # noqa: E731
-        return _measure_sample(pipe, factory, edges, progress, offload) | {"prompt_index": p, "seed": seed}
+        return _measure_sample(pipe, factory, edges, progress, offload, rules) | {"prompt_index": p, "seed": seed}
 
     with encode_prompts_once(pipe):  # the text encoder's output is the same for every replay of a prompt
         results = measure_samples(measure, len(samples), workdir, config, progress=progress, desc="calibrating")
@@ -84,5 +149,6 @@ def calibrate(pipe, prompts: Sequence[str | dict], seeds: Iterable[int] = (0,), 
     branches = max(r["branches"] for r in results.values())
     meta = graph_meta(fingerprint, L, config["prompts_hash"], seeds, len(results), "exact",
                       "mean |x_final(cached) - x_final(reference)| (latents)",
-                      {"block_stack_runs_per_sample": runs, "generation_equivalents_per_sample": runs / (T * branches)})
-    return ErrorGraph(num_steps=T, max_skip=L, edges=mean_edges(results, edges), meta=meta)
+                      {"block_stack_runs_per_sample": runs, "generation_equivalents_per_sample": runs / (T * branches)},
+                      **rule_meta(rules, T, L, lambda r: sum(T - j for _, j in rule_edges(edges, r))))
+    return ErrorGraph(num_steps=T, max_skip=L, meta=meta, by_rule=mean_rule_edges(results, edges, rules))

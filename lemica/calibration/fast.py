@@ -37,17 +37,19 @@ from typing import Iterable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from lemica.calibration.exact import calibrate, edges_for, exact_cost
+from lemica.calibration.exact import (DEFAULT_RULES, calibrate, check_rules, edges_for, exact_cost,
+                                      mean_rule_edges, rule_edges, rule_meta)
 from lemica.calibration.fingerprint import pipeline_fingerprint, stable_hash
-from lemica.calibration.jobs import (check_inputs, edge_stats, graph_meta, mean_edges, measure_samples,
-                                     quiet_pipeline, sample_order)
+from lemica.calibration.jobs import (check_inputs, edge_stats, graph_meta, measure_samples, quiet_pipeline,
+                                     sample_order)
 from lemica.calibration.prompts import encode_prompts_once
-from lemica.calibration.replay import (ChainRecord, RecordPolicy, SegmentReplayPolicy, ServeThenCompute, Switch,
-                                       final_latents, sample_kwargs)
+from lemica.calibration.replay import (ChainRecord, RecordPolicy, RuleChainRecord, SegmentReplayPolicy,
+                                       ServeThenCompute, Switch, final_latents, sample_kwargs)
 from lemica.errors import CalibrationError, PlanningError
-from lemica.graph import Edge, ErrorGraph
+from lemica.graph import RESIDUAL, Edge, ErrorGraph, rule_available
 from lemica.planner import plan
 from lemica.runtime import StepPolicy, cache_stats, cached
+from lemica.runtime.fill import Filler
 
 __all__ = ["calibrate_fast", "METHODS", "proxy_cost", "probed_proxy_cost", "probe_edge", "free_cost", "refine_cost"]
 
@@ -60,10 +62,12 @@ def free_cost(num_steps: int, max_skip: int) -> int:
     return num_steps
 
 
-def proxy_cost(num_steps: int, max_skip: int, lookahead: int = 0) -> int:
-    """Reference + per edge the steps j … min(j + lookahead, T − 1)."""
+def proxy_cost(num_steps: int, max_skip: int, lookahead: int = 0, rules=DEFAULT_RULES) -> int:
+    """Reference + per (edge, available rule) the steps j … min(j + lookahead, T − 1) (the filled steps of a
+    rule's chain run no block: reused or served)."""
     T = num_steps
-    return T + sum(min(lookahead, T - 1 - j) + 1 for _, j in edges_for(T, max_skip))
+    edges = edges_for(T, max_skip)
+    return T + sum(min(lookahead, T - 1 - j) + 1 for rule in check_rules(rules) for _, j in rule_edges(edges, rule))
 
 
 def probe_edge(num_steps: int, max_skip: int, lookahead: int = 0) -> tuple[int, int] | None:
@@ -75,11 +79,24 @@ def probe_edge(num_steps: int, max_skip: int, lookahead: int = 0) -> tuple[int, 
     return (j - 2, j)
 
 
-def probed_proxy_cost(num_steps: int, max_skip: int, lookahead: int = 0) -> int:
-    """``proxy_cost`` plus running the probe edge to the end instead of stopping after its lookahead."""
+def probe_rule(rules, probe) -> str | None:
+    """The rule the probe edge is run with: residual when calibrated, else the first rule available there."""
+    if probe is None:
+        return None
+    rules = check_rules(rules)
+    if RESIDUAL in rules:
+        return RESIDUAL
+    return next((r for r in rules if rule_available(r, probe[0])), None)
+
+
+def probed_proxy_cost(num_steps: int, max_skip: int, lookahead: int = 0, rules=DEFAULT_RULES) -> int:
+    """``proxy_cost`` plus running the probe edge (once, under `probe_rule`) to the end instead of stopping after
+    its lookahead."""
     probe = probe_edge(num_steps, max_skip, lookahead)
+    if probe_rule(rules, probe) is None:
+        probe = None
     extra = 0 if probe is None else (num_steps - probe[1]) - (lookahead + 1)
-    return proxy_cost(num_steps, max_skip, lookahead) + extra
+    return proxy_cost(num_steps, max_skip, lookahead, rules) + extra
 
 
 def refine_cost(num_steps: int, base_runs: int, exact_edges: Iterable[tuple[int, int]]) -> int:
@@ -188,42 +205,54 @@ class _Sample:
         self.final, self.runs, self.branches, tap = _run(pipe, switch, self.record, kwargs_factory())
         self.x0, self.target = tap.x0, tap.target
 
-    def _chain(self, i: int, last: int, keep) -> tuple[ChainRecord, _StepTap]:
-        """Serve ≤ i, reuse i+1 … last−1 and stop there, keeping those steps' outputs and x̂0."""
-        chain = ChainRecord(self.record, i, last)
+    def _chain(self, i: int, last: int, keep, rule: str = RESIDUAL) -> tuple[ChainRecord, _StepTap]:
+        """Serve ≤ i, fill i+1 … last−1 with ``rule`` and stop there, keeping those steps' outputs and x̂0."""
+        chain = ChainRecord(self.record, i, last) if rule == RESIDUAL else RuleChainRecord(
+            self.record, Filler([rule]), rule, i, last)
         _, runs, _, tap = _run(self.pipe, self.switch, chain, self.kwargs(), keep=keep, stop_after=last - 1)
         self.runs += runs
         return chain, tap
 
-    def free(self, edges) -> dict[tuple[int, int], float]:
-        """x̂0 error at the last reused step j − 1; one replay per start step."""
-        errors = {}
-        for i, ends in _by_start(edges).items():
-            _, tap = self._chain(i, max(ends), keep={j - 1 for j in ends})
-            errors.update({(i, j): _mae(tap.x0[j - 1], self.x0[j - 1]) for j in ends})
-        return errors
+    def free(self, edges, rules=DEFAULT_RULES) -> dict[str, dict[tuple[int, int], float]]:
+        """Per rule: x̂0 error at the last filled step j − 1; one replay per (start step, rule)."""
+        out = {}
+        for rule in rules:
+            errors = out.setdefault(rule, {})
+            for i, ends in _by_start(rule_edges(edges, rule)).items():
+                _, tap = self._chain(i, max(ends), keep={j - 1 for j in ends}, rule=rule)
+                errors.update({(i, j): _mae(tap.x0[j - 1], self.x0[j - 1]) for j in ends})
+        return out
 
-    def proxy(self, edges, lookahead: int, probe=None, progress: bool = False) -> dict[tuple[int, int], float]:
-        """x̂0 error after computing steps j … j + lookahead (the cached segment is served, not re-run).
+    def proxy(self, edges, lookahead: int, probe=None, progress: bool = False,
+              rules=DEFAULT_RULES) -> dict[str, dict[tuple[int, int], float]]:
+        """Per rule: x̂0 error after computing steps j … j + lookahead (the filled segment is served from its
+        chain, not re-run; one chain per (start step, rule)).
 
-        The ``probe`` edge runs on to the end, so ``self.probe`` = (its proxy value, its exact value)."""
+        The ``probe`` edge runs on to the end under `probe_rule`, so ``self.probe`` = (its proxy value, its
+        exact value)."""
         T = len(self.x0)
-        errors = {}
-        bar = tqdm(total=len(edges), desc="edges", leave=False, disable=not progress)
-        for i, ends in _by_start(edges).items():
-            chain, _ = self._chain(i, max(ends), keep=())
-            for j in ends:
-                end = min(j + lookahead, T - 1)
-                replay = ServeThenCompute(self.record, chain, i, j)
-                stop = None if (i, j) == probe else end
-                final, runs, _, tap = _run(self.pipe, self.switch, replay, self.kwargs(), keep={end}, stop_after=stop)
-                self.runs += runs
-                errors[(i, j)] = _mae(tap.x0[end], self.x0[end])
-                if (i, j) == probe:
-                    self.probe = (errors[(i, j)], _mae(final, self.final))
-                bar.update()
+        probing = probe_rule(rules, probe)
+        out = {}
+        jobs = [(rule, rule_edges(edges, rule)) for rule in rules]
+        bar = tqdm(total=sum(len(e) for _, e in jobs), desc="edges", leave=False, disable=not progress)
+        for rule, available in jobs:
+            errors = out.setdefault(rule, {})
+            for i, ends in _by_start(available).items():
+                chain, _ = self._chain(i, max(ends), keep=(), rule=rule)
+                for j in ends:
+                    end = min(j + lookahead, T - 1)
+                    replay = ServeThenCompute(self.record, chain, i, j)
+                    probed = (i, j) == probe and rule == probing
+                    stop = None if probed else end
+                    final, runs, _, tap = _run(self.pipe, self.switch, replay, self.kwargs(), keep={end},
+                                               stop_after=stop)
+                    self.runs += runs
+                    errors[(i, j)] = _mae(tap.x0[end], self.x0[end])
+                    if probed:
+                        self.probe = (errors[(i, j)], _mae(final, self.final))
+                    bar.update()
         bar.close()
-        return errors
+        return out
 
     def exact(self, edge) -> float:
         """Exact-mode weight: final latents of the full replay vs the reference's."""
@@ -233,15 +262,20 @@ class _Sample:
 
 
 # ---------------------------------------------------------------------------------------- aggregation
-def _rescale(edges: dict[tuple[int, int], Edge], probes: list[tuple[float, float]], probe, lookahead: int, T: int):
+def _rescale(by_rule: dict[str, dict[tuple[int, int], Edge]], probes: list[tuple[float, float]], probe,
+             lookahead: int, T: int, rule: str = RESIDUAL):
     """Later steps partly undo an error seen in x̂0 mid-sampling (measured: x̂0 errors ~1.1–1.5× the final ones),
     while x̂0 of the last step is the output itself. One probe edge per sample, run to the end, gives the
-    ratio; edges measured before the last step are scaled by it, so they compare fairly with the final ones."""
+    ratio; edges measured before the last step are scaled by it, so they compare fairly with the final ones.
+    Every rule's edges are scaled by the one ratio (measured under ``rule``)."""
     proxy_values, exact_values = zip(*probes)  # per sample: (x̂0 error, exact error) of the probe edge
     scale = math.fsum(exact_values) / math.fsum(proxy_values) if math.fsum(proxy_values) > 0 else 1.0
-    scaled = {(i, j): e if min(j + lookahead, T - 1) == T - 1 else Edge(e.error * scale, e.std * scale, e.samples)
-              for (i, j), e in edges.items()}
-    return scaled, {"edge": list(probe), "scale": scale, "proxy": list(proxy_values), "exact": list(exact_values)}
+    scaled = {r: {(i, j): e if min(j + lookahead, T - 1) == T - 1 else Edge(e.error * scale, e.std * scale, e.samples)
+                  for (i, j), e in edges.items()} for r, edges in by_rule.items()}
+    info = {"edge": list(probe), "scale": scale, "proxy": list(proxy_values), "exact": list(exact_values)}
+    if rule != RESIDUAL:
+        info["rule"] = rule
+    return scaled, info
 
 
 def _refine(samples: list[_Sample], base: dict[tuple[int, int], Edge], T: int, L: int, budgets: list[int],
@@ -279,7 +313,8 @@ def calibrate_fast(pipe, prompts: Sequence[str | dict], seeds: Iterable[int] = (
                    max_skip: int, method: str = "proxy", lookahead: int = 0, probe: bool = True, base: str = "proxy",
                    budgets: Sequence[int] | None = None, max_rounds: int = 8, max_samples: int | None = None,
                    calibration_size: dict | None = None, workdir: str | os.PathLike | None = None,
-                   offload: bool = False, progress: bool = True, **call_kwargs) -> ErrorGraph:
+                   offload: bool = False, progress: bool = True, rules: Iterable[str] = DEFAULT_RULES,
+                   **call_kwargs) -> ErrorGraph:
     """Estimate the error graph cheaply; same inputs as ``lemica.calibrate`` plus the estimator's knobs.
 
     ``method``: "free", "proxy" (``lookahead`` extra computed steps; with ``probe``, one edge per sample runs
@@ -288,8 +323,11 @@ def calibrate_fast(pipe, prompts: Sequence[str | dict], seeds: Iterable[int] = (
     ``max_samples`` keeps the first n samples (prompts cycle fastest); ``calibration_size`` overrides the
     size kwargs while calibrating, and the graph is stamped for the full-size call (``call_kwargs``).
     "free" and "proxy" resume from ``workdir`` and shard samples under ``torchrun``, like ``lemica.calibrate``;
-    ``offload`` keeps the reference record in host memory, as there.
+    ``offload`` keeps the reference record in host memory, as there. ``rules``: the fill rules measured, as in
+    ``lemica.calibrate`` ("free", "proxy" and "exact"; every rule's chain of filled steps is built once per start
+    step and served to each of its edges; the probe's ratio rescales every rule).
     """
+    rules = check_rules(rules)
     if method not in METHODS:
         raise CalibrationError(f"unknown method {method!r}; choose one of {METHODS}")
     if base not in ("free", "proxy"):
@@ -302,6 +340,9 @@ def calibrate_fast(pipe, prompts: Sequence[str | dict], seeds: Iterable[int] = (
     if workdir is not None and method in ("refine", "exact"):
         raise CalibrationError(f"workdir is for the 'free' and 'proxy' estimators; {method!r} keeps every sample's "
                          f"trajectory in memory (use lemica.calibrate for a resumable exact graph)")
+    if method == "refine" and rules != DEFAULT_RULES:
+        raise CalibrationError("the 'refine' estimator measures the residual rule only; use 'proxy' or 'exact' "
+                               "for other fill rules")
     samples = sample_order(len(prompts), seeds, max_samples)
     run_kwargs = dict(call_kwargs, **(calibration_size or {}))
     params = {"max_samples": max_samples, "calibration_size": calibration_size}
@@ -315,35 +356,44 @@ def calibrate_fast(pipe, prompts: Sequence[str | dict], seeds: Iterable[int] = (
 
     with encode_prompts_once(pipe):
         if method == "exact":
-            graph = _exact(pipe, prompts, samples, T, L, progress, run_kwargs, offload)
-            edges_out, extra, metric = graph.edges, {}, graph.meta["metric"]
+            graph = _exact(pipe, prompts, samples, T, L, progress, run_kwargs, offload, rules)
+            edges_out, extra, metric = graph.by_rule, {}, graph.meta["metric"]
             per_sample_runs = graph.meta["cost"]["block_stack_runs_per_sample"]
-            branches = round(per_sample_runs / exact_cost(T, L))
+            branches = round(per_sample_runs / exact_cost(T, L, rules))
         else:
             probe_at = probe_edge(T, L, lookahead) if method == "proxy" and probe else None
+            if probe_rule(rules, probe_at) is None:
+                probe_at = None
             config = {"fingerprint": pipeline_fingerprint(pipe, T, run_kwargs), "max_skip": L,
                       "prompts_hash": stable_hash(prompts), "samples": samples,
                       "call_kwargs_hash": stable_hash(run_kwargs),
                       "estimator": method, "estimator_params": params}
+            if rules != DEFAULT_RULES:  # residual-only work directories keep their manifest (and resume) as before
+                config["rules"] = list(rules)
             edges_out, extra, per_sample_runs, branches, metric = _estimate(
                 pipe, prompts, samples, T, L, method, base, lookahead, probe_at, budgets, max_rounds, progress,
-                run_kwargs, workdir, config, offload)
+                run_kwargs, workdir, config, offload, rules)
 
-    exact_runs = branches * exact_cost(T, L)
+    exact_runs = branches * exact_cost(T, L, rules)
     cost = {"block_stack_runs_per_sample": per_sample_runs,
             "generation_equivalents_per_sample": per_sample_runs / (T * branches),
             "block_stack_runs_total": per_sample_runs * len(samples),
             "exact_block_stack_runs_per_sample": exact_runs, "ratio_to_exact_per_sample": exact_runs / per_sample_runs}
+    if method in ("free", "proxy"):
+        cost_of = (lambda r: T) if method == "free" else (
+            lambda r: sum(min(lookahead, T - 1 - j) + 1 for _, j in rule_edges(edges_for(T, L), r)))
+    else:
+        cost_of = lambda r: sum(T - j for _, j in rule_edges(edges_for(T, L), r))  # noqa: E731
     meta = graph_meta(pipeline_fingerprint(pipe, T, call_kwargs), L, stable_hash(prompts), seeds, len(samples),
-                      method, metric, cost, estimator_params=params, **extra)
+                      method, metric, cost, estimator_params=params, **extra, **rule_meta(rules, T, L, cost_of))
     if calibration_size:
         meta["calibration_resolution"] = dict(calibration_size)
         meta["cost"]["note"] = "block-stack runs at the calibration resolution, each cheaper than a full-size one"
-    return ErrorGraph(num_steps=T, max_skip=L, edges=edges_out, meta=meta)
+    return ErrorGraph(num_steps=T, max_skip=L, meta=meta, by_rule=edges_out)
 
 
 def _estimate(pipe, prompts, samples, T, L, method, base, lookahead, probe, budgets, max_rounds, progress,
-              run_kwargs, workdir, config, offload):
+              run_kwargs, workdir, config, offload, rules=DEFAULT_RULES):
     """free / proxy / refine on the chosen samples: (edges, extra meta, runs per sample, branches, metric)."""
     edges = edges_for(T, L)
     device = getattr(pipe, "device", torch.device("cpu"))
@@ -355,12 +405,17 @@ def _estimate(pipe, prompts, samples, T, L, method, base, lookahead, probe, budg
     def measure(k: int) -> dict:
         p, seed = samples[k]
         sample = _Sample(pipe, switch, lambda: sample_kwargs(prompts[p], seed, device, T, run_kwargs), offload)
-        errors = sample.free(edges) if first == "free" else sample.proxy(edges, lookahead, probe, progress)
+        by_rule = (sample.free(edges, rules) if first == "free"
+                   else sample.proxy(edges, lookahead, probe, progress, rules))
         if method == "refine":
             kept.append(sample)
-        return {"errors": {f"{i},{j}": v for (i, j), v in errors.items()},
-                "probe": list(sample.probe) if sample.probe else None, "block_stack_runs": sample.runs,
-                "branches": sample.branches, "x0": sample.target, "prompt_index": p, "seed": seed}
+        as_json = {rule: {f"{i},{j}": v for (i, j), v in errors.items()} for rule, errors in by_rule.items()}
+        result = {"errors": as_json.pop(RESIDUAL, {}),
+                  "probe": list(sample.probe) if sample.probe else None, "block_stack_runs": sample.runs,
+                  "branches": sample.branches, "x0": sample.target, "prompt_index": p, "seed": seed}
+        if as_json:
+            result["rule_errors"] = as_json
+        return result
 
     with cached(pipe, switch):
         if method == "refine":
@@ -370,12 +425,14 @@ def _estimate(pipe, prompts, samples, T, L, method, base, lookahead, probe, budg
             results = measure_samples(measure, len(samples), workdir, config, progress=progress,
                                       desc=f"calibrating ({method})")
         done = [results[k] for k in sorted(results)]
-        edges_out = mean_edges(results, edges)
+        edges_out = mean_rule_edges(results, edges, rules)
         extra = {}
         if probe is not None:
-            edges_out, extra["probe"] = _rescale(edges_out, [tuple(r["probe"]) for r in done], probe, lookahead, T)
+            edges_out, extra["probe"] = _rescale(edges_out, [tuple(r["probe"]) for r in done], probe, lookahead, T,
+                                                 probe_rule(rules, probe))
         if method == "refine":
-            edges_out, extra["refine"] = _refine(kept, edges_out, T, L, budgets, max_rounds, progress)
+            refined, extra["refine"] = _refine(kept, edges_out[RESIDUAL], T, L, budgets, max_rounds, progress)
+            edges_out = {RESIDUAL: refined}
     metric = ("mean |x0_hat(replay) - x0_hat(reference)| at the "
               + ("last reused step j-1" if first == "free" else f"step min(j+{lookahead}, T-1)")
               + f"; x0_hat: {done[0]['x0']}")
@@ -389,12 +446,13 @@ def _estimate(pipe, prompts, samples, T, L, method, base, lookahead, probe, budg
     return edges_out, extra, runs, max(r["branches"] for r in done), metric
 
 
-def _exact(pipe, prompts, samples, T, L, progress, run_kwargs, offload) -> ErrorGraph:
+def _exact(pipe, prompts, samples, T, L, progress, run_kwargs, offload, rules=DEFAULT_RULES) -> ErrorGraph:
     """Exact mode on the chosen samples (each (prompt, seed) pair once, in order)."""
     per_sample = [calibrate(pipe, [prompts[p]], [seed], num_inference_steps=T, max_skip=L, progress=False,
-                            offload=offload, **run_kwargs) for p, seed in tqdm(samples, desc="calibrating (exact)",
-                                                              disable=not progress)]
-    edges = {e: edge_stats([g.edges[e].error for g in per_sample]) for e in per_sample[0].edges}
+                            offload=offload, rules=rules, **run_kwargs)
+                  for p, seed in tqdm(samples, desc="calibrating (exact)", disable=not progress)]
+    by_rule = {rule: {e: edge_stats([g.by_rule[rule][e].error for g in per_sample]) for e in edges}
+               for rule, edges in per_sample[0].by_rule.items()}
     runs = sum(g.meta["cost"]["block_stack_runs_per_sample"] for g in per_sample) / len(per_sample)
     meta = dict(per_sample[0].meta, cost={"block_stack_runs_per_sample": runs})
-    return ErrorGraph(T, L, edges, meta)
+    return ErrorGraph(T, L, meta=meta, by_rule=by_rule)

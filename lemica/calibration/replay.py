@@ -15,7 +15,7 @@ import torch
 from lemica.runtime import Action, StepPolicy
 
 __all__ = ["clone_output", "device_of", "RecordPolicy", "SegmentReplayPolicy", "ChainRecord", "ServeThenCompute",
-           "Switch", "final_latents", "sample_kwargs"]
+           "RuleReplayPolicy", "RuleChainRecord", "Switch", "final_latents", "sample_kwargs"]
 
 
 def clone_output(obj, device=None):
@@ -125,18 +125,105 @@ class ServeThenCompute(StepPolicy):
         return (self.record.output(key) if from_reference else clone_output(self.chain.outputs[key])), None
 
 
+class RuleReplayPolicy(StepPolicy):
+    """Edge (i, j) under a fill rule: serve steps ≤ i from the record, fill i+1…j−1 with ``rule``, compute j…T−1.
+
+    The rule's history before the segment is the reference trajectory (the served prefix: its outputs, inputs and,
+    for the last ``residual_depth`` steps, its recorded residuals), which is the independence approximation
+    LeMiCa makes: every edge is measured as if everything before it had been computed. ``filler`` is a
+    ``lemica.runtime.fill.Filler`` holding ``rule``; it is bound to the pipeline when installed."""
+
+    def __init__(self, record: RecordPolicy, filler, rule: str, start: int, end: int):
+        self.record, self.filler, self.rule, self.start_step, self.end_step = record, filler, rule, start, end
+        self._serve = filler.rule(rule).level == "output"
+        self._from = start - filler.rule(rule).residual_depth + 1  # first served step that hands its residual on
+
+    @property
+    def wants_inputs(self) -> bool:
+        return self.filler.wants_inputs
+
+    def bind(self, pipe):
+        self.filler.bind(pipe)
+
+    def start(self, num_steps):
+        self.filler.start(num_steps)
+
+    def action(self, step, branch):
+        if step <= self.start_step:
+            return Action.SERVE
+        if step < self.end_step:
+            return Action.SERVE if self._serve else Action.REUSE
+        return Action.COMPUTE
+
+    def inputs(self, step, branch, transformer, args, kwargs):
+        self.filler.inputs(step, branch, transformer, args, kwargs)
+
+    def reuse_residual(self, step, branch, transformer, stored):
+        return self.filler.residual(self.rule, step, branch, transformer, stored)
+
+    def served_output(self, step, branch, transformer):
+        if step > self.start_step:
+            return self.filler.output(self.rule, step, branch, transformer), None
+        key = (step, branch, transformer)
+        if key not in self.record.outputs:
+            raise _not_recorded(step, branch)
+        return self.record.output(key), self.record.residual(key) if step >= self._from else None
+
+    def observe(self, step, branch, transformer, action, output, residual):
+        self.filler.observe(step, branch, transformer, output, residual)
+
+
+class RuleChainRecord(RuleReplayPolicy):
+    """``ChainRecord`` for any rule: the filled steps' outputs are kept, so ``ServeThenCompute`` can serve them."""
+
+    def __init__(self, record: RecordPolicy, filler, rule: str, start: int, end: int):
+        super().__init__(record, filler, rule, start, end)
+        self.outputs: dict[tuple[int, str, str], Any] = {}
+
+    def observe(self, step, branch, transformer, action, output, residual):
+        super().observe(step, branch, transformer, action, output, residual)
+        if self.start_step < step < self.end_step:
+            self.outputs[(step, branch, transformer)] = clone_output(output)
+
+
 class Switch(StepPolicy):
-    """Forwards every decision to the current replay's policy, so the hooks are attached once, not per replay."""
+    """Forwards every decision to the current replay's policy, so the hooks are attached once, not per replay.
+    A new target is bound to the pipeline the switch was installed on."""
 
     def __init__(self):
-        self.target: StepPolicy = StepPolicy()
+        self._pipe = None
+        self._target: StepPolicy = StepPolicy()
+
+    @property
+    def target(self) -> StepPolicy:
+        return self._target
+
+    @target.setter
+    def target(self, policy: StepPolicy) -> None:
+        if self._pipe is not None:
+            policy.bind(self._pipe)
+        self._target = policy
 
     @property
     def refines(self) -> bool:
         return self.target.refines
 
+    @property
+    def wants_inputs(self) -> bool:
+        return self.target.wants_inputs
+
+    def bind(self, pipe):
+        self._pipe = pipe
+        self.target.bind(pipe)
+
     def start(self, num_steps):
         self.target.start(num_steps)
+
+    def inputs(self, step, branch, transformer, args, kwargs):
+        self.target.inputs(step, branch, transformer, args, kwargs)
+
+    def reuse_residual(self, step, branch, transformer, stored):
+        return self.target.reuse_residual(step, branch, transformer, stored)
 
     def action(self, step, branch):
         return self.target.action(step, branch)

@@ -214,6 +214,7 @@ def bench_command(
             the_graph, graph_info = resolve_graph(workload, graph, out, calibration_samples, max_skip, progress,
                                                   graph=the_graph)
         ctx = BenchContext(workload, the_graph, teacache_coefficients)
+        ctx.out = out  # lemica-fill and meancache cache their multi-rule graph here (lemica.bench.meancache)
         result = run_bench(ctx, chosen, targets, match=match, progress=progress, log=info,
                            tuning_store=out / "tuning_cache.json")
     except KeyboardInterrupt:

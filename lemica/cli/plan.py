@@ -1,6 +1,7 @@
 """`lemica plan`, `plot` and `presets`: the commands that work on graphs and schedules (no model needed)."""
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -13,8 +14,12 @@ from lemica import presets
 from lemica.cli._common import (Objective, fail, info, load_graph_or_exit, out_console, out_dir, out_file,
                                 print_json)
 from lemica.errors import PlanningError, PresetNotFoundError
-from lemica.planner import Plan, frontier, plan
+from lemica.graph import expand_rules
+from lemica.planner import ALL_OBJECTIVES, Plan, frontier, plan
 from lemica.schedule import compress_steps
+
+# `lemica plan` offers every objective, MeanCache's peak-suppressed shortest path included.
+PlanObjective = Enum("PlanObjective", {name: name for name in ALL_OBJECTIVES}, type=str)
 
 
 def _fmt(x: float) -> str:
@@ -23,24 +28,26 @@ def _fmt(x: float) -> str:
 
 def render_plan(p: Plan, console: Console = out_console, title: str | None = None) -> None:
     """Summary line, full steps, and one table row per skip (segments that cache at least one step)."""
+    peak = f"  gamma={p.gamma:g}  sum error^gamma={_fmt(p.peak_total)}" if p.objective == "peak" else ""
     console.print(
         f"[bold]{escape(title or 'Plan')}[/]: T={p.num_steps}  B={p.budget}  "
-        f"speed-up {p.speedup:.2f}x (theoretical T/B)  objective={p.objective}  "
+        f"speed-up {p.speedup:.2f}x (theoretical T/B)  objective={p.objective}{peak}  "
         f"worst={_fmt(p.worst)}  total={_fmt(p.total)}"
     )
     console.print(f"full steps: {compress_steps(p.full_steps)}")
-    skips = [(i, j, e) for (i, j), e in zip(p.schedule.segments(), p.edge_errors) if j - i >= 2]
+    skips = [(i, j, e, rule) for (i, j, rule), e in zip(p.schedule.segment_rules(), p.edge_errors) if j - i >= 2]
     if not skips:
         console.print("no cached steps: every step runs the full transformer")
         return
     table = Table(show_edge=False)
     table.add_column("skip", justify="right")
     table.add_column("cached steps", justify="right")
+    table.add_column("rule", justify="left")
     table.add_column("error", justify="right")
     table.add_column("", justify="left")
-    for i, j, e in skips:
+    for i, j, e, rule in skips:
         cached = f"{i + 1}" if j - i == 2 else f"{i + 1}-{j - 1}"
-        table.add_row(f"{i} -> {j}", cached, _fmt(e), "worst" if e == p.worst else "")
+        table.add_row(f"{i} -> {j}", cached, rule, _fmt(e), "worst" if e == p.worst else "")
     console.print(table)
 
 
@@ -50,10 +57,14 @@ def render_frontier(plans: dict[int, Plan], console: Console = out_console) -> N
     for name in ("B", "speed-up", "worst", "2nd worst", "total"):
         table.add_column(name, justify="right")
     table.add_column("full steps", overflow="fold")
+    with_rules = any(not p.schedule.is_residual_only for p in plans.values())
+    if with_rules:
+        table.add_column("rules (skips in order)", overflow="fold")
     for b, p in sorted(plans.items()):
         ranked = sorted(p.edge_errors, reverse=True) + [0.0, 0.0]
+        rules = [", ".join(r for r in p.rules if r is not None) or "-"] if with_rules else []
         table.add_row(str(b), f"{p.speedup:.2f}x", _fmt(ranked[0]), _fmt(ranked[1]), _fmt(p.total),
-                      compress_steps(p.full_steps))
+                      compress_steps(p.full_steps), *rules)
     console.print(table)
 
 
@@ -67,7 +78,13 @@ def plan_command(
         Optional[float], typer.Option("--max-error", help="Fewest full steps whose worst skip error is <= this.")
     ] = None,
     all_budgets: Annotated[bool, typer.Option("--all", help="Optimal plan for every feasible budget.")] = False,
-    objective: Annotated[Objective, typer.Option("--objective", help="Path objective.")] = Objective.lexminimax,
+    objective: Annotated[PlanObjective, typer.Option(
+        "--objective", help="Path objective (peak: MeanCache's sum of error^gamma).")] = PlanObjective.lexminimax,
+    gamma: Annotated[Optional[float], typer.Option(
+        help="Exponent of --objective peak (default 2).")] = None,
+    rules: Annotated[Optional[str], typer.Option(
+        help="Fill rules the plan may use, e.g. residual or residual,mean-velocity:1-5 (default: every rule the "
+             "graph stores).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")] = False,
     force_first: Annotated[int, typer.Option("--force-first", min=0, help="Always compute the first K steps.")] = 0,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the schedule JSON here.",
@@ -83,13 +100,21 @@ def plan_command(
     if force_first > graph.num_steps:
         fail(f"--force-first {force_first} exceeds the graph's {graph.num_steps} steps", code=2)
     forced = range(force_first)
-    objective_name = Objective(objective).value
+    objective_name = PlanObjective(objective).value
+    if gamma is not None and objective_name != "peak":
+        fail("--gamma is the exponent of --objective peak", code=2)
+    allowed = None
+    if rules is not None:
+        try:
+            allowed = expand_rules(rules)
+        except ValueError as e:
+            fail(f"--rules: {e}", code=2)
     try:
         if all_budgets:
-            plans = frontier(graph, objective_name, force_full=forced)
+            plans = frontier(graph, objective_name, force_full=forced, rules=allowed, gamma=gamma)
         else:
             single = plan(graph, budget, speedup=speedup, max_error=max_error, objective=objective_name,
-                          force_full=forced)
+                          force_full=forced, rules=allowed, gamma=gamma)
     except PlanningError as e:
         fail(str(e))
 

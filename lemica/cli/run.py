@@ -14,7 +14,7 @@ from lemica.cli._common import (STEPS_RANGE, DeviceOption, DtypeOption, FramesOp
                                 quiet_libraries, read_prompts_file, run_defaults, seeds_list, size_kwargs, utf8_text,
                                 warn)
 from lemica.cli._common import prompts_file as prompts_file_check
-from lemica.errors import LemicaError, PlanningError
+from lemica.errors import FillRuleError, LemicaError, PlanningError
 from lemica.pipelines import EMBEDDED, default_graph_path, video_frames
 from lemica.planner import plan
 from lemica.video import VIDEO_SUFFIXES
@@ -45,9 +45,18 @@ def calibrate_command(
     offload: Annotated[bool, typer.Option(
         "--offload-record", help="Keep each sample's recorded trajectory in host memory (large models on a GPU).")]
     = False,
+    rules: Annotated[str, typer.Option(
+        help="Fill rules to measure, comma-separated; windows as ranges: residual,extrapolate,mean-velocity:1-5 "
+             "(or 'all'). Each rule multiplies the cost.")] = "residual",
 ) -> None:
     """Measure every cache segment's global error on the final output and write the error graph."""
     quiet_libraries()
+    from lemica.graph import expand_rules
+
+    try:
+        rule_list = expand_rules(rules)
+    except ValueError as e:
+        fail(f"--rules: {e}", code=2)
     seed_list = int_list(seeds, "--seeds", distinct=True)
     if prompts_file is not None:
         prompts = read_prompts_file(prompts_file, "--prompts")[:num_prompts]
@@ -69,7 +78,7 @@ def calibrate_command(
 
     count = len(prompts) * len(seed_list)
     resumed = finished_samples(workdir, count)  # kept by an earlier run (used if its settings match)
-    kwargs = dict(num_inference_steps=T, max_skip=max_skip, guidance_scale=G, offload=offload, **size,
+    kwargs = dict(num_inference_steps=T, max_skip=max_skip, guidance_scale=G, offload=offload, rules=rule_list, **size,
                   workdir=workdir)
     started = time.perf_counter()
     try:
@@ -87,7 +96,8 @@ def calibrate_command(
         took = (f"all {count} samples resumed from {workdir}, none measured" if resumed == count else
                 (f"resumed {resumed} of {count} samples from {workdir}, " if resumed else "")
                 + f"{count - resumed} measured in {seconds:.1f} s")
-        info(f"wrote {out}: T={graph.num_steps}, max skip {graph.max_skip}, {len(prompts)} prompts x "
+        info(f"wrote {out}: T={graph.num_steps}, max skip {graph.max_skip}, rules {', '.join(graph.rules)}, "
+             f"{len(prompts)} prompts x "
              f"{len(seed_list)} seeds, {took}, "
              f"{cost.get('generation_equivalents_per_sample', float('nan')):.1f} generations' compute per sample")
 
@@ -180,9 +190,14 @@ def generate_command(
                 if strict:
                     fail(message)
                 warn(message)
-        enable_cache(pipe, schedule)
+        try:
+            enable_cache(pipe, schedule)
+        except FillRuleError as e:
+            fail(str(e))
         info(f"cache schedule: B={schedule.budget} of T={schedule.num_steps} steps "
-             f"(theoretical speed-up {schedule.speedup:.2f}x): {list(schedule.full_steps)}")
+             f"(theoretical speed-up {schedule.speedup:.2f}x): {list(schedule.full_steps)}"
+             + ("" if schedule.is_residual_only else "; fill rules " + ", ".join(
+                 f"{i}->{j} {rule}" for i, j, rule in schedule.segment_rules() if rule is not None)))
     started = time.perf_counter()
     try:
         with torch.no_grad():

@@ -85,6 +85,7 @@ class Controller:
         self.transformers = _transformers(pipe)
         for module in self.transformers.values():
             validate(module)  # refuse before touching the pipeline
+        policy.bind(pipe)  # e.g. a fill rule that cannot read this model's outputs refuses here
         self.clock = StepClock(pipe.scheduler, self._start)
         self._guard_calls()
         self.hooks = {}

@@ -99,11 +99,15 @@ class StepHook(ModelHook):
         step = ctrl.clock.step_index
         branch = ctrl.clock.branch(self.name, self.context.name())
         policy: StepPolicy = ctrl.policy
+        if policy.wants_inputs:
+            policy.inputs(step, branch, self.name, args, kwargs)
         action = Action(policy.action(step, branch))
         stored = self.residuals.get(branch)
         if action is Action.REUSE and stored is None:
             action = Action.COMPUTE  # nothing cached yet for this branch/transformer (e.g. first Wan2.2 low-noise step)
             ctrl.stats.forced.append((step, branch, self.name))
+        elif action is Action.REUSE:
+            stored = policy.reuse_residual(step, branch, self.name, stored)  # a fill rule may change it
         if action is Action.SERVE:
             output, residual = policy.served_output(step, branch, self.name)
             if residual is not None:  # lets later steps reuse a residual that was recorded, not recomputed

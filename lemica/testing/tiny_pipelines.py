@@ -103,6 +103,7 @@ def _wan(
     height: int = 32,
     width: int = 32,
     num_frames: int = 9,
+    rope_max_seq_len: int = 32,
 ) -> TinyPipeline:
     from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
 
@@ -119,7 +120,7 @@ def _wan(
         num_layers=num_layers,
         cross_attn_norm=True,
         qk_norm="rms_norm_across_heads",
-        rope_max_seq_len=32,
+        rope_max_seq_len=rope_max_seq_len,
     )
     torch.manual_seed(seed)
     vae = AutoencoderKLWan(
@@ -494,6 +495,14 @@ def make_medium_wan(seed: int = 0) -> TinyPipeline:
         width=128,
         num_frames=33,
     )
+
+
+def make_wan(seed: int = 0, **sizes) -> TinyPipeline:
+    """A random-weight WanPipeline of any size: ``num_layers``, ``num_attention_heads``, ``attention_head_dim``,
+    ``ffn_dim``, ``text_dim``, ``text_len``, ``height``, ``width``, ``num_frames``, ``rope_max_seq_len``
+    (defaults: the tiny test model). Its VAE is a tiny one with Wan's 4x temporal / 8x spatial compression, so the
+    latents have a real model's shape; run it with ``output_type="latent"``."""
+    return _wan(seed, **sizes)
 
 
 def save_untrained_tiny_t2v(folder, seed: int = 0):

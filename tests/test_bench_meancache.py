@@ -1,0 +1,74 @@
+"""The MeanCache peer and lemica-fill in the bench, on a tiny random Wan (the harness, not the quality numbers)."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from lemica.bench import meancache  # noqa: E402
+from lemica.bench.meancache import FillGraphOptions  # noqa: E402
+from lemica.bench.methods import REGISTRY, BenchContext  # noqa: E402
+from lemica.bench.runner import run_bench  # noqa: E402
+from lemica.bench.workload import tiny_pipeline_workload  # noqa: E402
+from lemica.graph import ErrorGraph  # noqa: E402
+
+OPTIONS = FillGraphOptions(prompts=1, max_skip=3, rules="residual,extrapolate,mean-velocity:1-2")
+
+
+@pytest.fixture(scope="module")
+def workload(one_thread):
+    return tiny_pipeline_workload("wan", prompts=1, seeds=(0,), num_steps=6)
+
+
+@pytest.fixture(scope="module")
+def result(workload, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    ctx = BenchContext(workload, None)
+    ctx.out, ctx.fill_graph_options = out, OPTIONS
+    res = run_bench(ctx, ["vanilla", "meancache", "lemica-fill"], [3], progress=False, log=lambda _: None)
+    return res, ctx, out
+
+
+def test_rows_run_at_the_budget_with_their_rules(result):
+    res, ctx, out = result
+    rows = {r["method"]: r for r in res.rows}
+    assert set(rows) == {"meancache", "lemica-fill"} and not res.unavailable
+    for row in rows.values():
+        assert row["full_steps"] == 3 and row["own_block_runs"] == 6 and row["deterministic"]
+    mc = rows["meancache"]["knob"]
+    assert mc["objective"] == "peak" and mc["gamma"] in meancache.MEANCACHE_GAMMAS
+    assert mc["rules"] and all(" mean-velocity:" in r for r in mc["rules"])
+    assert rows["lemica-fill"]["knob"]["objective"] in {o for o, _ in meancache.FILL_OBJECTIVES}
+    assert res.meta["pipeline_restored_after_all_methods"]
+
+
+def test_tuning_is_on_tuning_samples_and_lemica_fill_sees_meancaches_candidates(result):
+    res, ctx, out = result
+    context = res.meta["context"]
+    mc, fill = context["meancache_B3_tuning"], context["lemica_fill_B3_tuning"]
+    assert [c["gamma"] for c in mc["candidates"]] == list(meancache.MEANCACHE_GAMMAS)
+    assert len(fill["candidates"]) == len(meancache.FILL_OBJECTIVES) and fill["tuning_samples"] == 1
+    best = lambda record: max(c["tuning_psnr"] or float("inf") for c in record["candidates"])  # noqa: E731
+    assert best(fill) >= best(mc)  # every rule, every objective: a superset of MeanCache's candidates
+    info = context["fill_graph_info"]
+    assert info["seeds"] == [1000] and info["rules"] == ["residual", "extrapolate", "mean-velocity:1",
+                                                         "mean-velocity:2"]
+
+
+def test_the_graph_is_cached_in_the_output_folder(result, workload):
+    res, ctx, out = result
+    (path,) = out.glob("fillgraph_T6_*.json")
+    graph = ErrorGraph.load(path)
+    assert graph.rules == ("residual", "extrapolate", "mean-velocity:1", "mean-velocity:2")
+    again = BenchContext(workload, None)
+    again.out, again.fill_graph_options = out, OPTIONS
+    assert meancache.fill_graph(again) == graph  # loaded, not recalibrated
+    given = BenchContext(workload, graph)  # a multi-rule --graph is used as is
+    assert meancache.fill_graph(given) is graph
+
+
+def test_registered_after_lemica_rows():
+    names = list(REGISTRY)
+    assert names.index("lemica-fill") < names.index("meancache") < names.index("uniform")
