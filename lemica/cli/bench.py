@@ -20,7 +20,7 @@ DEFAULT_OUT = Path("runs/bench")
 
 
 def _pipeline_workload(spec, prompts_file, calibration_file, count, seeds, steps, guidance, shift, device, dtype,
-                       size):
+                       size, calibration_seeds=(0,), tuning_prompts=None):
     """A user's pipeline on the user's prompts."""
     from lemica.bench.workload import pipeline_workload
 
@@ -39,12 +39,21 @@ def _pipeline_workload(spec, prompts_file, calibration_file, count, seeds, steps
     if shift is not None:
         pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, shift=shift)
     return pipeline_workload(pipe, prompts, calibration, seeds, num_steps=steps,
-                             call_kwargs={"guidance_scale": guidance, **size}, name=Path(str(spec)).name or str(spec))
+                             call_kwargs={"guidance_scale": guidance, **size}, name=Path(str(spec)).name or str(spec),
+                             calibration_seeds=calibration_seeds, tuning_prompts=tuning_prompts)
+
+
+def default_budgets(num_steps: int) -> list[int]:
+    """T/2, T/3 and T/4 full steps (rounded, distinct, at least 2)."""
+    return list(dict.fromkeys(max(2, round(num_steps / k)) for k in (2, 3, 4)))
 
 
 def resolve_graph(workload, graph_path: Path | None, out: Path, samples: int, max_skip: int,
                   progress: bool = True):
-    """The error graph: --graph, else the one shipped for the workload (if its T matches), else calibrate one."""
+    """The error graph: --graph, else the one shipped for the workload (if its T matches), else calibrate one (on
+    the calibration prompts with the workload's calibration seeds). Refuses (``SeedOverlapError``) a graph whose
+    calibration seeds include an evaluation seed."""
+    from lemica.bench.workload import check_disjoint_seeds
     from lemica.calibration import calibrate, check_graph_matches
 
     if graph_path is not None:
@@ -60,33 +69,44 @@ def resolve_graph(workload, graph_path: Path | None, out: Path, samples: int, ma
             info(f"calibrating an error graph: {samples} calibration prompt(s), T={workload.num_steps}, "
                  f"max skip {max_skip} (cached in {cache})")
             start = time.perf_counter()
-            graph = calibrate(workload.pipe, workload.calibration_prompts(samples), (0,),
+            graph = calibrate(workload.pipe, workload.calibration_prompts(samples), workload.calibration_seeds,
                               num_inference_steps=workload.num_steps, max_skip=max_skip,
                               workdir=out / "calibration", progress=progress, **workload.call_kwargs)
             graph.save(cache)
             info(f"calibrated in {time.perf_counter() - start:.0f}s")
             source = str(cache)
+    graph_seeds = (graph.meta or {}).get("seeds")
+    if graph_seeds is None:
+        info(f"warning: the graph {source} does not record its calibration seeds; make sure they are not the "
+             f"evaluation seeds {workload.evaluation_seeds}")
+    else:
+        check_disjoint_seeds(workload.evaluation_seeds, graph_seeds, f"the error graph {source}")
     problems = check_graph_matches(graph, workload.pipe, workload.num_steps, workload.call_kwargs)
     for problem in problems:
         info(f"warning: the graph does not match this run: {problem}")
     return graph, {"source": source, "num_steps": graph.num_steps, "max_skip": graph.max_skip,
-                   "samples": (graph.meta or {}).get("samples"), "mismatches": problems}
+                   "samples": (graph.meta or {}).get("samples"), "seeds": graph_seeds, "mismatches": problems}
 
 
 def bench_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for results.json/.md, plot and GIF.")] = DEFAULT_OUT,
     prompts: Annotated[int, typer.Option(min=1, help="Held-out prompts to evaluate.")] = 3,
-    seeds: Annotated[str, typer.Option(help="Comma-separated seeds; every prompt runs with every seed.")] = "0,1",
+    seeds: Annotated[str, typer.Option(help="Comma-separated evaluation seeds; every prompt runs with every seed. "
+                                            "Must differ from the calibration seeds.")] = "1,2",
+    calibration_seeds: Annotated[str, typer.Option(
+        help="Comma-separated seeds of every calibration: the graph (when calibrated here), thresholds, grid "
+             "choices and the peers' own calibrations (the shipped graph used 0).")] = "0",
     steps: Annotated[Optional[int], typer.Option(help="Sampling steps T (default: the model's).")] = None,
     budgets: Annotated[Optional[str], typer.Option(
-        help="Comma-separated full-step budgets B (default T/2,T/3).")] = None,
+        help="Comma-separated full-step budgets B (default T/2,T/3,T/4).")] = None,
     methods: Annotated[str, typer.Option(help=f"Comma-separated subset of: {','.join(METHOD_NAMES)}.")] = "all",
     graph: Annotated[Optional[Path], typer.Option(help="Error graph for lemica's schedules (default: shipped or "
                                                        "calibrated here).")] = None,
     calibration_samples: Annotated[int, typer.Option(min=1, help="Prompts for the graph when it must be "
                                                                  "calibrated here.")] = 2,
     max_skip: Annotated[int, typer.Option(min=2, help="Longest cached segment when calibrating here.")] = 10,
-    tuning_prompts: Annotated[int, typer.Option(min=1, help="Calibration prompts used to tune thresholds.")] = 1,
+    tuning_prompts: Annotated[int, typer.Option(min=1, help="Calibration prompts (x calibration seeds) that tune "
+                                                            "thresholds and choose grid points.")] = 2,
     match: Annotated[str, typer.Option(help="Match budgets on 'steps' (full block-stack runs) or 'flops'.")] = "steps",
     teacache_coefficients: Annotated[str, typer.Option(
         help="'fit' (TeaCache's own calibration on tuning prompts), 'identity', or a published model name.")] = "fit",
@@ -113,7 +133,7 @@ def bench_command(
     from lemica.bench.methods import BenchContext
     from lemica.bench.report import environment, summary_lines, write_all
     from lemica.bench.runner import run_bench
-    from lemica.bench.workload import tiny_t2v_workload
+    from lemica.bench.workload import SeedOverlapError, tiny_t2v_workload
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(threads)
@@ -124,20 +144,25 @@ def bench_command(
     if match not in ("steps", "flops"):
         fail(f"--match must be 'steps' or 'flops', got {match!r}", code=2)
     seed_list = tuple(int_list(seeds, "--seeds"))
-    if pipeline == "embedded":
-        if prompts_file or calibration_prompts_file:
-            fail("--prompts-file / --calibration-prompts-file are for --pipeline; the embedded model brings its "
-                 "own held-out and calibration prompts", code=2)
-        try:
-            workload = tiny_t2v_workload(prompts, seed_list, tuning_prompts, num_steps=steps, shift=shift,
-                                         guidance_scale=guidance)
-        except FileNotFoundError as e:
-            fail(str(e))
-    else:
-        workload = _pipeline_workload(pipeline, prompts_file, calibration_prompts_file, prompts, seed_list, steps,
-                                      guidance, shift, device, dtype, size_kwargs(height, width, num_frames))
+    calibration_seed_list = tuple(int_list(calibration_seeds, "--calibration-seeds"))
+    try:
+        if pipeline == "embedded":
+            if prompts_file or calibration_prompts_file:
+                fail("--prompts-file / --calibration-prompts-file are for --pipeline; the embedded model brings its "
+                     "own held-out and calibration prompts", code=2)
+            try:
+                workload = tiny_t2v_workload(prompts, seed_list, tuning_prompts, num_steps=steps, shift=shift,
+                                             guidance_scale=guidance, calibration_seeds=calibration_seed_list)
+            except FileNotFoundError as e:
+                fail(str(e))
+        else:
+            workload = _pipeline_workload(pipeline, prompts_file, calibration_prompts_file, prompts, seed_list, steps,
+                                          guidance, shift, device, dtype, size_kwargs(height, width, num_frames),
+                                          calibration_seed_list, tuning_prompts)
+    except SeedOverlapError as e:
+        fail(str(e), code=2)
     T = workload.num_steps
-    targets = int_list(budgets, "--budgets") if budgets else [round(T / 2), round(T / 3)]
+    targets = int_list(budgets, "--budgets") if budgets else default_budgets(T)
     bad = [b for b in targets if not 2 <= b < T]
     if bad:
         fail(f"budgets must be between 2 and T-1={T - 1}, got {bad}", code=2)
@@ -146,7 +171,10 @@ def bench_command(
     graph_info = None
     the_graph = None
     if any(m.startswith("lemica") or m == "cache-dit-static" for m in chosen):
-        the_graph, graph_info = resolve_graph(workload, graph, out, calibration_samples, max_skip, progress)
+        try:
+            the_graph, graph_info = resolve_graph(workload, graph, out, calibration_samples, max_skip, progress)
+        except SeedOverlapError as e:
+            fail(str(e), code=2)
     ctx = BenchContext(workload, the_graph, teacache_coefficients)
     result = run_bench(ctx, chosen, targets, match=match, progress=progress, log=info,
                        tuning_store=out / "tuning_cache.json")
