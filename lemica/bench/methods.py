@@ -356,7 +356,9 @@ MAGCACHE_K = (2, 3, 4, 5, 6)
 
 
 def _magcache_grid(ctx, budget: int) -> list[dict]:
-    """Retention {0.1, 0.2} x K {2..6}: the official ranges; the threshold is matched to the budget per point."""
+    """Retention {0.1, 0.2} x K {2..6}: the official ranges (MagCache4Wan2.1 magcache_generate.py:745-759, README,
+    eval wan_eval.sh); the threshold is matched to the budget per point. diffusers' rule is err <= τ with no forced
+    last step (hooks/mag_cache.py:202-224), the official Wan code err < τ (magcache_generate.py:279-301)."""
     return [{"retention_ratio": r, "max_skip_steps": k} for r in MAGCACHE_RETENTION for k in MAGCACHE_K]
 
 
@@ -370,7 +372,9 @@ def _magcache(ctx, threshold: float, budget: int, retention_ratio: float = 0.2, 
                        num_inference_steps=ctx.num_steps, mag_ratios=list(ratios))))
 
 
-DBCACHE_WARMUP = (0, 1, 2, 4, 8)  # cache-dit's default is 8; steps 0..W-1 are computed
+# cache-dit's default warm-up is 8 (cache_config.py:10-88); steps 0..W-1 are computed, range(0, W, interval)
+# (cache_context.py:312-339); the Fn=1 first block runs on every step and is charged in FLOPs (peers_spec.md §9).
+DBCACHE_WARMUP = (0, 1, 2, 4, 8)
 
 
 def _dbcache_grid(ctx, budget: int) -> list[dict]:
