@@ -13,8 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from lemica.bench import report  # noqa: E402
 from lemica.bench.counting import TransformerFlops, measure, probe_linear  # noqa: E402
-from lemica.bench.methods import (REGISTRY, BenchContext, Method, Setting, dbcache_warmup,  # noqa: E402
-                                  magcache_limits)
+from lemica.bench.methods import REGISTRY, BenchContext, Method, Setting  # noqa: E402
 from lemica.bench.runner import Matcher, Reference, run_bench, run_setting  # noqa: E402
 from lemica.bench.teacache import (IDENTITY, TeaCachePolicy, TeaCacheRecorder, fit_coefficients,  # noqa: E402
                                    modulated_input, published_coefficients)
@@ -197,12 +196,16 @@ def test_discrete_picks_nearest_then_cheaper():
     assert setting.knob["threshold"] == 14  # 14 and 16 are equally near: take less compute
 
 
-def test_peer_knob_ladders_leave_room_for_their_threshold():
-    assert magcache_limits(30, 15) == (0.2, 3)  # diffusers' defaults reach 12 <= 15 - 3
-    retention, max_skip = magcache_limits(30, 10)
-    kept = int(retention * 30 + 0.5)
-    assert kept + math.ceil((30 - kept) / (max_skip + 1)) <= 7
-    assert dbcache_warmup(30, 15) == 8 and dbcache_warmup(30, 6) == 2
+def test_peer_grids_are_the_official_ranges():
+    # issue 12: the fixed MagCache ladder / DBCache warm-up rule became grids chosen by tuning quality
+    ctx = type("Ctx", (), {"num_steps": 30})()
+    mag = REGISTRY["magcache"].grid(ctx, 10)
+    assert {p["retention_ratio"] for p in mag} == {0.1, 0.2} and {p["max_skip_steps"] for p in mag} == {2, 3, 4, 5, 6}
+    assert [p["max_warmup_steps"] for p in REGISTRY["dbcache"].grid(ctx, 15)] == [0, 1, 2, 4, 8]
+    assert [p["max_warmup_steps"] for p in REGISTRY["dbcache"].grid(ctx, 4)] == [0, 1, 2]
+    assert [p["warmup_fraction"] for p in REGISTRY["easycache"].grid(ctx, 10)] == [0.1, 0.2]
+    assert {(p["residual_order"], p["max_consecutive_cached"]) for p in REGISTRY["seacache"].grid(ctx, 10)} == \
+        {(0, 2), (0, 0), (1, 2), (1, 0)}
 
 
 def test_reference_units():
@@ -214,7 +217,8 @@ def test_reference_units():
 @pytest.fixture(scope="module")
 def small_result(workload):
     from lemica.calibration import calibrate
-    graph = calibrate(workload.pipe, workload.calibration_prompts(1), (0,), num_inference_steps=workload.num_steps,
+    graph = calibrate(workload.pipe, workload.calibration_prompts(1), workload.calibration_seeds,
+                      num_inference_steps=workload.num_steps,
                       max_skip=3, progress=False, **workload.call_kwargs)
     ctx = BenchContext(workload, graph)
     return run_bench(ctx, ["vanilla", "lemica-lexminimax", "uniform", "fewer-steps", "teacache", "pab"], [3],
@@ -317,7 +321,7 @@ def test_bench_on_a_user_pipeline_encodes_each_prompt_once(saved_pipeline):
     encoded = []
     original = pipe.encode_prompt
     pipe.encode_prompt = lambda prompt, *a, **k: (encoded.append(prompt), original(prompt, *a, **k))[1]
-    work = pipeline_workload(pipe, ["a red circle", "a blue square"], ["a green triangle"], (0, 1), num_steps=6,
+    work = pipeline_workload(pipe, ["a red circle", "a blue square"], ["a green triangle"], (1, 2), num_steps=6,
                              call_kwargs={"guidance_scale": 3.0})
     assert [s.kwargs for s in work.samples] == [{"prompt": "a red circle"}] * 2 + [{"prompt": "a blue square"}] * 2
     result = run_bench(BenchContext(work), ["vanilla", "uniform", "teacache"], [4],
@@ -340,7 +344,7 @@ def test_bench_cli_on_a_user_pipeline(saved_pipeline, tmp_path):
     out = tmp_path / "bench"
     cmd = [sys.executable, "-m", "lemica", "bench", "--pipeline", str(saved_pipeline), "--prompts-file",
            str(evaluation), "--calibration-prompts-file", str(calibration), "--steps", "6", "--guidance", "3",
-           "--budgets", "4", "--max-skip", "3", "--calibration-samples", "1", "--seeds", "0", "--threads", "1",
+           "--budgets", "4", "--max-skip", "3", "--calibration-samples", "1", "--seeds", "1", "--threads", "1",
            "--methods", "vanilla,lemica-lexminimax,uniform,fewer-steps", "--out", str(out), "--no-progress"]
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)

@@ -106,10 +106,16 @@ def test_loop_uses_cache_contexts_and_standard_scheduler_calls(pipe, monkeypatch
     """lemica's runtime and diffusers' hooks rely on exactly this call pattern."""
     contexts, steps = [], []
     orig_ctx, orig_step = pipe.transformer.cache_context, pipe.scheduler.step
-    monkeypatch.setattr(pipe.transformer, "cache_context", lambda name: contexts.append(name) or orig_ctx(name))
+    metadata = []
+    monkeypatch.setattr(pipe.transformer, "cache_context",
+                        lambda name, **kw: contexts.append(name) or metadata.append(kw) or orig_ctx(name, **kw))
     monkeypatch.setattr(pipe.scheduler, "step", lambda *a, **k: steps.append(1) or orig_step(*a, **k))
     _gen(pipe, guidance_scale=4.0)
     assert contexts == ["cond", "uncond"] * STEPS and len(steps) == STEPS
+    # scheduler coordinates as WanPipeline passes them (SeaCache needs them), the same for both branches
+    assert [m["step_index"] for m in metadata] == [i for i in range(STEPS) for _ in range(2)]
+    assert all(m["num_inference_steps"] == STEPS for m in metadata)
+    assert [m["sigma"] for m in metadata[::2]] == [float(s) for s in pipe.scheduler.sigmas[:STEPS]]
     contexts.clear()
     _gen(pipe, guidance_scale=1.0)
     assert contexts == ["cond"] * STEPS

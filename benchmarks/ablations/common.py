@@ -27,7 +27,8 @@ def parser(description: str, out: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "ablations" / out)
     p.add_argument("--prompts", type=int, default=3, help="held-out prompts to evaluate")
-    p.add_argument("--seeds", default="0,1", help="comma-separated seeds (every prompt x every seed)")
+    p.add_argument("--seeds", default="1,2", help="comma-separated evaluation seeds (every prompt x every seed); "
+                   "seed 0 calibrated the graph and tunes the peers")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--budgets", default="15,10", help="comma-separated full-step budgets")
     p.add_argument("--max-skip", type=int, default=10, help="longest cached segment in calibrated graphs")

@@ -6,5 +6,5 @@ Torch-free, so that the command line can list and check them without importing t
 from __future__ import annotations
 
 METHOD_NAMES = ("vanilla", "lemica-lexminimax", "lemica-minimax", "lemica-shortest", "lemica-fill", "meancache",
-                "uniform", "fewer-steps",
-                "cache-dit-static", "teacache", "fbcache", "magcache", "dbcache", "taylorseer", "pab", "fastercache")
+                "uniform", "fewer-steps", "cache-dit-static", "teacache", "teacache-retsteps", "fbcache", "magcache",
+                "dbcache", "seacache", "easycache", "taylorseer", "smoothcache", "pab", "fastercache")

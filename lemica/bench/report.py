@@ -104,9 +104,12 @@ def robustness_table(rows: list[dict], budget: int, anchor: str = "lemica-lexmin
 
 def write_markdown(result: dict, path: Path) -> Path:
     meta = result["meta"]
+    seeds = meta.get("seeds") or {}
     parts = [f"# lemica bench: {meta['workload']}, T={meta['num_steps']}",
              f"{len(meta['samples'])} evaluation samples; matched on {meta['match']} "
-             f"(budgets {meta['budgets']}); quality is against the vanilla video of the same prompt and seed."]
+             f"(budgets {meta['budgets']}); quality is against the vanilla video of the same prompt and seed."
+             + (f" Evaluation seeds {seeds['evaluation']}; every calibration and tuning used seeds "
+                f"{seeds['calibration']} on the calibration prompts." if seeds else "")]
     for budget in meta["budgets"]:
         parts += [f"\n## Budget B = {budget} of {meta['num_steps']} steps\n",
                   budget_table(result["rows"], budget, result["vanilla"]),
@@ -114,6 +117,11 @@ def write_markdown(result: dict, path: Path) -> Path:
     if result["unavailable"]:
         parts.append("\n## Not run\n")
         parts += [f"- {u['method']} (B={u['budget']}): {u['reason']}" for u in result["unavailable"]]
+    tuned = [r for r in result["rows"] if r.get("tuning") and r["tuning"].get("grid")]
+    if tuned:
+        parts.append("\n## Settings each peer ended on (chosen on the tuning samples, never on evaluation ones)\n")
+        parts.append(f"Criterion: {meta.get('tuning_criterion', 'best tuning quality at the budget')}.\n")
+        parts += [_choice_line(r) for r in tuned]
     unmatched = [r for r in result["rows"] if r.get("tuning") and not r["tuning"]["reachable"]]
     if unmatched:
         parts.append("\n## Budgets a method could not reach (its nearest setting is shown)\n")
@@ -121,6 +129,17 @@ def write_markdown(result: dict, path: Path) -> Path:
                   f"({r['tuning']['matched_on']})" for r in unmatched]
     text = "\n".join(parts) + "\n"
     return atomic_write_bytes(path, text.encode())
+
+
+def _choice_line(r: dict) -> str:
+    tuning = r["tuning"]
+    cells = []
+    for c in tuning["grid"]:
+        point = ", ".join(f"{k}={v}" for k, v in c["point"].items()) or "-"
+        psnr = "–" if c.get("tuning_psnr") is None else f"{c['tuning_psnr']:.2f} dB"
+        mark = "**" if c.get("chosen") else ""
+        cells.append(f"{mark}{point}: {c['setting']}, {c['compute']:.1f} steps, {psnr}{mark}")
+    return f"- {r['title']} at B={r['budget']} ({tuning['matched_on']}): " + "; ".join(cells)
 
 
 def write_json(result: dict, path: Path) -> Path:

@@ -1,8 +1,10 @@
 """Run every method at matched compute and measure cost and quality the same way for all of them.
 
 For each budget B (full steps out of T): static methods are built for B; threshold and discrete methods are
-tuned on the tuning prompts until their compute lands nearest B; then every chosen setting is run on the
-evaluation samples twice — once timed, once under the FLOP counter (the counter slows the run down) — and
+tuned on the tuning samples (calibration prompts x calibration seeds) until their compute lands nearest B, and
+where a method has a grid of further knobs the grid point with the best quality on the tuning samples at that
+compute is kept (``Matcher``; every candidate and the choice go to ``tuning_log`` and the row's ``tuning``);
+nothing is tuned on an evaluation sample. Then every chosen setting is run on the evaluation samples twice — once timed, once under the FLOP counter (the counter slows the run down) — and
 its videos are compared with the vanilla video of the same prompt and seed.
 
 "Compute" is the number of full block-stack executions per guidance branch, counted by a probe inside a
@@ -130,31 +132,71 @@ def reference(workload, samples, timed: bool = True) -> Reference:
     return Reference(measured, branches, measured.mean(measured.flops) / T)
 
 
+MATCH_TOLERANCE = 0.5  # a grid point is "at the budget" when its tuning compute is within this many steps
+QUALITY_CRITERION = ("mean over the tuning (calibration) samples of the video PSNR against vanilla (from the "
+                     "video's MSE, capped at 100 dB), among grid points whose tuning compute is within "
+                     f"{MATCH_TOLERANCE} of the target; else the point nearest the target")
+PSNR_CAP = 100.0
+STORE_VERSION = 2  # tuning cache entries carry compute and tuning quality
+
+
+def tuning_psnr(references: list[np.ndarray], videos: list[np.ndarray]) -> float:
+    """The grid choice's quality: mean over samples of 10 log10(1 / MSE) of the whole video (capped)."""
+    values = []
+    for ref, video in zip(references, videos, strict=True):
+        mse = float(np.mean((np.asarray(ref, dtype=np.float64) - np.asarray(video, dtype=np.float64)) ** 2))
+        values.append(PSNR_CAP if mse <= 10 ** (-PSNR_CAP / 10) else min(PSNR_CAP, -10 * math.log10(mse)))
+    return float(np.mean(values))
+
+
+@dataclasses.dataclass
+class Candidate:
+    """One grid point, matched to the budget: its setting, compute and quality on the tuning samples."""
+
+    point: dict
+    setting: Setting
+    compute: float
+    quality: float | None
+    tried: int  # settings measured for this point
+
+    def describe(self, budget: float) -> dict:
+        return {"point": self.point, "setting": self.setting.label, "knob": self.setting.knob,
+                "compute": self.compute, "tuning_psnr": self.quality, "tried": self.tried,
+                "matched": abs(self.compute - budget) <= MATCH_TOLERANCE}
+
+
 class Matcher:
-    """Tunes threshold and discrete methods on the tuning prompts so their compute lands nearest a budget."""
+    """Tunes threshold and discrete methods on the tuning (calibration) samples only: per grid point, the
+    threshold/interval whose compute lands nearest the budget; then, among the points at the budget, the one with
+    the best quality on the tuning samples (``QUALITY_CRITERION``). The evaluation samples are never run here."""
 
     def __init__(self, ctx: BenchContext, ref: Reference, match: str = "steps", store: Path | None = None):
-        """``store``: a JSON file that keeps every tuning run's compute, so a re-run of an interrupted bench with
-        the same workload skips the runs already done (tuning is most of a bench's cost on a large model)."""
+        """``store``: a JSON file that keeps every tuning run's compute and tuning quality, so a re-run of an
+        interrupted bench with the same workload skips the runs already done (tuning is most of a bench's cost)."""
         if match not in ("steps", "flops"):
             raise ValueError(f"match must be 'steps' or 'flops', got {match!r}")
         self.ctx, self.ref, self.match, self.store = ctx, ref, match, store
         self._memo: dict[tuple, float] = {}
+        self._quality: dict[tuple, float | None] = {}
         self.log: list[dict] = []
         self.reused = 0
+        self._vanilla_videos: list[np.ndarray] | None = None
         self._fingerprint = self._workload_fingerprint()
         if store is not None and store.exists():
             saved = json.loads(store.read_text())
             if saved.get("fingerprint") == self._fingerprint:
-                self._memo = {(e["method"], e["knob_key"]): e["compute"] for e in saved["entries"]}
+                for e in saved["entries"]:
+                    self._memo[(e["method"], e["knob_key"])] = e["compute"]
+                    self._quality[(e["method"], e["knob_key"])] = e.get("tuning_psnr")
         self._seen: set[tuple] = set()  # settings asked for in this run
         self.stored = len(self._memo)  # tuning runs found in the store
 
     def _workload_fingerprint(self) -> str:
         work = self.ctx.workload
         return stable_hash({"pipeline": pipeline_fingerprint(work.pipe, work.num_steps, work.call_kwargs),
-                      "call_kwargs": work.call_kwargs, "match": self.match, "branches": self.ref.branches,
-                      "tuning": [(s.prompt, s.seed, s.kwargs) for s in work.tuning]})
+                            "call_kwargs": work.call_kwargs, "match": self.match, "branches": self.ref.branches,
+                            "tuning": [(s.prompt, s.seed, s.kwargs) for s in work.tuning],
+                            "version": STORE_VERSION})
 
     def key_name(self, method: Method) -> str:
         return "equivalent steps (FLOPs)" if self._by_flops(method) else "full steps"
@@ -167,31 +209,48 @@ class Matcher:
             return self.ref.equivalent_steps(measured.mean(measured.flops))
         return self.ref.full_steps(measured.mean(measured.block_runs))
 
+    def vanilla_tuning_videos(self) -> list[np.ndarray]:
+        if self._vanilla_videos is None:
+            vanilla = REGISTRY["vanilla"].make(self.ctx)
+            self._vanilla_videos = run_setting(self.ctx.workload, vanilla, self.ctx.workload.tuning, timed=False,
+                                               flops=False).videos
+        return self._vanilla_videos
+
+    @staticmethod
+    def _key(method: Method, setting: Setting) -> tuple:
+        return (method.name, json.dumps(setting.knob, sort_keys=True, default=str))
+
     def evaluate(self, method: Method, setting: Setting) -> float:
-        key = (method.name, json.dumps(setting.knob, sort_keys=True, default=str))
+        """The setting's compute on the tuning samples (measured once; its tuning quality is kept alongside)."""
+        key = self._key(method, setting)
         if key in self._seen:
             return self._memo[key]
         self._seen.add(key)
-        reused = key in self._memo  # measured by an earlier, interrupted run of the same bench
-        if reused:
+        reused = key in self._memo and self._quality.get(key) is not None
+        if reused:  # measured by an earlier, interrupted run of the same bench
             self.reused += 1
         else:
             measured = run_setting(self.ctx.workload, setting, self.ctx.workload.tuning, timed=False,
                                    flops=self._by_flops(method))
             self._memo[key] = self.compute_of(method, measured)
+            self._quality[key] = tuning_psnr(self.vanilla_tuning_videos(), measured.videos)
             if self.store is not None:
-                entries = [{"method": m, "knob_key": k, "compute": c} for (m, k), c in self._memo.items()]
+                entries = [{"method": m, "knob_key": k, "compute": c, "tuning_psnr": self._quality.get((m, k))}
+                           for (m, k), c in self._memo.items()]
                 atomic_write_json(self.store, {"fingerprint": self._fingerprint, "entries": entries})
-        self.log.append({"method": method.name, "knob": setting.knob, "compute": self._memo[key], "reused": reused})
+        self.log.append({"method": method.name, "knob": setting.knob, "compute": self._memo[key],
+                         "tuning_psnr": self._quality.get(key), "reused": reused})
         return self._memo[key]
+
+    def quality_of(self, method: Method, setting: Setting) -> float | None:
+        return getattr(self, "_quality", {}).get(self._key(method, setting))
 
     def _pick(self, points: list[tuple[Setting, float]], budget: float) -> tuple[Setting, float]:
         return min(points, key=lambda p: (abs(p[1] - budget), p[1]))
 
     def tune(self, method: Method, budget: int) -> tuple[Setting, dict]:
-        if method.kind == "discrete":
-            points = [(s, self.evaluate(method, s)) for s in method.make(self.ctx)]
-        elif method.kind == "static":  # FLOP matching: the budget B' whose compute lands nearest
+        info = {"target": budget, "matched_on": self.key_name(method)}
+        if method.kind == "static":  # FLOP matching: the budget B' whose compute lands nearest
             points = []
             for b in range(max(2, budget - 8), min(self.ctx.num_steps - 1, budget + 2) + 1):
                 try:
@@ -201,20 +260,61 @@ class Matcher:
                 points.append((setting, self.evaluate(method, setting)))
             if not points:
                 raise MethodUnavailable(f"no feasible budget near {budget}")
-        else:
-            points = self._bisect(method, budget)
-        setting, achieved = self._pick(points, budget)
-        reachable = min(c for _, c in points) <= budget + 0.5
-        return setting, {"target": budget, "matched_on": self.key_name(method), "tuning_compute": achieved,
-                         "candidates": len(points), "reachable": reachable}
+            setting, achieved = self._pick(points, budget)
+            return setting, dict(info, tuning_compute=achieved, candidates=len(points), criterion="nearest compute",
+                                 reachable=min(c for _, c in points) <= budget + 0.5)
+        candidates = self._candidates(method, budget)
+        if not candidates:
+            raise MethodUnavailable(f"no grid point of {method.name} is feasible at B={budget}")
+        chosen, how = self._choose(candidates, budget)
+        grid = [c.describe(budget) for c in candidates]
+        for entry, c in zip(grid, candidates):
+            entry["chosen"] = c is chosen
+        self.log.append({"event": "choice", "method": method.name, "budget": budget, "matched_on": info["matched_on"],
+                         "criterion": how, "chosen": chosen.point, "setting": chosen.setting.knob, "grid": grid})
+        return chosen.setting, dict(
+            info, tuning_compute=chosen.compute, tuning_psnr=chosen.quality,
+            candidates=sum(c.tried for c in candidates), criterion=how, chosen=chosen.point,
+            grid=grid if len(candidates) > 1 else None,
+            reachable=min(c.compute for c in candidates) <= budget + 0.5)
 
-    def _bisect(self, method: Method, budget: int) -> list[tuple[Setting, float]]:
+    def _candidates(self, method: Method, budget: int) -> list[Candidate]:
+        """Per grid point, the setting nearest the budget."""
+        out = []
+        if method.kind == "discrete":
+            groups: dict[str, list[Setting]] = {}
+            for setting in method.make(self.ctx):
+                point = {k: v for k, v in setting.knob.items() if k != method.budget_knob}
+                groups.setdefault(json.dumps(point, sort_keys=True, default=str), []).append(setting)
+            for key, settings in groups.items():
+                tried = [(s, self.evaluate(method, s)) for s in settings]
+                setting, compute = self._pick(tried, budget)
+                out.append(Candidate(json.loads(key), setting, compute, self.quality_of(method, setting), len(tried)))
+            return out
+        points = method.grid(self.ctx, budget) if method.grid is not None else [{}]
+        for point in points:
+            tried = self._bisect(method, budget, point)
+            setting, compute = self._pick(tried, budget)
+            out.append(Candidate(point, setting, compute, self.quality_of(method, setting), len(tried)))
+        return out
+
+    def _choose(self, candidates: list[Candidate], budget: int) -> tuple[Candidate, str]:
+        if len(candidates) == 1:
+            return candidates[0], "nearest compute (a single grid point)"
+        matched = [c for c in candidates if abs(c.compute - budget) <= MATCH_TOLERANCE and c.quality is not None]
+        if matched:
+            return max(matched, key=lambda c: (c.quality, -c.compute)), QUALITY_CRITERION
+        nearest = min(candidates, key=lambda c: (abs(c.compute - budget), c.compute))
+        return nearest, "nearest compute (no grid point reached the budget)"
+
+    def _bisect(self, method: Method, budget: int, point: dict | None = None) -> list[tuple[Setting, float]]:
         """Compute falls as the threshold rises: bisect log(threshold) for the crossing of the budget."""
         lo, hi = method.threshold_range
+        point = point or {}
         points = []
 
         def f(threshold: float) -> float:
-            setting = method.make(self.ctx, threshold, budget)
+            setting = method.make(self.ctx, threshold, budget, **point)
             value = self.evaluate(method, setting)
             points.append((setting, value))
             return value
@@ -244,7 +344,7 @@ def row(method: Method, setting: Setting, budget: int | None, measured: Measured
     t = float(np.median(measured.times)) if measured.times else None
     flops = measured.mean(measured.flops) if measured.flops else None
     return {
-        "method": method.name, "title": method.title, "budget": budget, "setting": setting.label,
+        "method": method.name, "title": setting.title or method.title, "budget": budget, "setting": setting.label,
         "knob": setting.knob,
         "full_steps": ref.full_steps(measured.mean(measured.block_runs)),
         "equivalent_steps": ref.equivalent_steps(flops) if flops is not None else None,
@@ -298,8 +398,8 @@ def _run_bench(ctx: BenchContext, methods: list[str], budgets: list[int], match:
     unknown = [m for m in methods if m not in REGISTRY]
     if unknown:
         raise MethodUnavailable(f"unknown methods {unknown}; choose from {list(REGISTRY)}")
-    log(f"vanilla compute on 1 sample ({workload.num_steps} steps)")
-    probe = reference(workload, workload.samples[:1], timed=False)
+    log(f"vanilla compute on 1 tuning sample ({workload.num_steps} steps)")
+    probe = reference(workload, workload.tuning[:1], timed=False)  # nothing runs on evaluation samples yet
     if not probe.measured.deterministic:
         raise RuntimeError("the vanilla pipeline is not deterministic for a fixed seed; nothing can be compared")
     matcher = Matcher(ctx, probe, match, tuning_store)
@@ -357,5 +457,7 @@ def _run_bench(ctx: BenchContext, methods: list[str], budgets: list[int], match:
             "tuning_samples": [{"key": s.key, "prompt": s.prompt, "seed": s.seed} for s in workload.tuning],
             "call_kwargs": {k: v for k, v in workload.call_kwargs.items() if isinstance(v, (int, float, str))},
             "pipeline_restored_after_all_methods": restored, "context": ctx.info(),
-            "tuning_runs": len(matcher.log), "tuning_runs_reused": matcher.reused}
+            "tuning_runs": sum("event" not in e for e in matcher.log), "tuning_runs_reused": matcher.reused,
+            "tuning_criterion": QUALITY_CRITERION, "seeds": {"evaluation": workload.evaluation_seeds,
+                                                             "calibration": list(workload.calibration_seeds)}}
     return BenchResult(meta, vanilla, rows, unavailable, videos, matcher.log)

@@ -23,7 +23,8 @@ from lemica.pipelines import default_graph_path
 DEFAULT_OUT = Path("runs/bench")
 
 
-def _text_workload(spec, prompts, calibration, seeds, steps, guidance, shift, device, dtype, size):
+def _text_workload(spec, prompts, calibration, seeds, steps, guidance, shift, device, dtype, size,
+                   calibration_seeds=(0,), tuning_prompts=None):
     """A pipeline (a user's, or the embedded model) on the user's evaluation prompts."""
     from lemica.bench.workload import pipeline_workload
 
@@ -35,13 +36,21 @@ def _text_workload(spec, prompts, calibration, seeds, steps, guidance, shift, de
     if shift is not None:
         pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, shift=shift)
     return pipeline_workload(pipe, prompts, calibration, seeds, num_steps=steps,
-                             call_kwargs={"guidance_scale": guidance, **size}, name=Path(str(spec)).name or str(spec))
+                             call_kwargs={"guidance_scale": guidance, **size}, name=Path(str(spec)).name or str(spec),
+                             calibration_seeds=calibration_seeds, tuning_prompts=tuning_prompts)
+
+
+def default_budgets(num_steps: int) -> list[int]:
+    """T/2, T/3 and T/4 full steps (rounded, distinct, at least 2)."""
+    return list(dict.fromkeys(max(2, round(num_steps / k)) for k in (2, 3, 4)))
 
 
 def resolve_graph(workload, graph_path: Path | None, out: Path, samples: int, max_skip: int,
                   progress: bool = True, graph: ErrorGraph | None = None):
     """The error graph: --graph (``graph``, loaded and checked up front), else the one shipped for the workload
-    (if its T matches), else one calibrated here (and cached in OUT)."""
+    (if its T matches), else one calibrated here (on the calibration prompts with the workload's calibration seeds,
+    cached in OUT). Refuses (``SeedOverlapError``) a graph whose calibration seeds include an evaluation seed."""
+    from lemica.bench.workload import check_disjoint_seeds
     from lemica.calibration import calibrate, check_graph_matches
 
     if graph is not None or graph_path is not None:
@@ -57,17 +66,23 @@ def resolve_graph(workload, graph_path: Path | None, out: Path, samples: int, ma
             info(f"calibrating an error graph: {samples} calibration prompt(s), T={workload.num_steps}, "
                  f"max skip {max_skip} (cached in {cache})")
             start = time.perf_counter()
-            graph = calibrate(workload.pipe, workload.calibration_prompts(samples), (0,),
+            graph = calibrate(workload.pipe, workload.calibration_prompts(samples), workload.calibration_seeds,
                               num_inference_steps=workload.num_steps, max_skip=max_skip,
                               workdir=out / "calibration", progress=progress, **workload.call_kwargs)
             graph.save(cache)
             info(f"calibrated in {time.perf_counter() - start:.0f}s")
             source = str(cache)
+    graph_seeds = (graph.meta or {}).get("seeds")
+    if graph_seeds is None:
+        info(f"warning: the graph {source} does not record its calibration seeds; make sure they are not the "
+             f"evaluation seeds {workload.evaluation_seeds}")
+    else:
+        check_disjoint_seeds(workload.evaluation_seeds, graph_seeds, f"the error graph {source}")
     problems = check_graph_matches(graph, workload.pipe, workload.num_steps, workload.call_kwargs)
     for problem in problems:
         warn(f"the graph does not match this run: {problem}")
     return graph, {"source": source, "num_steps": graph.num_steps, "max_skip": graph.max_skip,
-                   "samples": (graph.meta or {}).get("samples"), "mismatches": problems}
+                   "samples": (graph.meta or {}).get("samples"), "seeds": graph_seeds, "mismatches": problems}
 
 
 def cached_graph_path(out: Path, num_steps: int, samples: int, max_skip: int) -> Path:
@@ -91,19 +106,24 @@ def bench_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for results.json/.md, plot and GIF.",
                                       callback=out_dir)] = DEFAULT_OUT,
     prompts: Annotated[int, typer.Option(min=1, help="Held-out prompts to evaluate.")] = 3,
-    seeds: Annotated[str, typer.Option(help="Comma-separated distinct seeds; every prompt runs with every seed.",
-                                       callback=seeds_list)] = "0,1",
+    seeds: Annotated[str, typer.Option(help="Comma-separated distinct evaluation seeds; every prompt runs with every "
+                                            "seed. Must differ from the calibration seeds.",
+                                       callback=seeds_list)] = "1,2",
+    calibration_seeds: Annotated[str, typer.Option(
+        help="Comma-separated seeds of every calibration: the graph (when calibrated here), thresholds, grid "
+             "choices and the peers' own calibrations (the shipped graph used 0).", callback=seeds_list)] = "0",
     steps: Annotated[Optional[int], typer.Option(help="Sampling steps T (default: --graph's, else the model's).",
                                                  **STEPS_RANGE)] = None,
     budgets: Annotated[Optional[str], typer.Option(
-        help="Comma-separated full-step budgets B (default T/2,T/3).", callback=budgets_list)] = None,
+        help="Comma-separated full-step budgets B (default T/2,T/3,T/4).", callback=budgets_list)] = None,
     methods: Annotated[str, typer.Option(help=f"Comma-separated subset of: {', '.join(METHOD_NAMES)}.")] = "all",
     graph: Annotated[Optional[Path], typer.Option(help="Error graph for lemica's schedules (default: shipped or "
                                                        "calibrated here).")] = None,
     calibration_samples: Annotated[int, typer.Option(min=1, help="Prompts for the graph when it must be "
                                                                  "calibrated here.")] = 2,
     max_skip: Annotated[int, typer.Option(min=2, help="Longest cached segment when calibrating here.")] = 10,
-    tuning_prompts: Annotated[int, typer.Option(min=1, help="Calibration prompts used to tune thresholds.")] = 1,
+    tuning_prompts: Annotated[int, typer.Option(min=1, help="Calibration prompts (x calibration seeds) that tune "
+                                                            "thresholds and choose grid points.")] = 2,
     match: Annotated[str, typer.Option(help="Match budgets on 'steps' (full block-stack runs) or 'flops'.")] = "steps",
     teacache_coefficients: Annotated[str, typer.Option(
         help="'fit' (TeaCache's own calibration on tuning prompts), 'identity', or a published model name.",
@@ -139,6 +159,11 @@ def bench_command(
     if match not in ("steps", "flops"):
         fail(f"--match must be 'steps' or 'flops', got {match!r}", code=2)
     seed_list = tuple(int_list(seeds, "--seeds", distinct=True))
+    calibration_seed_list = tuple(int_list(calibration_seeds, "--calibration-seeds", distinct=True))
+    shared = sorted(set(seed_list) & set(calibration_seed_list))
+    if shared:
+        fail(f"evaluation seed(s) {shared} are also --calibration-seeds: an evaluation video would share its initial "
+             f"noise with a calibration video; evaluate on other seeds", code=2)
     embedded = pipeline == "embedded"
 
     # Everything the command line and the files fix is checked here, before the model loads or anything runs.
@@ -161,7 +186,7 @@ def bench_command(
     if the_graph is not None and the_graph.num_steps != T:
         fail(f"--graph {graph} is for T={the_graph.num_steps} steps but the bench runs T={T} (--steps); give the "
              f"matching --steps or a graph calibrated for {T} steps", code=2)
-    targets = int_list(budgets, "--budgets", distinct=True) if budgets else [round(T / 2), round(T / 3)]
+    targets = int_list(budgets, "--budgets", distinct=True) if budgets else default_budgets(T)
     bad = [b for b in targets if not 2 <= b < T]
     if bad:
         fail(f"budgets must be between 2 and T-1={T - 1}, got {bad}", code=2)
@@ -187,7 +212,7 @@ def bench_command(
                  "come with their own calibration prompts)", code=2)
         try:
             workload = tiny_t2v_workload(prompts, seed_list, tuning_prompts, num_steps=T, shift=shift,
-                                         guidance_scale=guidance)
+                                         guidance_scale=guidance, calibration_seeds=calibration_seed_list)
         except FileNotFoundError as e:
             fail(str(e))
     else:
@@ -203,7 +228,7 @@ def bench_command(
 
             guidance = DEFAULT_GUIDANCE
         workload = _text_workload(pipeline, evaluation, calibration, seed_list, T, guidance, shift, device, dtype,
-                                  size)
+                                  size, calibration_seed_list, tuning_prompts)
         if embedded and calibration_prompts_file is None:
             workload.graph_path = str(default_graph_path())
     out.mkdir(parents=True, exist_ok=True)

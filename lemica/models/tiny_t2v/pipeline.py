@@ -233,13 +233,17 @@ class TinyT2VPipeline(DiffusionPipeline):
                 self._current_timestep = t
                 latent_model_input = latents.to(transformer_dtype)
                 timestep = t.expand(latents.shape[0])
+                # Scheduler coordinates for the cache hooks, as WanPipeline passes them (diffusers 0.42.1
+                # pipelines/wan/pipeline_wan.py:615-630); SeaCache needs them or it runs fail-open.
+                context = {"step_index": i, "sigma": float(self.scheduler.sigmas[i]),
+                           "num_inference_steps": self._num_timesteps, "timestep": t}
 
-                with self.transformer.cache_context("cond"):
+                with self.transformer.cache_context("cond", **context):
                     noise_pred = self.transformer(
                         hidden_states=latent_model_input, timestep=timestep, encoder_hidden_states=prompt_embeds,
                         attention_kwargs=attention_kwargs, return_dict=False)[0]
                 if self.do_classifier_free_guidance:
-                    with self.transformer.cache_context("uncond"):
+                    with self.transformer.cache_context("uncond", **context):
                         noise_uncond = self.transformer(
                             hidden_states=latent_model_input, timestep=timestep,
                             encoder_hidden_states=negative_prompt_embeds, attention_kwargs=attention_kwargs,
