@@ -93,7 +93,7 @@ CASES = {
     "presets-out-proc": (["presets", "flux.1-dev", "-b", 10, "--out", "/proc/x.json"], 1, r"--out: cannot write"),
     "plot-out-proc": (["plot", GRAPH, "--out", "/proc/x"], 1, r"--out: cannot write /proc/x"),
     "calibrate-out-proc": (["calibrate", "--out", "/proc/x.json"], 1, r"--out: cannot write /proc/x.json"),
-    "calibrate-workdir-file": (["calibrate", "--out", "{t}/g.json", "--workdir", "{t}/plain"], 1,
+    "calibrate-workdir-file": (["calibrate", "--out", "{t}/g.json", "--workdir", "{t}/plain"], 2,
                                r"--workdir: .*plain is a file, not a directory"),
     "generate-out-proc": (["generate", "--prompt", "x", "--out", "/proc/x.gif"], 1, r"--out: cannot write /proc/x.gif"),
     "generate-out-dir": (["generate", "--prompt", "x", "--out", "{t}/adir"], 2, r"--out.*must end in .gif, .mp4"),

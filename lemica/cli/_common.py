@@ -168,7 +168,7 @@ def check_output_file(path: Path, option: str = "--out") -> Path:
 def check_output_dir(path: Path, option: str = "--out") -> Path:
     """An output folder that exists or can be created, and can be written in."""
     if path.exists() and not path.is_dir():
-        fail(f"{option}: {path} is a file, not a directory")
+        fail(f"{option}: {path} is a file, not a directory", code=2)  # the option names the wrong kind of path
     _check_writable(path, option, path)
     return path
 
