@@ -41,6 +41,7 @@ def test_rows_run_at_the_budget_with_their_rules(result):
     assert mc["objective"] == "peak" and mc["gamma"] in meancache.MEANCACHE_GAMMAS
     assert mc["rules"] and all(" mean-velocity:" in r for r in mc["rules"])
     assert rows["lemica-fill"]["knob"]["objective"] in {o for o, _ in meancache.FILL_OBJECTIVES}
+    assert rows["lemica-fill"]["knob"]["rule_set"] in meancache.FILL_RULE_SETS
     assert res.meta["pipeline_restored_after_all_methods"]
 
 
@@ -49,7 +50,8 @@ def test_tuning_is_on_tuning_samples_and_lemica_fill_sees_meancaches_candidates(
     context = res.meta["context"]
     mc, fill = context["meancache_B3_tuning"], context["lemica_fill_B3_tuning"]
     assert [c["gamma"] for c in mc["candidates"]] == list(meancache.MEANCACHE_GAMMAS)
-    assert len(fill["candidates"]) == len(meancache.FILL_OBJECTIVES) and fill["tuning_samples"] == 1
+    assert len(fill["candidates"]) == len(meancache.FILL_OBJECTIVES) * len(meancache.FILL_RULE_SETS)
+    assert fill["tuning_samples"] == 1
     best = lambda record: max(c["tuning_psnr"] or float("inf") for c in record["candidates"])  # noqa: E731
     assert best(fill) >= best(mc)  # every rule, every objective: a superset of MeanCache's candidates
     info = context["fill_graph_info"]
