@@ -612,7 +612,7 @@ def test_bench_evaluates_the_embedded_model_on_the_users_prompts(tmp_path):
     prompts = tmp_path / "mine.txt"
     prompts.write_text("a red circle moving left\n")
     torch.set_num_threads(1)
-    result = cli("bench", "--prompts-file", prompts, "--prompts", 1, "--seeds", 0, "--steps", 4, "--budgets", 2,
+    result = cli("bench", "--prompts-file", prompts, "--prompts", 1, "--seeds", 1, "--steps", 4, "--budgets", 2,
                  "--methods", "vanilla,uniform", "--no-progress", "--threads", 1, "--out", tmp_path / "b")
     assert result.exit_code == 0, (result.stderr, result.exception)
     data = json.loads((tmp_path / "b" / "results.json").read_text())

@@ -160,7 +160,7 @@ def test_deterministic_for_a_seed(pipe):
 def test_cfg_calls_and_latents_in(pipe, monkeypatch):
     contexts = []
     orig = pipe.transformer.cache_context
-    monkeypatch.setattr(pipe.transformer, "cache_context", lambda name: contexts.append(name) or orig(name))
+    monkeypatch.setattr(pipe.transformer, "cache_context", lambda name, **where: contexts.append(name) or orig(name, **where))
     lat = torch.randn(LATENT, generator=torch.Generator().manual_seed(3))
     a = pipe(PROMPT, latents=lat, num_inference_steps=STEPS, guidance_scale=4.0, output_type="latent",
              **_size(pipe)).frames

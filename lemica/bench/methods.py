@@ -435,12 +435,18 @@ def _warnings_of(logger_name: str) -> Iterator[list[str]]:
         def emit(self, record):
             seen.append(record.getMessage())
 
+    # Seen whatever verbosity the library was set to (the CLI lowers diffusers' to errors), and not printed.
     logger, handler = logging.getLogger(logger_name), Collect(logging.WARNING)
+    level, propagate = logger.level, logger.propagate
     logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
     try:
         yield seen
     finally:
         logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
 
 
 EASYCACHE_WARMUP = (0.1, 0.2)  # fraction of the steps; official: 10 of 50 (20%), easycache_generate.py:974

@@ -162,8 +162,8 @@ def bench_command(
     calibration_seed_list = tuple(int_list(calibration_seeds, "--calibration-seeds", distinct=True))
     shared = sorted(set(seed_list) & set(calibration_seed_list))
     if shared:
-        fail(f"evaluation seed(s) {shared} are also --calibration-seeds: an evaluation video would share its initial "
-             f"noise with a calibration video; evaluate on other seeds", code=2)
+        fail(f"evaluation seed(s) {shared} are also calibration seeds (--calibration-seeds): an evaluation video "
+             f"would share its initial noise with a calibration video; evaluate on other seeds", code=2)
     embedded = pipeline == "embedded"
 
     # Everything the command line and the files fix is checked here, before the model loads or anything runs.
