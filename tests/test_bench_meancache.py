@@ -1,6 +1,7 @@
 """The MeanCache peer and lemica-fill in the bench, on a tiny random Wan (the harness, not the quality numbers)."""
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -43,6 +44,7 @@ def test_rows_run_at_the_budget_with_their_rules(result):
     assert rows["lemica-fill"]["knob"]["objective"] in {o for o, _ in meancache.FILL_OBJECTIVES}
     assert rows["lemica-fill"]["knob"]["rule_set"] in meancache.FILL_RULE_SETS
     assert res.meta["pipeline_restored_after_all_methods"]
+    json.dumps(res.to_dict(), allow_nan=False)  # the report writes it as strict JSON
 
 
 def test_tuning_is_on_tuning_samples_and_lemica_fill_sees_meancaches_candidates(result):

@@ -111,9 +111,9 @@ def fill_graph(ctx) -> ErrorGraph:
     return ctx.once("fill_graph", resolve)
 
 
-def _tuning_reference(ctx) -> list:
-    def run() -> list:
-        return [ctx.workload.generate(sample) for sample in ctx.workload.tuning]
+def _tuning_reference(ctx) -> tuple:
+    def run() -> tuple:  # a tuple: BenchContext.info() reports dicts and lists, not videos
+        return tuple(ctx.workload.generate(sample) for sample in ctx.workload.tuning)
     return ctx.once("tuning_vanilla_videos", run)
 
 
