@@ -32,7 +32,7 @@ app = typer.Typer(add_completion=False)
 
 
 def generate(pipe, prompts, steps, guidance, seed, batch_size):
-    shape = (3, data.NUM_FRAMES, data.HEIGHT, data.WIDTH)
+    shape = pipe.latent_shape(1)[1:]
     videos = []
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start:start + batch_size]
@@ -45,28 +45,30 @@ def generate(pipe, prompts, steps, guidance, seed, batch_size):
 def untrained_like(pipe) -> TinyT2VPipeline:
     torch.manual_seed(0)
     transformer = type(pipe.transformer).from_config(pipe.transformer.config)
-    p = TinyT2VPipeline(transformer=transformer, scheduler=pipe.scheduler)
+    p = TinyT2VPipeline(transformer=transformer, scheduler=pipe.scheduler, vae=getattr(pipe, "vae", None),
+                        prediction_type=pipe.config.prediction_type)
     p.text_encoder = pipe.text_encoder
     p.set_progress_bar_config(disable=True)
     return p
 
 
-def write_gif(videos, prompts, path: Path, scale: int = 4):
+def write_gif(videos, prompts, path: Path, scale: int = 2):
     """Grid of videos, upscaled, with the prompt under each (Pillow's default font)."""
     import imageio.v3 as iio
     from PIL import Image, ImageDraw
 
-    cell_w, text_h = data.WIDTH * scale, 46
+    height, width = videos.shape[2:4]
+    cell_w, text_h = width * scale, 46
     frames = []
     for f in range(videos.shape[1]):
-        canvas = Image.new("RGB", (cell_w * len(videos), data.HEIGHT * scale + text_h), "white")
+        canvas = Image.new("RGB", (cell_w * len(videos), height * scale + text_h), "white")
         draw = ImageDraw.Draw(canvas)
         for k, (video, prompt) in enumerate(zip(videos, prompts)):
             img = Image.fromarray((video[f] * 255).round().astype(np.uint8)).resize(
-                (cell_w, data.HEIGHT * scale), Image.NEAREST)
+                (cell_w, height * scale), Image.NEAREST)
             canvas.paste(img, (k * cell_w, 0))
             lines = textwrap.wrap(prompt, width=cell_w // 6)[:4]  # ~6 px per character of the default font
-            draw.multiline_text((k * cell_w + 2, data.HEIGHT * scale + 1), "\n".join(lines), fill="black",
+            draw.multiline_text((k * cell_w + 2, height * scale + 1), "\n".join(lines), fill="black",
                                 spacing=0)
         frames.append(np.asarray(canvas))
     iio.imwrite(path, np.stack(frames), duration=150, loop=0)

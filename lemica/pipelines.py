@@ -51,41 +51,51 @@ def resolve_dtype(dtype: str, device: str, spec: str):
     return getattr(torch, dtype)
 
 
-def _tiny_t2v_transformer_config(spec: str) -> dict | None:
-    """The transformer config of the embedded model or of a saved TinyT2VPipeline folder, read without loading."""
+def _tiny_t2v_configs(spec: str) -> tuple[dict, dict | None] | None:
+    """(transformer config, VAE config or None) of the embedded model or of a saved TinyT2VPipeline folder, read
+    without loading; None for any other pipeline."""
     weights = resources.files("lemica").joinpath("models/tiny_t2v/weights")
     folder = Path(str(weights)) if spec == EMBEDDED else Path(spec)
     try:
         if spec != EMBEDDED and json.loads((folder / "model_index.json").read_text()).get(
                 "_class_name") != "TinyT2VPipeline":
             return None
-        return json.loads((folder / "transformer" / "config.json").read_text())
+        transformer = json.loads((folder / "transformer" / "config.json").read_text())
     except (OSError, ValueError):
         return None
+    try:
+        vae = json.loads((folder / "vae" / "config.json").read_text())
+    except (OSError, ValueError):
+        vae = None
+    return transformer, vae
 
 
 def size_problems(spec: str, height: int | None = None, width: int | None = None,
                   num_frames: int | None = None) -> dict[str, str]:
     """What is wrong with a requested size, per call argument (empty: nothing known to be wrong), checked before
     the pipeline is loaded. Every size must be positive; for the embedded model (and saved TinyT2VPipeline
-    folders), which has no VAE, each must also be a multiple of the transformer's patch size and fit its
-    rotary position table. Other pipelines check their own sizes when called."""
+    folders) each must also be a multiple of the transformer's patch size times the VAE's spatial factor (its
+    VAE works per frame) and fit its rotary position table. Other pipelines check their own sizes when called."""
     given = {"num_frames": num_frames, "height": height, "width": width}
     problems = {name: f"must be a positive integer, got {value}" for name, value in given.items()
                 if value is not None and value < 1}
-    config = _tiny_t2v_transformer_config(spec)
-    if config is None:
+    configs = _tiny_t2v_configs(spec)
+    if configs is None:
         return problems
+    config, vae = configs
+    spatial = 1 if vae is None else 2 ** (len(vae.get("block_out_channels", [0])) - 1)
     patch = dict(zip(("num_frames", "height", "width"), config.get("patch_size", (1, 1, 1))))
+    unit = {name: patch[name] * (1 if name == "num_frames" else spatial) for name in patch}
     longest = config.get("rope_max_seq_len")
     model = "the embedded model" if spec == EMBEDDED else "this model"
     for name, value in given.items():
         if value is None or name in problems:
             continue
-        if value % patch[name]:
-            problems[name] = f"must be a multiple of {patch[name]} for {model} (its patch size), got {value}"
-        elif longest and value // patch[name] > longest:
-            problems[name] = (f"must be at most {longest * patch[name]} for {model} (its position table), "
+        why = "its patch size" if unit[name] == patch[name] else "its patch size times its VAE's downsampling"
+        if value % unit[name]:
+            problems[name] = f"must be a multiple of {unit[name]} for {model} ({why}), got {value}"
+        elif longest and value // unit[name] > longest:
+            problems[name] = (f"must be at most {longest * unit[name]} for {model} (its position table), "
                               f"got {value}")
     return problems
 

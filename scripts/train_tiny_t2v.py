@@ -1,7 +1,7 @@
 """Train the embedded tiny text-to-video model (rectified flow in pixel space) on procedural videos.
 
     HF_HUB_OFFLINE=1 python scripts/train_tiny_t2v.py --out runs/tiny_t2v            # train (resumes if a checkpoint exists)
-    HF_HUB_OFFLINE=1 python scripts/train_tiny_t2v.py --out runs/tiny_t2v --export-only  # write weights/ from the checkpoint
+    HF_HUB_OFFLINE=1 python scripts/train_tiny_t2v.py --out runs/tiny_t2v --export-only  # write weights_v1/ from the checkpoint
 
 Reproducible: each step's batch (scenes, positions, caption dropout, noise, sigmas) is drawn from generators
 seeded by (seed, step), so a resumed run sees exactly the batches an uninterrupted one would.
@@ -46,7 +46,7 @@ text_encoder = _load_module("text_encoder")
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "tiny_t2v")
-    p.add_argument("--weights-dir", type=Path, default=PKG_DIR / "weights")
+    p.add_argument("--weights-dir", type=Path, default=PKG_DIR / "weights_v1")
     p.add_argument("--steps", type=int, default=2200)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=5e-4)

@@ -4,7 +4,7 @@
     $PY scripts/train_tiny_t2v_v2.py vae      # 1) VAE on random frames of procedural 64x64 videos  -> RUN/vae/
     $PY scripts/train_tiny_t2v_v2.py latents  # 2) encode a pool of training videos + caption embeddings -> RUN/pool.pt
     $PY scripts/train_tiny_t2v_v2.py dit      # 3) rectified-flow DiT on the latent pool             -> RUN/dit_checkpoint.pt
-    $PY scripts/train_tiny_t2v_v2.py export   # 4) write the pipeline (safetensors) to lemica/models/tiny_t2v/weights_v2/
+    $PY scripts/train_tiny_t2v_v2.py export   # 4) write the pipeline (safetensors) to lemica/models/tiny_t2v/weights/
     $PY scripts/train_tiny_t2v_v2.py eval --eval-n 24 [--shift 3] [--eval-untrained]  # interim mini-VBench
 
 Every phase resumes from its checkpoint in --out (default runs/tiny_t2v_v2) and skips itself when done, so
@@ -76,7 +76,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("phase", choices=["vae", "latents", "dit", "export", "all", "eval"])
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "tiny_t2v_v2")
-    p.add_argument("--weights-dir", type=Path, default=PKG_DIR / "weights_v2")
+    p.add_argument("--weights-dir", type=Path, default=PKG_DIR / "weights")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--max-minutes", type=float, default=None, help="stop this phase (with a checkpoint) after this")

@@ -76,3 +76,18 @@ def test_the_graph_is_cached_in_the_output_folder(result, workload):
 def test_registered_after_lemica_rows():
     names = list(REGISTRY)
     assert names.index("lemica-fill") < names.index("meancache") < names.index("uniform")
+
+
+def test_lemica_fill_also_plans_on_the_residual_graph_of_the_lemica_rows(result, workload):
+    """With a residual-only graph for the lemica-* rows (ctx.graph), its plans join lemica-fill's candidates, so
+    on the tuning samples lemica-fill is at least as good as each lemica-* objective."""
+    res, ctx, out = result
+    multi = meancache.fill_graph(ctx)
+    residual = multi.restrict_rules(["residual"])
+    given = BenchContext(workload, residual)
+    given.out, given.fill_graph_options = out, OPTIONS  # reuses the cached multi-rule graph
+    meancache.lemica_fill_schedule(given, 3)
+    record = given.once("lemica_fill_B3_tuning", lambda: None)
+    extra = [c for c in record["candidates"] if c["rule_set"] == "residual (lemica-* graph)"]
+    assert [c["objective"] for c in extra] == ["lexminimax", "minimax", "shortest"]
+    assert len(record["candidates"]) == len(meancache.FILL_OBJECTIVES) * len(meancache.FILL_RULE_SETS) + 3

@@ -537,7 +537,10 @@ def test_library_argument_errors_are_lemica_errors(tmp_path):
     if not CUDA:
         with pytest.raises(InvalidArgumentError, match="not available"):
             resolve_device("cuda")
-    assert size_problems("embedded", 32, 32, 8) == {}
+    assert size_problems("embedded", 64, 64, 8) == size_problems("embedded", 32, 32, 8) == {}
+    # the shipped model's VAE downsamples 8x and its patch is 1 in space: pixels must be multiples of 8
+    assert "multiple of 8" in size_problems("embedded", 60, 64, 8)["height"]
+    assert "at most 512" in size_problems("embedded", 64, 520, 8)["width"]
     assert set(size_problems("embedded", 7, 0, 3)) == {"height", "width", "num_frames"}
     assert size_problems("some/hub-id", 7, 9, 3) == {}  # unknown pipelines check their own sizes
     assert not list(tmp_path.iterdir())

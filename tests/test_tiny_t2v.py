@@ -1,4 +1,5 @@
-"""The embedded tiny text-to-video model: data splits, offline loading, output contract, determinism, I/O."""
+"""The v1 embedded model (pixel space, 8x32x32, weights_v1/): data splits, offline loading, output contract,
+determinism, I/O. The call defaults follow the shipped v2, so v1 calls pass their size (V1_SIZE)."""
 import numpy as np
 import pytest
 import torch
@@ -10,6 +11,7 @@ from lemica.models.tiny_t2v.pipeline import TinyT2VPipeline
 from lemica.models.tiny_t2v.text_encoder import MAX_TOKENS, TEXT_DIM, MiniLMTextEncoder
 
 STEPS = 3
+V1_SIZE = dict(num_frames=data.NUM_FRAMES, height=data.HEIGHT, width=data.WIDTH)
 
 
 @pytest.fixture(scope="module")
@@ -19,12 +21,13 @@ def encoder():
 
 @pytest.fixture(scope="module")
 def pipe(encoder):
-    return tiny_t2v.load_default_pipeline(text_encoder=encoder)
+    return tiny_t2v.load_default_pipeline(text_encoder=encoder, version=1)
 
 
 def _gen(pipe, **kw):
     kw.setdefault("num_inference_steps", STEPS)
     kw.setdefault("generator", torch.Generator().manual_seed(0))
+    kw = {**V1_SIZE, **kw}
     return pipe("a red circle moving left", **kw).frames
 
 
@@ -67,11 +70,11 @@ def test_text_encoder_offline(encoder):
 
 # ------------------------------------------------------------------ shipped pipeline
 
-def test_default_pipeline_loads_offline_from_package(pipe):
-    assert (tiny_t2v.WEIGHTS_DIR / "model_index.json").exists()
+def test_v1_pipeline_loads_offline_from_package(pipe):
+    assert (tiny_t2v.WEIGHTS_V1_DIR / "model_index.json").exists() and pipe.vae is None
     assert isinstance(pipe.transformer, WanTransformer3DModel)
     assert isinstance(pipe.scheduler, FlowMatchEulerDiscreteScheduler)
-    size = sum(f.stat().st_size for f in tiny_t2v.WEIGHTS_DIR.rglob("*.safetensors"))
+    size = sum(f.stat().st_size for f in tiny_t2v.WEIGHTS_V1_DIR.rglob("*.safetensors"))
     assert 0 < size <= 20 * 2**20
     assert 30 <= tiny_t2v.DEFAULT_STEPS <= 50 and tiny_t2v.DEFAULT_GUIDANCE > 1
 
@@ -97,7 +100,7 @@ def test_deterministic_for_fixed_seed(pipe):
 def test_prompt_embeds_path_matches_prompt_path(pipe, encoder):
     emb = encoder(["a red circle moving left"])
     neg = encoder([""])
-    via_embeds = pipe(prompt_embeds=emb, negative_prompt_embeds=neg, num_inference_steps=STEPS,
+    via_embeds = pipe(prompt_embeds=emb, negative_prompt_embeds=neg, num_inference_steps=STEPS, **V1_SIZE,
                        generator=torch.Generator().manual_seed(0)).frames
     np.testing.assert_allclose(via_embeds, _gen(pipe), atol=1e-6)
 
@@ -139,11 +142,11 @@ def test_save_load_round_trip(tmp_path, encoder):
 
 def test_latents_in_are_used(pipe):
     lat = torch.randn(1, 3, 8, 32, 32, generator=torch.Generator().manual_seed(7))
-    a = pipe("a blue square", latents=lat, num_inference_steps=STEPS, output_type="latent").frames
-    b = pipe("a blue square", latents=lat.clone(), num_inference_steps=STEPS, output_type="latent").frames
+    a = pipe("a blue square", latents=lat, num_inference_steps=STEPS, output_type="latent", **V1_SIZE).frames
+    b = pipe("a blue square", latents=lat.clone(), num_inference_steps=STEPS, output_type="latent", **V1_SIZE).frames
     torch.testing.assert_close(a, b)
     with pytest.raises(ValueError):
-        pipe("a blue square", latents=lat[:, :, :4], num_inference_steps=STEPS)
+        pipe("a blue square", latents=lat[:, :, :4], num_inference_steps=STEPS, **V1_SIZE)
 
 
 def test_sample_prediction_converts_to_velocity(encoder, monkeypatch):
@@ -156,7 +159,7 @@ def test_sample_prediction_converts_to_velocity(encoder, monkeypatch):
     p = TinyT2VPipeline(transformer, FlowMatchEulerDiscreteScheduler(shift=3.0), prediction_type="sample")
     p.text_encoder = encoder
     p.set_progress_bar_config(disable=True)
-    out = p("anything", num_inference_steps=7, guidance_scale=3.0, output_type="latent",
+    out = p("anything", num_inference_steps=7, guidance_scale=3.0, output_type="latent", **V1_SIZE,
             generator=torch.Generator().manual_seed(0)).frames
     torch.testing.assert_close(out, target, atol=1e-4, rtol=0)
     with pytest.raises(ValueError):

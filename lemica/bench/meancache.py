@@ -18,11 +18,13 @@
 **lemica-fill**: the same multigraph, and the best (objective, rule set) on the tuning samples by the same criterion:
 lexminimax, minimax, shortest, and peak with gamma in {1, 2, 3}, each with every rule (residual, extrapolate,
 mean-velocity:1..5), without extrapolate, mean-velocity only, or residual only. MeanCache's three candidates
-(peak, mean-velocity only) and LeMiCa's on this graph are therefore among lemica-fill's: on the tuning samples it is
+(peak, mean-velocity only), LeMiCa's on this graph and the lemica-* rows' plans on the residual graph
+(``ctx.graph``) are therefore among lemica-fill's: on the tuning samples it is
 at least as good by construction; the evaluation samples are held out.
 
 The graph: ``--graph`` when it stores more than the residual rule, else one calibrated here on the workload's
-calibration prompts with **calibration seeds** (default 1000, never an evaluation seed), exact by default, cached
+calibration prompts with the workload's **calibration seeds** (those of the residual graph and of the tuning samples;
+an evaluation seed is refused), exact by default, cached
 in the bench's output folder (``ctx.out``) and resumable from its work directory. Its size is an option
 (`FillGraphOptions`: prompts, seeds, max skip, rules, exact or fast).
 
@@ -35,6 +37,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from lemica.bench.workload import check_disjoint_seeds
 from lemica.calibration import calibrate, calibrate_fast, check_graph_matches, stable_hash
 from lemica.errors import MethodUnavailable, PlanningError
 from lemica.graph import MEAN_VELOCITY, ErrorGraph, expand_rules, mean_velocity
@@ -61,14 +64,14 @@ class FillGraphOptions:
     """Size of the multi-rule graph the bench calibrates when it is not given one (small enough for a CPU)."""
 
     prompts: int = 2
-    seeds: tuple[int, ...] = (1000,)
+    seeds: tuple[int, ...] | None = None  # None: the workload's calibration seeds (those of the graph and tuning)
     max_skip: int = 8
     rules: str = "all"  # residual, extrapolate, mean-velocity:1..5
     fast: bool = False  # exact by default; True: the probed proxy (about 10x cheaper)
 
-    def stem(self, num_steps: int) -> str:
+    def stem(self, num_steps: int, seeds: tuple[int, ...]) -> str:
         rules = list(expand_rules(self.rules))
-        seeds = "-".join(map(str, self.seeds))
+        seeds = "-".join(map(str, seeds))
         return (f"fillgraph_T{num_steps}_n{self.prompts}_s{seeds}_L{self.max_skip}_{'fast' if self.fast else 'exact'}"
                 f"_{len(rules)}rules-{stable_hash(rules)[:8]}")
 
@@ -89,13 +92,15 @@ def fill_graph(ctx) -> ErrorGraph:
             return ctx.graph
         options: FillGraphOptions = getattr(ctx, "fill_graph_options", None) or FillGraphOptions()
         work = ctx.workload
+        seeds = tuple(work.calibration_seeds if options.seeds is None else options.seeds)
+        check_disjoint_seeds(work.evaluation_seeds, seeds, "the multi-rule graph")
         out = getattr(ctx, "out", None)
-        path = None if out is None else Path(out) / f"{options.stem(work.num_steps)}.json"
+        path = None if out is None else Path(out) / f"{options.stem(work.num_steps, seeds)}.json"
         if path is not None and path.exists():
             graph = ErrorGraph.load(path)
         else:
             graph = calibrate_fill_graph(
-                work.pipe, work.calibration_prompts(options.prompts), options.seeds, num_steps=work.num_steps,
+                work.pipe, work.calibration_prompts(options.prompts), seeds, num_steps=work.num_steps,
                 max_skip=options.max_skip, rules=options.rules, fast=options.fast,
                 workdir=None if path is None else path.with_suffix(".work"), progress=False, **work.call_kwargs)
             if path is not None:
@@ -190,6 +195,11 @@ def lemica_fill_schedule(ctx, budget: int) -> tuple[Schedule, dict]:
         allowed = [r for r in expand_rules(rule_set) if r in graph.by_rule]
         if allowed:
             candidates += _plans(graph, budget, FILL_OBJECTIVES, allowed, rule_set)
+    residual_graph = getattr(ctx, "graph", None)
+    if residual_graph is not None and residual_graph is not graph and "residual" in residual_graph.by_rule:
+        # The residual-only graph of the lemica-* rows (often calibrated on more samples than the multi-rule one):
+        # its plans are lemica's too, so LeMiCa's schedules are among lemica-fill's candidates.
+        candidates += _plans(residual_graph, budget, FILL_OBJECTIVES[:3], ["residual"], "residual (lemica-* graph)")
     schedule, record = tune_schedule(ctx, f"lemica_fill_B{budget}", candidates)
     return schedule, {"budget": budget, **record["chosen"], **_describe(schedule)}
 

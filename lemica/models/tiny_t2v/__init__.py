@@ -2,10 +2,11 @@
 
 A diffusers `WanTransformer3DModel` conditioned on MiniLM token states, trained with rectified flow on
 procedural videos and scored by the analytic mini-VBench (`scorer.py`). Two generations:
-* v1 (`weights/`, shipped default): pixel space, 8x32x32, no VAE (`data.py`);
-* v2 (`weights_v2/`): latent space, 8x64x64, a per-frame AutoencoderKL as VAE (`data_v2.py`,
-  `scripts/train_tiny_t2v_v2.py`). `load_default_pipeline(version=2)` loads it; switching the default is
-  `DEFAULT_VERSION = 2` in pipeline.py (call defaults and weights folder together).
+* v2 (`weights/`, shipped default): latent space, 8x64x64, a per-frame AutoencoderKL as VAE (`data_v2.py`,
+  `scripts/train_tiny_t2v_v2.py`);
+* v1 (`weights_v1/`): pixel space, 8x32x32, no VAE (`data.py`), kept so that v1 folders and graphs stay
+  reproducible: `load_default_pipeline(version=1)`. `DEFAULT_VERSION` in pipeline.py sets call defaults and
+  folder together.
 """
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from pathlib import Path
 from .data import Scene, calibration_prompts, heldout_prompts
 from .pipeline import DEFAULT_VERSION, TinyT2VPipeline, TinyT2VPipelineOutput
 
-WEIGHTS_V1_DIR = Path(__file__).resolve().parent / "weights"
-WEIGHTS_V2_DIR = Path(__file__).resolve().parent / "weights_v2"
+WEIGHTS_V1_DIR = Path(__file__).resolve().parent / "weights_v1"
+WEIGHTS_V2_DIR = Path(__file__).resolve().parent / "weights"
 WEIGHTS_DIR = {1: WEIGHTS_V1_DIR, 2: WEIGHTS_V2_DIR}[DEFAULT_VERSION]
 DEFAULT_STEPS = 30
 DEFAULT_GUIDANCE = 5.0

@@ -25,10 +25,10 @@ from diffusers.utils.torch_utils import randn_tensor
 from . import data, data_v2
 from .text_encoder import MiniLMTextEncoder
 
-# The shipped generation: 1 = pixel space 8x32x32 (weights/), 2 = latent space 8x64x64 (weights_v2/).
-# It sets the call defaults below (which lemica's calibration reads from the signature) and, in __init__.py,
-# the folder load_default_pipeline() loads. Switching the shipped model to v2 is this one line.
-DEFAULT_VERSION = 1
+# The shipped generation: 2 = latent space 8x64x64 (weights/); 1 = the earlier pixel-space 8x32x32 model
+# (weights_v1/). It sets the call defaults below (which lemica's calibration reads from the signature) and, in
+# __init__.py, the folder load_default_pipeline() loads.
+DEFAULT_VERSION = 2
 SIZES = {1: (data.NUM_FRAMES, data.HEIGHT, data.WIDTH), 2: (data_v2.NUM_FRAMES, data_v2.HEIGHT, data_v2.WIDTH)}
 NUM_FRAMES, HEIGHT, WIDTH = SIZES[DEFAULT_VERSION]
 
