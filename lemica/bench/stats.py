@@ -1,0 +1,90 @@
+"""Paired statistics for the bench: bootstrap intervals of per-video differences, win counts and verdicts.
+
+Every method is run on the same evaluation videos (same prompt, seed and reference), so two methods are compared
+video by video: the interval is that of the *mean paired difference*, resampling videos with replacement
+(percentile bootstrap). A verdict says "ahead" or "behind" only when the whole interval is on one side of zero,
+else "within noise". Torch-free: per-video numbers in, numbers out.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["PSNR_CAP", "Paired", "paired", "verdict", "summarize"]
+
+# An identical video has PSNR = inf; a finite cap keeps means and differences defined. 100 dB is far above any
+# cached video (the 8-bit quantisation floor alone is ~58 dB), so the cap only ever applies to exact copies.
+PSNR_CAP = 100.0
+HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "lpips": False}
+
+
+@dataclasses.dataclass(frozen=True)
+class Paired:
+    """``a`` against ``b`` on one metric, oriented so that a positive ``mean`` means ``a`` is better."""
+    metric: str
+    n: int
+    mean: float            # mean of (a - b), sign flipped for lower-is-better metrics
+    median: float
+    low: float             # bootstrap interval of ``mean``
+    high: float
+    wins: int              # videos where a is strictly better
+    losses: int            # videos where b is strictly better
+    confidence: float
+
+    @property
+    def verdict(self) -> str:
+        return verdict(self.low, self.high)
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "verdict": self.verdict}
+
+
+def as_values(values: Sequence[float | None], metric: str) -> np.ndarray:
+    """Per-video values as floats; PSNR's None/inf (an exact copy) becomes ``PSNR_CAP``."""
+    out = np.array([math.inf if v is None else float(v) for v in values], dtype=float)
+    if metric == "psnr":
+        out = np.minimum(out, PSNR_CAP)
+    if not np.all(np.isfinite(out)):
+        raise ValueError(f"non-finite {metric} values: {values}")
+    return out
+
+
+def paired(a: Sequence[float | None], b: Sequence[float | None], metric: str = "psnr", *,
+           confidence: float = 0.95, resamples: int = 10_000, seed: int = 0) -> Paired:
+    """Paired percentile-bootstrap interval of the mean difference ``a - b`` (oriented: positive = a better).
+
+    ``seed`` makes the interval reproducible; the resampled indices are shared by nothing else."""
+    if metric not in HIGHER_IS_BETTER:
+        raise ValueError(f"unknown metric {metric!r}; choose from {sorted(HIGHER_IS_BETTER)}")
+    x, y = as_values(a, metric), as_values(b, metric)
+    if x.shape != y.shape or x.size == 0:
+        raise ValueError(f"paired samples must be non-empty and of one length, got {x.size} and {y.size}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    d = x - y if HIGHER_IS_BETTER[metric] else y - x
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, d.size, size=(resamples, d.size))
+    means = d[idx].mean(axis=1)
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return Paired(metric=metric, n=int(d.size), mean=float(d.mean()), median=float(np.median(d)),
+                  low=float(low), high=float(high), wins=int(np.sum(d > 0)), losses=int(np.sum(d < 0)),
+                  confidence=confidence)
+
+
+def verdict(low: float, high: float) -> str:
+    """'ahead' / 'behind' when the interval excludes zero, else 'within noise'."""
+    if low > 0:
+        return "ahead"
+    if high < 0:
+        return "behind"
+    return "within noise"
+
+
+def summarize(values: Sequence[float | None], metric: str) -> dict:
+    """Mean and median of one row's per-video values (PSNR capped as in ``as_values``)."""
+    x = as_values(values, metric)
+    return {"mean": float(x.mean()), "median": float(np.median(x)), "n": int(x.size)}
