@@ -65,3 +65,23 @@ def test_interval_holds_the_mean_and_lies_within_the_data(diffs):
     p = paired(d, np.zeros_like(d), "psnr", resamples=500)
     assert d.min() - 1e-9 <= p.low <= p.mean + 1e-9 and p.mean - 1e-9 <= p.high <= d.max() + 1e-9
     assert verdict(p.low, p.high) == p.verdict
+
+
+def _row(method, psnr, lpips):
+    return {"method": method, "title": method, "full_steps": 10.0, "budget": 10,
+            "per_sample": [{"psnr": p, "lpips": l} for p, l in zip(psnr, lpips)]}
+
+
+def test_comparison_table_names_the_verdict_of_each_row():
+    from lemica.bench.stats import comparison_table
+    anchor = _row("ours", [30.0] * 8, [0.05] * 8)
+    worse = _row("peer", [28.0] * 8, [0.07] * 8)
+    noisy = _row("noisy", [31.0, 29.0] * 4, [0.04, 0.06] * 4)
+    table, records = comparison_table([anchor, worse, noisy], "ours")
+    by = {r["method"]: r for r in records}
+    assert by["peer"]["psnr"]["vs_anchor"]["verdict"] == "ahead"
+    assert by["peer"]["lpips"]["vs_anchor"]["mean"] == pytest.approx(0.02)
+    assert by["noisy"]["psnr"]["vs_anchor"]["verdict"] == "within noise"
+    assert "anchor ahead" in table and "within noise" in table and "(anchor)" in table
+    with pytest.raises(ValueError, match="paired comparison impossible"):
+        comparison_table([anchor, _row("short", [1.0], [0.1])], "ours")

@@ -88,3 +88,48 @@ def summarize(values: Sequence[float | None], metric: str) -> dict:
     """Mean and median of one row's per-video values (PSNR capped as in ``as_values``)."""
     x = as_values(values, metric)
     return {"mean": float(x.mean()), "median": float(np.median(x)), "n": int(x.size)}
+
+
+def per_video(row: dict, metric: str) -> list[float | None]:
+    """A bench row's per-video values of ``metric`` (in the order of the evaluation samples)."""
+    return [s.get(metric) for s in row.get("per_sample") or []]
+
+
+def comparison_table(rows: list[dict], anchor: str, *, metrics: Sequence[str] = ("psnr", "lpips"),
+                     confidence: float = 0.95) -> tuple[str, list[dict]]:
+    """Markdown table: every row against the ``anchor`` row, video by video (positive = the anchor is better).
+
+    Returns the table and one record per compared row, for results.json. Rows without per-video values are left
+    out; a row whose videos differ in number from the anchor's is an error (the pairs would be meaningless)."""
+    ours = next((r for r in rows if r["method"] == anchor), None)
+    if ours is None:
+        return "", []
+    head = ["method", "full steps"]
+    for m in metrics:
+        head += [f"{m} mean / median", f"{anchor} − row {m} [{confidence:.0%} CI]", "wins / losses", "verdict"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    records = []
+    for r in rows:
+        if not r.get("per_sample"):
+            continue
+        cells = [r["title"], "–" if r.get("full_steps") is None else f"{r['full_steps']:.1f}"]
+        record = {"method": r["method"], "budget": r.get("budget"), "anchor": anchor}
+        for m in metrics:
+            s = summarize(per_video(r, m), m)
+            fmt = "{:.2f}" if m == "psnr" else "{:.4f}"
+            cells.append(f"{fmt.format(s['mean'])} / {fmt.format(s['median'])}")
+            record[m] = {"mean": s["mean"], "median": s["median"]}
+            if r is ours:
+                cells += ["(anchor)", "–", "–"]
+                continue
+            if len(per_video(r, m)) != len(per_video(ours, m)):
+                raise ValueError(f"{r['method']} has {len(per_video(r, m))} videos, the anchor "
+                                 f"{len(per_video(ours, m))}: paired comparison impossible")
+            p = paired(per_video(ours, m), per_video(r, m), m, confidence=confidence)
+            diff = f"{fmt.format(p.mean)} [{fmt.format(p.low)}, {fmt.format(p.high)}]"
+            cells += [diff, f"{p.wins} / {p.losses}", {"ahead": "anchor ahead", "behind": "anchor behind",
+                                                        "within noise": "within noise"}[p.verdict]]
+            record[m]["vs_anchor"] = p.to_dict()
+        lines.append("| " + " | ".join(cells) + " |")
+        records.append(record)
+    return "\n".join(lines), records
