@@ -33,7 +33,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from lemica.errors import MethodUnavailable
+from lemica.bench.errors import MethodUnavailable
 from lemica.runtime.clock import StepClock
 from lemica.runtime.diffusers_compat import ContextProbe, HookRegistry, ModelHook
 from lemica.runtime.hooks import find_blocks
