@@ -12,8 +12,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "lemica"
 DIFFUSERS_ADAPTER = "lemica.runtime.diffusers_compat"
-PURE_CORE = ("lemica.errors", "lemica.graph", "lemica.schedule", "lemica.planner", "lemica.presets", "lemica._io",
-             "lemica.bench.methods", "lemica.cli.bench")
+PURE_CORE = ("lemica.errors", "lemica.rules", "lemica.graph", "lemica.schedule", "lemica.planner", "lemica.presets",
+             "lemica._io", "lemica.bench.methods", "lemica.cli.bench")
 
 
 def _module_name(path: Path) -> str:
