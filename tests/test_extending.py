@@ -83,3 +83,26 @@ def test_a_rule_file_is_calibrated_and_run_where_its_history_exists(one_thread):
     with cached(wan.pipe, schedule):
         served = wan.run(cfg=True, num_inference_steps=6)
     assert served.shape == wan.run(cfg=True, num_inference_steps=6).shape
+
+
+# ------------------------------------------------------------------------------------------ a family
+def test_a_family_file_is_found_by_the_model_class(one_thread):
+    from lemica.bench.teacache import family_of
+    from lemica.families import adapter_for
+    from lemica.testing.tiny_pipelines import make_pipeline
+
+    from tests.extending import toy_family
+
+    flux = make_pipeline("flux", seed=0).pipe.transformer
+    assert adapter_for(flux).name == "flux"
+    flux.__class__ = toy_family.ToyTransformer  # the same weights, now an instance of the toy family's class
+    assert adapter_for(flux) is toy_family.ADAPTER and family_of({"transformer": flux}) == "norm1"
+    wan = make_pipeline("wan", seed=0).pipe.transformer
+    assert adapter_for(wan).name == "wan" and family_of({"transformer": wan}) == "wan"
+    assert adapter_for(torch_module()).name == "generic"
+
+
+def torch_module():
+    import torch
+
+    return torch.nn.Linear(2, 2)

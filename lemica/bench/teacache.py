@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from lemica.bench.errors import MethodUnavailable
+from lemica.families import adapter_for
 from lemica.errors import PresetNotFoundError
 from lemica.runtime import Action, StepPolicy
 
@@ -193,17 +194,12 @@ def _first_block(transformer: torch.nn.Module) -> torch.nn.Module:
     return find_blocks(transformer)[0][1]
 
 
-NORM1_BLOCKS = ("FluxTransformerBlock", "HunyuanVideoTransformerBlock")
-
-
 def family_of(transformers: dict[str, torch.nn.Module]) -> str:
-    """"wan", "norm1" (FLUX / HunyuanVideo-style first blocks) or "generic"."""
+    """"wan", "norm1" (FLUX / HunyuanVideo) or "generic": the TeaCache signal of the model's family
+    (``lemica.families``)."""
     module = next(iter(transformers.values()))
-    if type(module).__name__.startswith("Wan") and hasattr(module, "condition_embedder"):
-        return "wan"
-    if type(_first_block(module)).__name__ in NORM1_BLOCKS:
-        return "norm1"
-    return "generic"
+    signal = adapter_for(module).teacache_signal
+    return "generic" if signal == "wan" and not hasattr(module, "condition_embedder") else signal
 
 
 # ---------------------------------------------------------------------------------------------- modes

@@ -82,16 +82,15 @@ def cache_dit_installer(config_kwargs: dict):
     @contextlib.contextmanager
     def install(pipe) -> Iterator[None]:
         import cache_dit
-        from diffusers import WanTransformer3DModel
+
+        from lemica.families import adapter_for
 
         config = cache_dit.DBCacheConfig(**config_kwargs)
         target = pipe
-        if isinstance(getattr(pipe, "transformer", None), WanTransformer3DModel) and \
-                not type(pipe).__name__.startswith("Wan"):
-            # A Wan transformer inside a pipeline cache-dit does not know (the embedded model): its own Wan adapter.
-            target = cache_dit.BlockAdapter(pipe=pipe, transformer=pipe.transformer, blocks=pipe.transformer.blocks,
-                                            forward_pattern=cache_dit.ForwardPattern.Pattern_2,
-                                            check_forward_pattern=True, has_separate_cfg=True)
+        transformer = getattr(pipe, "transformer", None)
+        family = adapter_for(transformer) if transformer is not None else None
+        if family is not None and family.cache_dit_adapter is not None and not family.cache_dit_knows(pipe):
+            target = family.cache_dit_adapter(pipe)  # a pipeline cache-dit's own adapters do not cover
         with quiet():
             cache_dit.enable_cache(target, cache_config=config)
         try:

@@ -2,7 +2,7 @@
 attention and feed-forward output (the whole block's work), as TaylorSeer does on DiTs (Shenyi-Z/TaylorSeer
 official Wan: self-attn, cross-attn and ffn, ``wan_attention_forward.py:43-63``); diffusers' default identifiers
 match nothing on Wan-style models. first_enhance d: 1 is the official Wan2.1/HunyuanVideo value, 3 the FLUX one
-(``cache_init.py``)."""
+(``cache_init.py``). The targets are the model family's (``lemica.families``)."""
 from __future__ import annotations
 
 import dataclasses
@@ -21,23 +21,18 @@ class TaylorSeerConfig:
 CONFIG = TaylorSeerConfig()
 
 
-def _block_names(pipe) -> str:
-    from lemica.bench.counting import transformers_of
-
-    names = {name.split(".")[0] for module in transformers_of(pipe).values()
-             for name, _ in module.named_modules() if name.count(".") == 1}
-    return "|".join(sorted(n for n in names if "block" in n or n == "layers"))
-
-
 @register("taylorseer", "diffusers TaylorSeer (official placement; order 1-2)", Kind.DISCRETE,
           budget_knob="cache_interval")
 def make(ctx) -> list[Setting]:
     import torch
     from diffusers import TaylorSeerCacheConfig
 
+    from lemica.bench.counting import transformers_of
+    from lemica.families import adapter_for
     from lemica.runtime.diffusers_compat import taylorseer_official_placement
 
-    identifiers = [rf"({_block_names(ctx.pipe)})\.\d+\.(attn\d?|ffn|ff)"]
+    transformers = transformers_of(ctx.pipe)
+    identifiers = adapter_for(next(iter(transformers.values()))).taylorseer_identifiers(transformers)
     settings = []
     for order in CONFIG.orders:
         for warmup in CONFIG.warmups:
