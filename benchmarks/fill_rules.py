@@ -1,4 +1,4 @@
-"""The independence approximation, measured: planned vs realised error of multi-rule schedules (issue 13).
+"""The independence approximation, measured: planned vs realised error of multi-rule schedules.
 
 Calibration measures each (segment, rule) pair with everything before the segment taken from the reference
 trajectory. A schedule then chains segments, and a history rule (extrapolate, mean-velocity:k) reads earlier

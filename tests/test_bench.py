@@ -199,7 +199,7 @@ def test_discrete_picks_nearest_then_cheaper():
 
 
 def test_peer_grids_are_the_official_ranges():
-    # issue 12: the fixed MagCache ladder / DBCache warm-up rule became grids chosen by tuning quality
+    # MagCache's and DBCache's knobs are grids of the official ranges, chosen by tuning quality
     ctx = type("Ctx", (), {"num_steps": 30})()
     mag = REGISTRY["magcache"].grid(ctx, 10)
     assert {p["retention_ratio"] for p in mag} == {0.1, 0.2} and {p["max_skip_steps"] for p in mag} == {2, 3, 4, 5, 6}

@@ -99,7 +99,7 @@ def test_pab_computes_and_reuses_per_branch(wan):
 
     T = wan.num_steps
     shared = _executions_per_branch(wan, config(), wrap=False)
-    # diffusers' plain state: uncond always got cond's output of the same step (peers_spec.md §8)
+    # diffusers' plain state: uncond always got cond's output of the same step
     assert shared.get("attn2/cond") == T and shared.get("attn2/uncond", 0) == 0
     own = _executions_per_branch(wan, config(), wrap=True)
     half = -(-T // 2)

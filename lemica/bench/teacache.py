@@ -9,7 +9,7 @@ cond and uncond branches run identical code on separate accumulators, previous s
   ``:552-568``) while the accumulator stays below the threshold, else computed and the accumulator reset;
 * ``s_prev`` is updated on every call, computed or skipped.
 
-Which signal, and which steps are forced, is what the official modes differ in (peers_spec.md §2):
+Which signal, and which steps are forced, is what the official modes differ in:
 
 =======  =======================================  ================================  =======================
 mode     signal                                   forced steps                      source

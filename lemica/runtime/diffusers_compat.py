@@ -163,7 +163,7 @@ def per_branch_state(module) -> int:
     ``StateManager`` attributes of a stateful hook (``hooks/hooks.py:50-60``); with cond and uncond called
     separately (WanPipeline, the embedded model) both branches then share one cache and one iteration counter.
     Here each such hook gets a ``StateManager`` attribute (so diffusers sets its context) and its ``state`` becomes
-    a ``BranchState`` proxy onto it (peers_spec.md §8). The hooks' code is unchanged. Returns the number wrapped.
+    a ``BranchState`` proxy onto it. The hooks' code is unchanged. Returns the number wrapped.
     """
     classes = _plain_state_hook_classes()
     wrapped = 0
