@@ -27,12 +27,12 @@ from lemica.bench.tuning import MATCH_TOLERANCE, Matcher, TuningStore, setting_k
 from lemica.bench.smoothcache import scan_schedule, smoothcache, smoothcache_calibration  # noqa: E402
 from lemica.bench.teacache import (MODE_A, MODE_B, Norm1Signal, TeaCachePolicy, WanEmbedderSignal,  # noqa: E402
                                    family_of, published_coefficients)
-from lemica.bench.workload import SeedOverlapError, pipeline_workload, tiny_pipeline_workload  # noqa: E402
 from lemica.bench.errors import MethodUnavailable  # noqa: E402
+from lemica.bench.workload import SeedOverlapError, pipeline_workload, tiny_pipeline_workload  # noqa: E402
 from lemica.errors import LemicaError  # noqa: E402
 from lemica.runtime import Action, SchedulePolicy, cache_stats  # noqa: E402
-from lemica.runtime.diffusers_compat import (BranchState, ContextProbe, HookRegistry, ModelHook,  # noqa: E402
-                                             hooks_under, per_branch_state)
+from lemica.bench.diffusers_peers import BranchState, hooks_under, per_branch_state  # noqa: E402
+from lemica.runtime.diffusers_compat import ContextProbe, HookRegistry, ModelHook  # noqa: E402
 from lemica.schedule import Schedule  # noqa: E402
 
 C, R, S = Action.COMPUTE, Action.REUSE, Action.SERVE

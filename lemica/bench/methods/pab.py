@@ -19,7 +19,7 @@ CONFIG = PABConfig()
 
 
 def per_branch(module) -> None:
-    from lemica.runtime.diffusers_compat import per_branch_state
+    from lemica.bench.diffusers_peers import per_branch_state
 
     if per_branch_state(module) == 0:
         raise MethodUnavailable("found no PyramidAttentionBroadcast/FasterCache hook to give per-branch state")

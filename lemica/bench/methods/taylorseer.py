@@ -29,7 +29,7 @@ def make(ctx) -> list[Setting]:
 
     from lemica.bench.counting import transformers_of
     from lemica.families import adapter_for
-    from lemica.runtime.diffusers_compat import taylorseer_official_placement
+    from lemica.bench.diffusers_peers import taylorseer_official_placement
 
     transformers = transformers_of(ctx.pipe)
     identifiers = adapter_for(next(iter(transformers.values()))).taylorseer_identifiers(transformers)
