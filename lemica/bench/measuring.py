@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from lemica.bench.counting import measure
-from lemica.bench.methods import REGISTRY, Setting
+from lemica.bench.methods import Setting, reference_method
 from lemica.runtime import cache_stats
 
 
@@ -104,7 +104,7 @@ def run_interleaved(workload, settings: list[tuple[Setting, str]], samples, prog
 
 
 def reference(workload, samples, timed: bool = True) -> Reference:
-    measured = run_setting(workload, REGISTRY["vanilla"].make(None), samples, timed=timed)
+    measured = run_setting(workload, reference_method().make(None), samples, timed=timed)
     T = workload.num_steps
     branches = max(1, round(measured.mean(measured.block_runs) / T))
     return Reference(measured, branches, measured.mean(measured.flops) / T)

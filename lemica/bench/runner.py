@@ -25,7 +25,7 @@ from lemica._io import json_safe
 from lemica.bench.context import BenchContext
 from lemica.bench.errors import MethodUnavailable
 from lemica.bench.measuring import Measured, Reference, reference, run_interleaved, run_setting
-from lemica.bench.methods import REGISTRY, Kind, Method, Setting
+from lemica.bench.methods import REGISTRY, Kind, Method, Setting, reference_method
 from lemica.bench.tuning import QUALITY_CRITERION, Matcher
 from lemica.calibration import encode_prompts_once
 from lemica.metrics.quality import mean_quality
@@ -126,7 +126,8 @@ def _run_bench(ctx: BenchContext, methods: list[str], budgets: list[int], match:
                 unavailable.append({"method": name, "budget": budget, "reason": f"{type(e).__name__}: {e}"})
 
     # One evaluation per distinct setting (two budgets may pick the same one), vanilla included, interleaved.
-    distinct: dict[tuple, tuple[Setting, str]] = {("vanilla", "{}"): (REGISTRY["vanilla"].make(ctx), "first")}
+    vanilla_key = (reference_method().name, "{}")
+    distinct: dict[tuple, tuple[Setting, str]] = {vanilla_key: (reference_method().make(ctx), "first")}
     for method, budget, setting, tuning in plan_:
         key = (method.name, json.dumps(setting.knob, sort_keys=True, default=str))
         distinct.setdefault(key, (setting, "all" if method.kind is Kind.THRESHOLD else "first"))
@@ -136,7 +137,7 @@ def _run_bench(ctx: BenchContext, methods: list[str], budgets: list[int], match:
         measured = dict(zip(distinct, run_interleaved(workload, list(distinct.values()), workload.samples, bar)))
     finally:
         bar.close()
-    vanilla_runs = measured[("vanilla", "{}")]
+    vanilla_runs = measured[vanilla_key]
     ref = Reference(vanilla_runs, probe.branches, probe.step_flops)
     if not vanilla_runs.deterministic:
         raise RuntimeError("the vanilla pipeline is not deterministic for a fixed seed; nothing can be compared")
@@ -152,7 +153,7 @@ def _run_bench(ctx: BenchContext, methods: list[str], budgets: list[int], match:
         videos[(method.name, budget)] = result.videos
 
     # The peers' hooks must leave the pipeline exactly as they found it, or later rows would be wrong.
-    after = run_setting(workload, REGISTRY["vanilla"].make(ctx), workload.samples[:1], timed=False, flops=False)
+    after = run_setting(workload, reference_method().make(ctx), workload.samples[:1], timed=False, flops=False)
     restored = bool(np.array_equal(after.videos[0], vanilla_runs.videos[0]))
     meta = {"workload": workload.name, "num_steps": workload.num_steps, "budgets": budgets, "match": match,
             "samples": [{"key": s.key, "prompt": s.prompt, "seed": s.seed} for s in workload.samples],

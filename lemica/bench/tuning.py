@@ -21,7 +21,7 @@ import numpy as np
 from lemica._io import atomic_write_json
 from lemica.bench.errors import MethodUnavailable
 from lemica.bench.measuring import Measured, Reference, run_setting
-from lemica.bench.methods import REGISTRY, Kind, Method, Setting
+from lemica.bench.methods import Kind, Method, Setting, reference_method
 from lemica.calibration import pipeline_fingerprint, stable_hash
 
 SEARCH_STEPS = 9
@@ -157,7 +157,7 @@ class Matcher:
 
     def vanilla_tuning_videos(self) -> list[np.ndarray]:
         if self._vanilla_videos is None:
-            vanilla = REGISTRY["vanilla"].make(self.ctx)
+            vanilla = reference_method().make(self.ctx)
             self._vanilla_videos = run_setting(self.ctx.workload, vanilla, self.ctx.workload.tuning, timed=False,
                                                flops=False).videos
         return self._vanilla_videos

@@ -9,8 +9,9 @@ from __future__ import annotations
 from lemica.bench.methods import (vanilla, lemica_objectives, lemica_fill, meancache, uniform, fewer_steps,  # noqa: F401
                                   cache_dit_static, teacache, fbcache, magcache, dbcache, seacache, easycache,
                                   taylorseer, smoothcache, pab, fastercache)
-from lemica.bench.methods.base import REGISTRY, Kind, Method, Setting, method_names, parse_methods, register
+from lemica.bench.methods.base import (REGISTRY, Kind, Method, Setting, method_names, parse_methods,
+                                       reference_method, register)
 from lemica.bench.methods.common import output_cache_setting, schedule_setting
 
-__all__ = ["REGISTRY", "Kind", "Method", "Setting", "method_names", "parse_methods", "register",
+__all__ = ["REGISTRY", "Kind", "Method", "Setting", "method_names", "parse_methods", "reference_method", "register",
            "output_cache_setting", "schedule_setting"]

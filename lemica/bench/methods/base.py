@@ -27,7 +27,8 @@ from typing import Any, Callable
 
 from lemica.bench.errors import MethodUnavailable
 
-__all__ = ["Kind", "Method", "MethodUnavailable", "REGISTRY", "Setting", "method_names", "parse_methods", "register"]
+__all__ = ["Kind", "Method", "MethodUnavailable", "REGISTRY", "Setting", "method_names", "parse_methods",
+           "reference_method", "register"]
 
 class Kind(str, enum.Enum):
     REFERENCE = "reference"
@@ -76,6 +77,12 @@ def register(name: str, title: str, kind: Kind, **options) -> Callable[[Callable
         REGISTRY[name] = Method(name, title, kind, make, **options)
         return make
     return decorate
+
+
+def reference_method() -> Method:
+    """The method every other is compared with (the one ``Kind.REFERENCE``: vanilla)."""
+    (reference,) = [m for m in REGISTRY.values() if m.kind is Kind.REFERENCE]
+    return reference
 
 
 def method_names() -> tuple[str, ...]:
