@@ -1,4 +1,4 @@
-"""The extension points: a peer, a fill rule and a model family are each one file (tests/extending/), and every
+"""The extension points: a peer, a fill rule and a model family are each one file (tests/lemica_toys/), and every
 part of lemica that needs to know them finds them there."""
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from lemica.errors import FillRuleError, GraphFormatError  # noqa: E402
 from lemica.graph import Edge, ErrorGraph, rule_available, rule_history  # noqa: E402
 from lemica.schedule import Schedule  # noqa: E402
 
-from tests.extending import toy_peer, toy_rule  # noqa: E402,F401 (registers the toy peer and rule)
+from lemica_toys import toy_peer, toy_rule  # noqa: E402 (tests/ is on the path; registers the toys)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,9 +31,10 @@ def test_a_peer_file_registers_in_every_list_of_methods():
 
 
 def test_a_peer_file_shows_in_the_cli_help():
-    code = ("import tests.extending.toy_peer; from typer.testing import CliRunner; from lemica.cli.app import app; "
+    code = ("import lemica_toys.toy_peer; from typer.testing import CliRunner; from lemica.cli.app import app; "
             "print(CliRunner().invoke(app, ['bench', '--help'], env={'COLUMNS': '400'}).output)")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    path = [str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT, env=env)
     assert "toy-every-other" in out.stdout
 
@@ -91,7 +92,7 @@ def test_a_family_file_is_found_by_the_model_class(one_thread):
     from lemica.families import adapter_for
     from lemica.testing.tiny_pipelines import make_pipeline
 
-    from tests.extending import toy_family
+    from lemica_toys import toy_family
 
     flux = make_pipeline("flux", seed=0).pipe.transformer
     assert adapter_for(flux).name == "flux"

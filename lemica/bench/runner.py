@@ -5,7 +5,8 @@ tuned on the tuning samples (calibration prompts x calibration seeds) until thei
 where a method has a grid of further knobs the grid point with the best quality on the tuning samples at that
 compute is kept (``lemica.bench.tuning``; every candidate and the choice go to ``tuning_log`` and the row's ``tuning``);
 nothing is tuned on an evaluation sample. Then every chosen setting is run on the evaluation samples twice — once
-timed, once under the FLOP counter (the counter slows the run down, ``lemica.bench.measuring``) — and its videos are compared with the vanilla video of the same prompt and seed.
+timed, once under the FLOP counter (the counter slows the run down, ``lemica.bench.measuring``) — and its videos
+are compared with the vanilla video of the same prompt and seed.
 
 "Compute" is the number of full block-stack executions per guidance branch, counted by a probe inside a
 middle block (``lemica.bench.counting``). Methods that never skip a whole block (attention-only caches) are

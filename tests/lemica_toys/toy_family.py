@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from lemica.families import FamilyAdapter, register
 
-ADAPTER = register(FamilyAdapter("toy", transformers=("tests.extending.toy_family:ToyTransformer",),
+ADAPTER = register(FamilyAdapter("toy", transformers=("lemica_toys.toy_family:ToyTransformer",),
                                  teacache_signal="norm1"))
 
 
