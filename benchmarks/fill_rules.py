@@ -1,4 +1,4 @@
-"""The independence approximation, measured: planned vs realised error of multi-rule schedules (issue 13).
+"""The independence approximation, measured: planned vs realised error of multi-rule schedules.
 
 Calibration measures each (segment, rule) pair with everything before the segment taken from the reference
 trajectory. A schedule then chains segments, and a history rule (extrapolate, mean-velocity:k) reads earlier
@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from lemica._io import atomic_write_json
-from lemica.bench.meancache import calibrate_fill_graph
+from lemica.bench.fill_graph import calibrate_fill_graph
 from lemica.calibration import final_latents
 from lemica.graph import ErrorGraph, expand_rules
 from lemica.models import tiny_t2v

@@ -68,7 +68,3 @@ class ConcurrentCallError(LemicaError):
     """A lemica-cached pipeline was called from a second thread while another thread's call was in progress.
     Pipelines are not thread-safe (diffusers keeps per-call state on the pipeline and its scheduler): use one
     pipeline per thread, or serialise the calls with a lock."""
-
-
-class MethodUnavailable(LemicaError):
-    """A bench method cannot run on this workload or budget; the message says why (it goes into the results)."""

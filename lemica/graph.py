@@ -4,7 +4,7 @@ Node k is denoising step k (0 = noisiest). Edge (i, j) means "compute the full t
 and j, fill i+1 .. j-1 from the cache"; its weight is the measured output error of doing so. How the
 skipped steps are filled is the edge's *rule*, so the graph is a multigraph: one `Edge` per (i, j, rule).
 
-Rules are open-ended names; lemica knows
+Rules are open-ended names (their grammar, history and order: ``lemica.rules``); lemica knows
 
 * ``residual`` (the default, LeMiCa's rule): reuse the block-stack residual of step i;
 * ``extrapolate``: first-order extrapolation of the residual from the two most recent computed steps;
@@ -24,7 +24,6 @@ import json
 import math
 import numbers
 import os
-import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -32,17 +31,13 @@ from typing import Any, Iterable, Mapping
 
 from lemica._io import atomic_write_bytes, read_json
 from lemica.errors import GraphFormatError
+from lemica.rules import (EXTRAPOLATE, MEAN_VELOCITY, RESIDUAL, expand_rules, mean_velocity,  # noqa: F401 (re-exported)
+                          rule_available, rule_history, rule_problem, rule_sort_key, sort_rules)
 
 FORMAT = "lemica-graph"
 VERSION = 2  # the newest version this lemica writes
 VERSIONS = (1, 2)  # the versions it reads
 MAX_STEPS = 10_000  # far beyond any sampler; refuses absurd sizes before anything T-sized is allocated
-
-RESIDUAL = "residual"
-EXTRAPOLATE = "extrapolate"
-MEAN_VELOCITY = "mean-velocity"
-_MEAN_VELOCITY_RE = re.compile(r"mean-velocity:([1-9][0-9]*)")
-
 
 # The graph metadata that says what a graph (and a schedule planned on it) is valid for: a run that differs in
 # any of these is not the run that was calibrated.
@@ -51,102 +46,8 @@ CALIBRATION_KEYS = ("pipeline", "transformer", "transformer_config_hash", "sampl
 
 
 # ----------------------------------------------------------------------------------------------
-# fill rules
+# fill rules (names, history and order: lemica.rules)
 # ----------------------------------------------------------------------------------------------
-def mean_velocity(k: int) -> str:
-    """Name of MeanCache's rule with a k-step window: ``mean-velocity:k``."""
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
-        raise ValueError(f"mean-velocity window must be an integer >= 1, got {k!r}")
-    return f"{MEAN_VELOCITY}:{int(k)}"
-
-
-def rule_problem(name: Any) -> str | None:
-    """Why `name` is not a valid rule name, or None when it is.
-
-    Any non-empty string without surrounding whitespace is a rule; names of the ``mean-velocity`` family
-    must carry a canonical window (``mean-velocity:3``, not ``mean-velocity:03``), so that one rule has
-    one name.
-    """
-    if not isinstance(name, str):
-        return f"rule name must be a string, got {name!r}"
-    if not name or name != name.strip():
-        return f"rule name must be non-empty without surrounding whitespace, got {name!r}"
-    if name.startswith(MEAN_VELOCITY) and not _MEAN_VELOCITY_RE.fullmatch(name):
-        return f"rule {name!r}: the mean-velocity rule is written 'mean-velocity:k' with an integer k >= 1"
-    return None
-
-
-def rule_history(name: str) -> int:
-    """How many steps before the segment start a rule reads (0 for rules lemica does not know).
-
-    ``extrapolate`` reads one earlier computed step. ``mean-velocity:k`` at the first cached step i+1 of a
-    segment starting at i averages the last k logged steps i+1-k .. i, so it reads k - 1 steps before the
-    start: ``mean-velocity:1`` works from step 0, as in MeanCache's own Qwen-Image-2512 B=10 table, whose first
-    segment 0 -> 2 uses it (UnicomAI/MeanCache MeanCache4Qwen-Image/Mc_qwenimage_2512.py:383-391).
-    """
-    if name == EXTRAPOLATE:
-        return 1
-    match = _MEAN_VELOCITY_RE.fullmatch(name)
-    return int(match.group(1)) - 1 if match else 0
-
-
-def rule_available(name: str, start: int) -> bool:
-    """Whether the rule can fill a segment that starts at computed step `start` (it has the history)."""
-    return start >= rule_history(name)
-
-
-def rule_sort_key(name: str) -> tuple:
-    """Fixed rule order: residual, extrapolate, mean-velocity by window, then others by name.
-
-    The planner breaks exact ties between rules in this order, so the result never depends on how a
-    graph happens to list them.
-    """
-    if name == RESIDUAL:
-        return (0, 0, "")
-    if name == EXTRAPOLATE:
-        return (1, 0, "")
-    match = _MEAN_VELOCITY_RE.fullmatch(name)
-    if match:
-        return (2, int(match.group(1)), "")
-    return (3, 0, name)
-
-
-def sort_rules(names: Iterable[str]) -> tuple[str, ...]:
-    """Distinct rule names in the fixed order of `rule_sort_key`."""
-    return tuple(sorted(set(names), key=rule_sort_key))
-
-
-def expand_rules(text: str | Iterable[str]) -> tuple[str, ...]:
-    """Rule names from a comma-separated list, with windows as ranges: ``"residual,extrapolate,mean-velocity:1-4"``
-    is residual, extrapolate and mean-velocity:1 .. mean-velocity:4, in `rule_sort_key` order.
-
-    ``"all"`` is lemica's built-in rules with MeanCache's windows 1..5. Raises ValueError naming a bad entry.
-    """
-    items = [text] if isinstance(text, str) else list(text)
-    names: list[str] = []
-    for item in items:
-        for part in (p.strip() for p in str(item).split(",")):
-            if not part:
-                continue
-            if part == "all":
-                names += [RESIDUAL, EXTRAPOLATE, *(mean_velocity(k) for k in range(1, 6))]
-                continue
-            match = re.fullmatch(r"mean-velocity:([1-9][0-9]*)-([1-9][0-9]*)", part)
-            if match:
-                lo, hi = int(match.group(1)), int(match.group(2))
-                if lo > hi:
-                    raise ValueError(f"rule range {part!r}: {lo} > {hi}")
-                names += [mean_velocity(k) for k in range(lo, hi + 1)]
-                continue
-            problem = rule_problem(part)
-            if problem:
-                raise ValueError(problem)
-            names.append(part)
-    if not names:
-        raise ValueError("no fill rule given")
-    return sort_rules(names)
-
-
 def _check_rule(name: Any) -> str:
     problem = rule_problem(name)
     if problem:

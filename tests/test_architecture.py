@@ -1,5 +1,5 @@
 """The package's shape, checked statically: imports go one way (no cycles), no module imports another module's
-private names, diffusers internals are touched in one module only, and the pure core stays free of torch."""
+private names, diffusers internals are touched only in the listed modules, and the pure core stays free of torch."""
 from __future__ import annotations
 
 import ast
@@ -11,9 +11,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "lemica"
-DIFFUSERS_ADAPTER = "lemica.runtime.diffusers_compat"
-PURE_CORE = ("lemica.errors", "lemica.graph", "lemica.schedule", "lemica.planner", "lemica.presets", "lemica._io",
-             "lemica.bench.registry")
+# The modules that may touch diffusers internals, each with why.
+DIFFUSERS_INTERNALS = {
+    "lemica.runtime.diffusers_compat": "lemica's own hooks: block-list names, block layouts, the cache context",
+    "lemica.bench.diffusers_peers": "diffusers' peer caches run as their authors run them (per-branch state, "
+                                    "TaylorSeer's official steps); bench only",
+}
+PURE_CORE = ("lemica.errors", "lemica.rules", "lemica.graph", "lemica.schedule", "lemica.planner", "lemica.presets",
+             "lemica._io", "lemica.bench.methods", "lemica.cli.bench")
 
 
 def _module_name(path: Path) -> str:
@@ -99,10 +104,11 @@ def test_no_module_imports_another_modules_private_names():
     assert not offences, offences
 
 
-def test_diffusers_internals_are_touched_in_one_module_only():
+def test_diffusers_internals_are_touched_in_the_listed_modules_only():
+    assert set(DIFFUSERS_INTERNALS) <= set(MODULES)
     offences = []
     for name in MODULES:
-        if name == DIFFUSERS_ADAPTER:
+        if name in DIFFUSERS_INTERNALS:
             continue
         for module, names, line in _imports(name):
             if module.split(".")[0] != "diffusers":

@@ -13,8 +13,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from lemica.bench import report  # noqa: E402
 from lemica.bench.counting import TransformerFlops, measure, probe_linear  # noqa: E402
-from lemica.bench.methods import REGISTRY, BenchContext, Method, Setting  # noqa: E402
-from lemica.bench.runner import Matcher, Reference, run_bench, run_setting  # noqa: E402
+from lemica.bench.context import BenchContext  # noqa: E402
+from lemica.bench.methods import REGISTRY, Kind, Method, Setting  # noqa: E402
+from lemica.bench.runner import Reference, run_bench, run_setting  # noqa: E402
+from lemica.bench.tuning import Matcher, TuningStore  # noqa: E402
 from lemica.bench.teacache import (IDENTITY, TeaCachePolicy, TeaCacheRecorder, fit_coefficients,  # noqa: E402
                                    modulated_input, published_coefficients)
 from lemica.bench.workload import tiny_pipeline_workload  # noqa: E402
@@ -164,7 +166,7 @@ class _FakeMatcher(Matcher):
     """Compute = a staircase in the knob, no pipeline needed."""
 
     def __init__(self, steps_of):
-        self.ctx, self.match, self._memo, self.log = None, "steps", {}, []
+        self.ctx, self.match, self.store, self.log = None, "steps", TuningStore(), []
         self.steps_of = steps_of
 
     def evaluate(self, method, setting):
@@ -172,7 +174,7 @@ class _FakeMatcher(Matcher):
 
 
 def _threshold_method(lo=1e-3, hi=10.0):
-    return Method("fake", "fake", "threshold",
+    return Method("fake", "fake", Kind.THRESHOLD,
                   lambda ctx, value, budget: Setting("fake", f"{value}", {"threshold": value}, None), (lo, hi))
 
 
@@ -191,13 +193,13 @@ def test_bisection_reports_unreachable_budgets():
 
 def test_discrete_picks_nearest_then_cheaper():
     settings = [Setting("d", str(v), {"threshold": v}, None) for v in (18, 14, 16, 12)]
-    method = Method("d", "d", "discrete", lambda ctx: settings)
+    method = Method("d", "d", Kind.DISCRETE, lambda ctx: settings)
     setting, info = _FakeMatcher(lambda v: v).tune(method, 15)
     assert setting.knob["threshold"] == 14  # 14 and 16 are equally near: take less compute
 
 
 def test_peer_grids_are_the_official_ranges():
-    # issue 12: the fixed MagCache ladder / DBCache warm-up rule became grids chosen by tuning quality
+    # MagCache's and DBCache's knobs are grids of the official ranges, chosen by tuning quality
     ctx = type("Ctx", (), {"num_steps": 30})()
     mag = REGISTRY["magcache"].grid(ctx, 10)
     assert {p["retention_ratio"] for p in mag} == {0.1, 0.2} and {p["max_skip_steps"] for p in mag} == {2, 3, 4, 5, 6}
@@ -265,8 +267,8 @@ def test_json_has_no_infinity():
 
 
 def test_cli_method_list_matches_registry():
-    from lemica.bench.registry import METHOD_NAMES
-    assert METHOD_NAMES == tuple(REGISTRY)
+    from lemica.bench.methods import method_names
+    assert method_names() == tuple(REGISTRY)
 
 
 def test_cli_rejects_unknown_method():
@@ -387,7 +389,8 @@ def test_mag_ratio_recorder_equals_diffusers_magcache_calibration():
 
     from diffusers import MagCacheConfig
 
-    from lemica.bench.methods import MagRatioRecorder, _diffusers_installer
+    from lemica.bench.magcache import MagRatioRecorder
+    from lemica.bench.methods.common import diffusers_installer
 
     tp = tiny_pipeline_workload("wan", prompts=1, seeds=(0,), num_steps=6)
     sample = tp.tuning[0]
@@ -409,7 +412,7 @@ def test_mag_ratio_recorder_equals_diffusers_magcache_calibration():
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:
-        with _diffusers_installer(lambda pipe: MagCacheConfig(calibrate=True, num_inference_steps=6))(tp.pipe):
+        with diffusers_installer(lambda pipe: MagCacheConfig(calibrate=True, num_inference_steps=6))(tp.pipe):
             tp.generate(sample)
     finally:
         logger.removeHandler(handler)

@@ -8,9 +8,10 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from lemica.bench import meancache  # noqa: E402
-from lemica.bench.meancache import FillGraphOptions  # noqa: E402
-from lemica.bench.methods import REGISTRY, BenchContext  # noqa: E402
+from lemica.bench.context import BenchContext  # noqa: E402
+from lemica.bench.fill_graph import FillGraphOptions, fill_graph  # noqa: E402
+from lemica.bench.methods import REGISTRY  # noqa: E402
+from lemica.bench.methods import lemica_fill, meancache  # noqa: E402
 from lemica.bench.runner import run_bench  # noqa: E402
 from lemica.bench.workload import tiny_pipeline_workload  # noqa: E402
 from lemica.graph import ErrorGraph  # noqa: E402
@@ -26,8 +27,7 @@ def workload(one_thread):
 @pytest.fixture(scope="module")
 def result(workload, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    ctx = BenchContext(workload, None)
-    ctx.out, ctx.fill_graph_options = out, OPTIONS
+    ctx = BenchContext(workload, None, out=out, fill_graph_options=OPTIONS)
     res = run_bench(ctx, ["vanilla", "meancache", "lemica-fill"], [3], progress=False, log=lambda _: None)
     return res, ctx, out
 
@@ -41,8 +41,8 @@ def test_rows_run_at_the_budget_with_their_rules(result):
     mc = rows["meancache"]["knob"]
     assert mc["objective"] == "peak" and mc["gamma"] in meancache.MEANCACHE_GAMMAS
     assert mc["rules"] and all(" mean-velocity:" in r for r in mc["rules"])
-    assert rows["lemica-fill"]["knob"]["objective"] in {o for o, _ in meancache.FILL_OBJECTIVES}
-    assert rows["lemica-fill"]["knob"]["rule_set"] in meancache.FILL_RULE_SETS
+    assert rows["lemica-fill"]["knob"]["objective"] in {o for o, _ in lemica_fill.FILL_OBJECTIVES}
+    assert rows["lemica-fill"]["knob"]["rule_set"] in lemica_fill.FILL_RULE_SETS
     assert res.meta["pipeline_restored_after_all_methods"]
     json.dumps(res.to_dict(), allow_nan=False)  # the report writes it as strict JSON
 
@@ -52,7 +52,7 @@ def test_tuning_is_on_tuning_samples_and_lemica_fill_sees_meancaches_candidates(
     context = res.meta["context"]
     mc, fill = context["meancache_B3_tuning"], context["lemica_fill_B3_tuning"]
     assert [c["gamma"] for c in mc["candidates"]] == list(meancache.MEANCACHE_GAMMAS)
-    assert len(fill["candidates"]) == len(meancache.FILL_OBJECTIVES) * len(meancache.FILL_RULE_SETS)
+    assert len(fill["candidates"]) == len(lemica_fill.FILL_OBJECTIVES) * len(lemica_fill.FILL_RULE_SETS)
     assert fill["tuning_samples"] == 1
     best = lambda record: max(c["tuning_psnr"] or float("inf") for c in record["candidates"])  # noqa: E731
     assert best(fill) >= best(mc)  # every rule, every objective: a superset of MeanCache's candidates
@@ -66,11 +66,10 @@ def test_the_graph_is_cached_in_the_output_folder(result, workload):
     (path,) = out.glob("fillgraph_T6_*.json")
     graph = ErrorGraph.load(path)
     assert graph.rules == ("residual", "extrapolate", "mean-velocity:1", "mean-velocity:2")
-    again = BenchContext(workload, None)
-    again.out, again.fill_graph_options = out, OPTIONS
-    assert meancache.fill_graph(again) == graph  # loaded, not recalibrated
+    again = BenchContext(workload, None, out=out, fill_graph_options=OPTIONS)
+    assert fill_graph(again) == graph  # loaded, not recalibrated
     given = BenchContext(workload, graph)  # a multi-rule --graph is used as is
-    assert meancache.fill_graph(given) is graph
+    assert fill_graph(given) is graph
 
 
 def test_registered_after_lemica_rows():
@@ -82,12 +81,11 @@ def test_lemica_fill_also_plans_on_the_residual_graph_of_the_lemica_rows(result,
     """With a residual-only graph for the lemica-* rows (ctx.graph), its plans join lemica-fill's candidates, so
     on the tuning samples lemica-fill is at least as good as each lemica-* objective."""
     res, ctx, out = result
-    multi = meancache.fill_graph(ctx)
+    multi = fill_graph(ctx)
     residual = multi.restrict_rules(["residual"])
-    given = BenchContext(workload, residual)
-    given.out, given.fill_graph_options = out, OPTIONS  # reuses the cached multi-rule graph
-    meancache.lemica_fill_schedule(given, 3)
+    given = BenchContext(workload, residual, out=out, fill_graph_options=OPTIONS)  # reuses the cached graph
+    lemica_fill.lemica_fill_schedule(given, 3)
     record = given.once("lemica_fill_B3_tuning", lambda: None)
     extra = [c for c in record["candidates"] if c["rule_set"] == "residual (lemica-* graph)"]
     assert [c["objective"] for c in extra] == ["lexminimax", "minimax", "shortest"]
-    assert len(record["candidates"]) == len(meancache.FILL_OBJECTIVES) * len(meancache.FILL_RULE_SETS) + 3
+    assert len(record["candidates"]) == len(lemica_fill.FILL_OBJECTIVES) * len(lemica_fill.FILL_RULE_SETS) + 3

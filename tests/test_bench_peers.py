@@ -19,16 +19,20 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from lemica.bench.easycache import EasyCachePolicy  # noqa: E402
-from lemica.bench.methods import REGISTRY, BenchContext, Method, Setting, _policy_installer  # noqa: E402
-from lemica.bench.runner import MATCH_TOLERANCE, Matcher, run_bench, run_setting, tuning_psnr  # noqa: E402
+from lemica.bench.context import BenchContext  # noqa: E402
+from lemica.bench.methods import REGISTRY, Kind, Method, Setting  # noqa: E402
+from lemica.bench.methods.common import policy_installer  # noqa: E402
+from lemica.bench.runner import run_bench, run_setting  # noqa: E402
+from lemica.bench.tuning import MATCH_TOLERANCE, Matcher, TuningStore, setting_key, tuning_psnr  # noqa: E402
 from lemica.bench.smoothcache import scan_schedule, smoothcache, smoothcache_calibration  # noqa: E402
 from lemica.bench.teacache import (MODE_A, MODE_B, Norm1Signal, TeaCachePolicy, WanEmbedderSignal,  # noqa: E402
                                    family_of, published_coefficients)
+from lemica.bench.errors import MethodUnavailable  # noqa: E402
 from lemica.bench.workload import SeedOverlapError, pipeline_workload, tiny_pipeline_workload  # noqa: E402
-from lemica.errors import LemicaError, MethodUnavailable  # noqa: E402
+from lemica.errors import LemicaError  # noqa: E402
 from lemica.runtime import Action, SchedulePolicy, cache_stats  # noqa: E402
-from lemica.runtime.diffusers_compat import (BranchState, ContextProbe, HookRegistry, ModelHook,  # noqa: E402
-                                             hooks_under, per_branch_state)
+from lemica.bench.diffusers_peers import BranchState, hooks_under, per_branch_state  # noqa: E402
+from lemica.runtime.diffusers_compat import ContextProbe, HookRegistry, ModelHook  # noqa: E402
 from lemica.schedule import Schedule  # noqa: E402
 
 C, R, S = Action.COMPUTE, Action.REUSE, Action.SERVE
@@ -95,7 +99,7 @@ def test_pab_computes_and_reuses_per_branch(wan):
 
     T = wan.num_steps
     shared = _executions_per_branch(wan, config(), wrap=False)
-    # diffusers' plain state: uncond always got cond's output of the same step (peers_spec.md §8)
+    # diffusers' plain state: uncond always got cond's output of the same step
     assert shared.get("attn2/cond") == T and shared.get("attn2/uncond", 0) == 0
     own = _executions_per_branch(wan, config(), wrap=True)
     half = -(-T // 2)
@@ -162,7 +166,7 @@ def test_teacache_wan_reads_the_condition_embedder_output(wan, mode, index):
     _spy_signal(policy, seen)
     handle = transformer.condition_embedder.register_forward_hook(lambda m, a, o: embedded.append(o[index]))
     try:
-        with _policy_installer(policy, [signal])(wan.pipe):
+        with policy_installer(policy, [signal])(wan.pipe):
             wan.generate(wan.tuning[0])
             stats = cache_stats(wan.pipe)
     finally:
@@ -189,7 +193,7 @@ def test_teacache_flux_signal_is_first_block_norm1():
     norm1 = flux.pipe.transformer.transformer_blocks[0].norm1
     handle = norm1.register_forward_hook(lambda m, a, o: normed.append(o[0]))
     try:
-        with _policy_installer(policy, [signal])(flux.pipe):
+        with policy_installer(policy, [signal])(flux.pipe):
             flux.generate(flux.tuning[0])
     finally:
         handle.remove()
@@ -430,8 +434,8 @@ def _two_point_method(T: int) -> Method:
         steps = list(range(budget - 1)) + [T - 1] if front else list(Schedule.uniform(T, budget).full_steps)
         schedule = Schedule(T, steps)
         return Setting("two-point", f"front={front}", {"threshold": threshold, "front": front},
-                       _policy_installer(SchedulePolicy(schedule)), schedule=schedule)
-    return Method("two-point", "two point", "threshold", make, (1e-3, 1.0),
+                       policy_installer(SchedulePolicy(schedule)), schedule=schedule)
+    return Method("two-point", "two point", Kind.THRESHOLD, make, (1e-3, 1.0),
                   grid=lambda ctx, budget: [{"front": True}, {"front": False}])
 
 
@@ -462,11 +466,11 @@ def test_grid_picks_the_best_tuning_quality_and_never_runs_evaluation_samples(wa
 class _QualityMatcher(Matcher):
     def __init__(self, table):
         self.ctx, self.match, self.log, self.table = None, "steps", [], table
-        self._quality = {}
+        self.store = TuningStore()
 
     def evaluate(self, method, setting):
         compute, quality = self.table[setting.knob["point"]]
-        self._quality[self._key(method, setting)] = quality
+        self.store.quality[setting_key(method, setting)] = quality
         return compute
 
     def key_name(self, method):
@@ -475,7 +479,7 @@ class _QualityMatcher(Matcher):
 
 def test_grid_choice_rule():
     settings = [Setting("d", p, {"point": p, "n": 1}, None) for p in ("a", "b", "c", "d")]
-    method = Method("d", "d", "discrete", lambda ctx: settings, budget_knob="n")
+    method = Method("d", "d", Kind.DISCRETE, lambda ctx: settings, budget_knob="n")
     # b is the best but over the budget by more than the tolerance; c is at the budget and better than a
     matcher = _QualityMatcher({"a": (10.0, 30.0), "b": (10.0 + MATCH_TOLERANCE + 0.5, 40.0), "c": (9.5, 35.0),
                                "d": (10.5, 20.0)})
@@ -524,7 +528,7 @@ def test_embedded_defaults_evaluate_on_seeds_the_shipped_graph_never_saw():
 
 
 def test_resolve_graph_refuses_a_graph_calibrated_on_an_evaluation_seed(tmp_path):
-    from lemica.cli.bench import resolve_graph
+    from lemica.bench.graphs import resolve_graph
     from lemica.graph import ErrorGraph
 
     import dataclasses

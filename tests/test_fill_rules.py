@@ -63,7 +63,7 @@ def test_window_one_is_exactly_the_last_velocity():
 def test_mean_velocity_of_a_linear_velocity():
     """v(sigma) = a + b sigma logged on evenly spaced sigmas (gap d): the Euler x differences are left Riemann sums,
     so J = -b (k - 1) / (2k) exactly, and the served velocity is v_{i-1} + b (k - 1) / (2k) (sigma_{i+1} - sigma_i)
-    (-> -b/2, MeanCache's mean velocity over the next interval, as the window grows; peers_spec.md §1.3)."""
+    (-> -b/2, MeanCache's mean velocity over the next interval, as the window grows)."""
     a, b = torch.tensor([0.3, -1.0], dtype=torch.float64), torch.tensor([2.0, 0.5], dtype=torch.float64)
     sigmas = [1.0 - 0.1 * m for m in range(6)] + [0.3]
     vs = [a + b * s for s in sigmas[:5]]

@@ -84,7 +84,7 @@ def files(tmp_path):
 
 
 NO_CUDA = pytest.mark.skipif(CUDA, reason="needs a machine without CUDA")
-# (args, exit code, message); {t} is the test's folder (see `files`). Each row is a reproduction from issue 11.
+# (args, exit code, message); {t} is the test's folder (see `files`). Each row is one bad input.
 CASES = {
     # 1. output paths: unwritable, a directory, inside a file; before any work
     "plan-out-proc": (["plan", GRAPH, "-b", 20, "--out", "/proc/x.json"], 1, r"--out: cannot write /proc/x.json"),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from common import calibrated, main_graph, parser, plot_lines, setup, table, workload, write
 
-from lemica.bench.methods import BenchContext
+from lemica.bench.context import BenchContext
 from lemica.bench.runner import run_bench
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from common import calibrated, main_graph, parser, plot_lines, run, setup, table, vanilla, workload, write
 
-from lemica.bench.methods import REGISTRY, BenchContext, schedule_setting
+from lemica.bench.context import BenchContext
+from lemica.bench.methods import REGISTRY, schedule_setting
 from lemica.planner import plan
 from lemica.schedule import Schedule
 

@@ -1,7 +1,7 @@
 """EasyCache (Zhou et al., 2025), the official Wan2.1 variant, re-implemented as a lemica ``StepPolicy``.
 
-Source: H-EmbodVis/EasyCache@5127804 ``EasyCache4Wan2.1/easycache_generate.py``, ``easycache_forward`` (:451-644);
-peers_spec.md §3.1. This is the authors' official code path, *not* ComfyUI core's ``nodes_easycache.py`` (which
+Source: H-EmbodVis/EasyCache@5127804 ``EasyCache4Wan2.1/easycache_generate.py``, ``easycache_forward`` (:451-644).
+This is the authors' official code path, *not* ComfyUI core's ``nodes_easycache.py`` (which
 measures the input change against the last computed step, subsamples by 8 and warms up in sigma percent).
 
 EasyCache works on the whole transformer call, input to output:

@@ -1,7 +1,7 @@
 """SmoothCache (Liu et al., CVPR-W 2025), re-implemented faithfully: per-component output caching per guidance
 branch, with its own calibration.
 
-Official code: Roblox/SmoothCache@edeb4ed (PyPI ``dit-smoothcache`` 0.1.1); peers_spec.md §4.
+Official code: Roblox/SmoothCache@edeb4ed (PyPI ``dit-smoothcache`` 0.1.1).
 
 **Runtime** (``SmoothCache/smooth_cache_helper.py``): the ``forward`` of every named component (``attn1``,
 ``attn2``, ``ffn`` in a Wan block) is wrapped (``:93-110``); at a step whose schedule entry is 0 the component
@@ -15,7 +15,7 @@ j = 1..k (k = ``calibration_lookahead`` = 3), ``row_{j-1}[i] = ||o_i - o_{i+j}||
 (:227-257), and ``_scan_nrows_sublists`` (:289-347) scans greedily from step 0: the longest reuse (lag k down to 1)
 whose error at the farthest reused step is <= alpha, else compute this step; steps 0 and T-1 are forced to 1.
 
-Why not the PyPI wheel (checked on this machine, peers_spec.md §4.3-4.4): it installs without a CUDA torch, but
+Why not the PyPI wheel ``dit-smoothcache`` 0.1.1: it installs without a CUDA torch, but
 (1) ``current_steps`` counts *calls* of a module, so with cond and uncond called separately the schedule is
 indexed by call, not step (a T-entry schedule runs out after T/2 steps and then always computes); (2) its cache is
 keyed by module only, so a reused uncond call returns the *cond* output of the same step (observed on a tiny
@@ -33,7 +33,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from lemica.errors import MethodUnavailable
+from lemica.bench.errors import MethodUnavailable
 from lemica.runtime.clock import StepClock
 from lemica.runtime.diffusers_compat import ContextProbe, HookRegistry, ModelHook
 from lemica.runtime.hooks import find_blocks

@@ -9,7 +9,7 @@ cond and uncond branches run identical code on separate accumulators, previous s
   ``:552-568``) while the accumulator stays below the threshold, else computed and the accumulator reset;
 * ``s_prev`` is updated on every call, computed or skipped.
 
-Which signal, and which steps are forced, is what the official modes differ in (peers_spec.md §2):
+Which signal, and which steps are forced, is what the official modes differ in:
 
 =======  =======================================  ================================  =======================
 mode     signal                                   forced steps                      source
@@ -41,7 +41,9 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from lemica.errors import MethodUnavailable, PresetNotFoundError
+from lemica.bench.errors import MethodUnavailable
+from lemica.families import adapter_for
+from lemica.errors import PresetNotFoundError
 from lemica.runtime import Action, StepPolicy
 
 IDENTITY = (1.0, 0.0)
@@ -192,25 +194,20 @@ def _first_block(transformer: torch.nn.Module) -> torch.nn.Module:
     return find_blocks(transformer)[0][1]
 
 
-NORM1_BLOCKS = ("FluxTransformerBlock", "HunyuanVideoTransformerBlock")
-
-
 def family_of(transformers: dict[str, torch.nn.Module]) -> str:
-    """"wan", "norm1" (FLUX / HunyuanVideo-style first blocks) or "generic"."""
+    """"wan", "norm1" (FLUX / HunyuanVideo) or "generic": the TeaCache signal of the model's family
+    (``lemica.families``)."""
     module = next(iter(transformers.values()))
-    if type(module).__name__.startswith("Wan") and hasattr(module, "condition_embedder"):
-        return "wan"
-    if type(_first_block(module)).__name__ in NORM1_BLOCKS:
-        return "norm1"
-    return "generic"
+    signal = adapter_for(module).teacache_signal
+    return "generic" if signal == "wan" and not hasattr(module, "condition_embedder") else signal
 
 
 # ---------------------------------------------------------------------------------------------- modes
 class Mode:
     """One official TeaCache mode: its signal and its forced steps."""
 
-    def __init__(self, name: str, title: str, warmup: int, force_last: bool):
-        self.name, self.title, self.warmup, self.force_last = name, title, warmup, force_last
+    def __init__(self, name: str, warmup: int, force_last: bool):
+        self.name, self.warmup, self.force_last = name, warmup, force_last
 
     def signal_for(self, transformers: dict[str, torch.nn.Module]) -> Signal:
         family = family_of(transformers)
@@ -226,9 +223,8 @@ class Mode:
 
 # Mode A: ``ret_steps = 1*2`` calls, ``cutoff_steps = 2T-2`` (last step forced); mode B: ``ret_steps = 5*2``,
 # ``cutoff_steps = 2T`` (never); ``teacache_generate.py:881-894``. FLUX/Hunyuan force ``cnt == 0 or cnt == T-1``.
-MODE_A = Mode("A", "TeaCache (official Wan mode A: temb, step 0 and last step computed)", warmup=1, force_last=True)
-MODE_B = Mode("B", "TeaCache (official Wan mode B: timestep_proj, use_ret_steps: steps 0-4 computed)", warmup=5,
-              force_last=False)
+MODE_A = Mode("A", warmup=1, force_last=True)  # titles: lemica.bench.methods.teacache
+MODE_B = Mode("B", warmup=5, force_last=False)
 
 
 class TeaCachePolicy(StepPolicy):

@@ -10,14 +10,14 @@ from typing import Annotated, Optional
 
 import typer
 
-from lemica.bench.registry import METHOD_NAMES
+from lemica.bench.graphs import cached_graph_path
+from lemica.bench.methods import REGISTRY, method_names, parse_methods
 from lemica.cli._common import (STEPS_RANGE, DeviceOption, DtypeOption, FramesOption, HeightOption, PipelineOption,
                                 WidthOption, budgets_list, check_json_file, check_run_inputs, fail, finite, info,
                                 int_list, load_graph_or_exit, load_pipeline_or_exit, out_dir,
                                 prompts_file as prompts_file_check, quiet_libraries, read_prompts_file, seeds_list,
                                 size_kwargs, warn)
 from lemica.errors import LemicaError
-from lemica.graph import ErrorGraph
 from lemica.pipelines import default_graph_path
 
 DEFAULT_OUT = Path("runs/bench")
@@ -45,48 +45,37 @@ def default_budgets(num_steps: int) -> list[int]:
     return list(dict.fromkeys(max(2, round(num_steps / k)) for k in (2, 3, 4)))
 
 
-def resolve_graph(workload, graph_path: Path | None, out: Path, samples: int, max_skip: int,
-                  progress: bool = True, graph: ErrorGraph | None = None):
-    """The error graph: --graph (``graph``, loaded and checked up front), else the one shipped for the workload
-    (if its T matches), else one calibrated here (on the calibration prompts with the workload's calibration seeds,
-    cached in OUT). Refuses (``SeedOverlapError``) a graph whose calibration seeds include an evaluation seed."""
-    from lemica.bench.workload import check_disjoint_seeds
-    from lemica.calibration import calibrate, check_graph_matches
+def _workload(pipeline, prompts, prompts_file, calibration_prompts_file, seeds, calibration_seeds, tuning_prompts,
+              calibration_samples, T, guidance, shift, device, dtype, size):
+    """The embedded model on its held-out prompts, or a pipeline (the embedded one included) on the user's."""
+    from lemica.bench.workload import tiny_t2v_workload
 
-    if graph is not None or graph_path is not None:
-        graph = graph if graph is not None else load_graph_or_exit(graph_path, "--graph")
-        source = str(graph_path)
-    elif workload.graph_path and ErrorGraph.load(workload.graph_path).num_steps == workload.num_steps:
-        graph, source = ErrorGraph.load(workload.graph_path), workload.graph_path
-    else:
-        cache = cached_graph_path(out, workload.num_steps, samples, max_skip)
-        if cache.exists():
-            graph, source = load_graph_or_exit(cache, "cached graph"), str(cache)
-        else:
-            info(f"calibrating an error graph: {samples} calibration prompt(s), T={workload.num_steps}, "
-                 f"max skip {max_skip} (cached in {cache})")
-            start = time.perf_counter()
-            graph = calibrate(workload.pipe, workload.calibration_prompts(samples), workload.calibration_seeds,
-                              num_inference_steps=workload.num_steps, max_skip=max_skip,
-                              workdir=out / "calibration", progress=progress, **workload.call_kwargs)
-            graph.save(cache)
-            info(f"calibrated in {time.perf_counter() - start:.0f}s")
-            source = str(cache)
-    graph_seeds = (graph.meta or {}).get("seeds")
-    if graph_seeds is None:
-        info(f"warning: the graph {source} does not record its calibration seeds; make sure they are not the "
-             f"evaluation seeds {workload.evaluation_seeds}")
-    else:
-        check_disjoint_seeds(workload.evaluation_seeds, graph_seeds, f"the error graph {source}")
-    problems = check_graph_matches(graph, workload.pipe, workload.num_steps, workload.call_kwargs)
-    for problem in problems:
-        warn(f"the graph does not match this run: {problem}")
-    return graph, {"source": source, "num_steps": graph.num_steps, "max_skip": graph.max_skip,
-                   "samples": (graph.meta or {}).get("samples"), "seeds": graph_seeds, "mismatches": problems}
+    embedded = pipeline == "embedded"
+    if embedded and prompts_file is None:
+        if calibration_prompts_file is not None:
+            fail("--calibration-prompts-file needs --prompts-file with the embedded model (its held-out prompts "
+                 "come with their own calibration prompts)", code=2)
+        try:
+            return tiny_t2v_workload(prompts, seeds, tuning_prompts, num_steps=T, shift=shift,
+                                     guidance_scale=guidance, calibration_seeds=calibration_seeds)
+        except FileNotFoundError as e:
+            fail(str(e))
+    evaluation = read_prompts_file(prompts_file, "--prompts-file")[:prompts]
+    if calibration_prompts_file is not None:
+        calibration = read_prompts_file(calibration_prompts_file, "--calibration-prompts-file")
+    else:  # the embedded model on the user's prompts: tuned on (and shipped graph from) its calibration set
+        from lemica.models.tiny_t2v import calibration_prompts
 
+        calibration = calibration_prompts(max(tuning_prompts, calibration_samples))
+    if embedded and guidance is None:
+        from lemica.models.tiny_t2v import DEFAULT_GUIDANCE
 
-def cached_graph_path(out: Path, num_steps: int, samples: int, max_skip: int) -> Path:
-    return out / f"graph_T{num_steps}_n{samples}_L{max_skip}.json"
+        guidance = DEFAULT_GUIDANCE
+    workload = _text_workload(pipeline, evaluation, calibration, seeds, T, guidance, shift, device, dtype,
+                              size, calibration_seeds, tuning_prompts)
+    if embedded and calibration_prompts_file is None:
+        workload.graph_path = str(default_graph_path())
+    return workload
 
 
 def _teacache_name(ctx: typer.Context, value: str):
@@ -116,7 +105,7 @@ def bench_command(
                                                  **STEPS_RANGE)] = None,
     budgets: Annotated[Optional[str], typer.Option(
         help="Comma-separated full-step budgets B (default T/2,T/3,T/4).", callback=budgets_list)] = None,
-    methods: Annotated[str, typer.Option(help=f"Comma-separated subset of: {', '.join(METHOD_NAMES)}.")] = "all",
+    methods: Annotated[str, typer.Option(help=f"Comma-separated subset of: {', '.join(method_names())}.")] = "all",
     graph: Annotated[Optional[Path], typer.Option(help="Error graph for lemica's schedules (default: shipped or "
                                                        "calibrated here).")] = None,
     calibration_samples: Annotated[int, typer.Option(min=1, help="Prompts for the graph when it must be "
@@ -152,10 +141,9 @@ def bench_command(
     """Compare lemica with every peer caching method at matched compute (default: the embedded model)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     quiet_libraries()
-    chosen = list(METHOD_NAMES) if methods == "all" else [m.strip() for m in methods.split(",") if m.strip()]
-    unknown = [m for m in chosen if m not in METHOD_NAMES]
+    chosen, unknown = parse_methods(methods)
     if unknown or not chosen:
-        fail(f"unknown methods {unknown or methods!r}; choose from {', '.join(METHOD_NAMES)}", code=2)
+        fail(f"unknown methods {unknown or methods!r}; choose from {', '.join(method_names())}", code=2)
     if match not in ("steps", "flops"):
         fail(f"--match must be 'steps' or 'flops', got {match!r}", code=2)
     seed_list = tuple(int_list(seeds, "--seeds", distinct=True))
@@ -167,7 +155,7 @@ def bench_command(
     embedded = pipeline == "embedded"
 
     # Everything the command line and the files fix is checked here, before the model loads or anything runs.
-    needs_graph = any(m.startswith("lemica") or m == "cache-dit-static" for m in chosen)
+    needs_graph = any(REGISTRY[m].needs_graph for m in chosen)
     the_graph = load_graph_or_exit(graph, "--graph") if graph is not None and needs_graph else None
     if steps is None and the_graph is not None:
         steps = the_graph.num_steps
@@ -200,46 +188,22 @@ def bench_command(
 
     import torch
 
-    from lemica.bench.methods import BenchContext
+    from lemica.bench.context import BenchContext
+    from lemica.bench.graphs import resolve_graph
     from lemica.bench.report import environment, summary_lines, write_all
     from lemica.bench.runner import run_bench
-    from lemica.bench.workload import tiny_t2v_workload
 
     torch.set_num_threads(threads)
-    if embedded and prompts_file is None:
-        if calibration_prompts_file is not None:
-            fail("--calibration-prompts-file needs --prompts-file with the embedded model (its held-out prompts "
-                 "come with their own calibration prompts)", code=2)
-        try:
-            workload = tiny_t2v_workload(prompts, seed_list, tuning_prompts, num_steps=T, shift=shift,
-                                         guidance_scale=guidance, calibration_seeds=calibration_seed_list)
-        except FileNotFoundError as e:
-            fail(str(e))
-    else:
-        evaluation = read_prompts_file(prompts_file, "--prompts-file")[:prompts]
-        if calibration_prompts_file is not None:
-            calibration = read_prompts_file(calibration_prompts_file, "--calibration-prompts-file")
-        else:  # the embedded model on the user's prompts: tuned on (and shipped graph from) its calibration set
-            from lemica.models.tiny_t2v import calibration_prompts
-
-            calibration = calibration_prompts(max(tuning_prompts, calibration_samples))
-        if embedded and guidance is None:
-            from lemica.models.tiny_t2v import DEFAULT_GUIDANCE
-
-            guidance = DEFAULT_GUIDANCE
-        workload = _text_workload(pipeline, evaluation, calibration, seed_list, T, guidance, shift, device, dtype,
-                                  size, calibration_seed_list, tuning_prompts)
-        if embedded and calibration_prompts_file is None:
-            workload.graph_path = str(default_graph_path())
+    workload = _workload(pipeline, prompts, prompts_file, calibration_prompts_file, seed_list, calibration_seed_list,
+                         tuning_prompts, calibration_samples, T, guidance, shift, device, dtype, size)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     graph_info = None
     try:
         if needs_graph:
             the_graph, graph_info = resolve_graph(workload, graph, out, calibration_samples, max_skip, progress,
-                                                  graph=the_graph)
-        ctx = BenchContext(workload, the_graph, teacache_coefficients)
-        ctx.out = out  # lemica-fill and meancache cache their multi-rule graph here (lemica.bench.meancache)
+                                                  graph=the_graph, log=info, warn=warn)
+        ctx = BenchContext(workload, the_graph, teacache_coefficients, out=out)
         result = run_bench(ctx, chosen, targets, match=match, progress=progress, log=info,
                            tuning_store=out / "tuning_cache.json")
     except KeyboardInterrupt:

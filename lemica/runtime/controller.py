@@ -107,7 +107,7 @@ class Controller:
 
     # ------------------------------------------------------------ one pipeline call at a time
     # The hooks, the step clock and the policy hold the state of *one* call. A second thread entering the pipeline
-    # while another thread's call is in progress would interleave its steps with the first's (the old symptom: a
+    # while another thread's call is in progress would interleave its steps with the first's (and fail later with a
     # misleading "no transformer block ran"), so it is refused at its scheduler.set_timesteps, before it touches
     # the scheduler or the hooks. A call is in progress while its thread is inside the pipeline's __call__ (so a
     # call that died half-way, on an exception, blocks nobody afterwards).

@@ -1,0 +1,242 @@
+"""Matching a budget: tune threshold and discrete methods (and static ones when matching FLOPs) on the tuning
+(calibration) samples only, so that their compute lands nearest the budget B.
+
+* ``TuningStore``: every tuning run's compute and tuning quality, kept in a JSON file so that a re-run of an
+  interrupted bench with the same workload skips the runs already done (tuning is most of a bench's cost);
+* ``bisect_threshold``: compute falls as the threshold rises, so log(threshold) is bisected for the budget;
+* ``choose_point``: among the grid points (a method's other knobs) at the budget, the best tuning quality
+  (``QUALITY_CRITERION``), else the point nearest the budget;
+* ``Matcher`` ties them together per method ``Kind``. The evaluation samples are never run here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from lemica._io import atomic_write_json
+from lemica.bench.errors import MethodUnavailable
+from lemica.bench.measuring import Measured, Reference, run_setting
+from lemica.bench.methods import Kind, Method, Setting, reference_method
+from lemica.calibration import pipeline_fingerprint, stable_hash
+
+SEARCH_STEPS = 9
+MATCH_TOLERANCE = 0.5  # a grid point is "at the budget" when its tuning compute is within this many steps
+QUALITY_CRITERION = ("mean over the tuning (calibration) samples of the video PSNR against vanilla (from the "
+                     "video's MSE, capped at 100 dB), among grid points whose tuning compute is within "
+                     f"{MATCH_TOLERANCE} of the target; else the point nearest the target")
+PSNR_CAP = 100.0
+STORE_VERSION = 2  # tuning cache entries carry compute and tuning quality
+
+
+def tuning_psnr(references: list[np.ndarray], videos: list[np.ndarray]) -> float:
+    """The grid choice's quality: mean over samples of 10 log10(1 / MSE) of the whole video (capped)."""
+    values = []
+    for ref, video in zip(references, videos, strict=True):
+        mse = float(np.mean((np.asarray(ref, dtype=np.float64) - np.asarray(video, dtype=np.float64)) ** 2))
+        values.append(PSNR_CAP if mse <= 10 ** (-PSNR_CAP / 10) else min(PSNR_CAP, -10 * math.log10(mse)))
+    return float(np.mean(values))
+
+
+def setting_key(method: Method, setting: Setting) -> tuple[str, str]:
+    return (method.name, json.dumps(setting.knob, sort_keys=True, default=str))
+
+
+class TuningStore:
+    """Compute and tuning quality per (method, knob); saved to ``path`` (if any) after every new run, and read
+    back when its workload fingerprint matches."""
+
+    def __init__(self, path: Path | None = None, fingerprint: str = ""):
+        self.path, self.fingerprint = path, fingerprint
+        self.compute: dict[tuple, float] = {}
+        self.quality: dict[tuple, float | None] = {}
+        if path is not None and path.exists():
+            saved = json.loads(path.read_text())
+            if saved.get("fingerprint") == fingerprint:
+                for e in saved["entries"]:
+                    self.compute[(e["method"], e["knob_key"])] = e["compute"]
+                    self.quality[(e["method"], e["knob_key"])] = e.get("tuning_psnr")
+
+    def has(self, key: tuple) -> bool:
+        return key in self.compute and self.quality.get(key) is not None
+
+    def put(self, key: tuple, compute: float, quality: float | None) -> None:
+        self.compute[key], self.quality[key] = compute, quality
+        if self.path is not None:
+            entries = [{"method": m, "knob_key": k, "compute": c, "tuning_psnr": self.quality.get((m, k))}
+                       for (m, k), c in self.compute.items()]
+            atomic_write_json(self.path, {"fingerprint": self.fingerprint, "entries": entries})
+
+
+def nearest(points: list[tuple[Setting, float]], budget: float) -> tuple[Setting, float]:
+    """The point whose compute is nearest the budget; of two equally near, the cheaper."""
+    return min(points, key=lambda p: (abs(p[1] - budget), p[1]))
+
+
+def bisect_threshold(compute_of: Callable[[float], float], threshold_range: tuple[float, float],
+                     budget: float) -> None:
+    """Compute falls as the threshold rises: bisect log(threshold) for the crossing of the budget (the caller
+    records every threshold tried through ``compute_of``)."""
+    lo, hi = threshold_range
+    if compute_of(hi) > budget:  # cannot reach the budget even at the largest threshold
+        return
+    while compute_of(lo) < budget and lo > 1e-7:
+        lo /= 10
+    for _ in range(SEARCH_STEPS):
+        mid = math.sqrt(lo * hi)
+        value = compute_of(mid)
+        if value == budget:
+            break
+        lo, hi = (mid, hi) if value > budget else (lo, mid)
+
+
+@dataclasses.dataclass
+class Candidate:
+    """One grid point, matched to the budget: its setting, compute and quality on the tuning samples."""
+
+    point: dict
+    setting: Setting
+    compute: float
+    quality: float | None
+    tried: int  # settings measured for this point
+
+    def describe(self, budget: float) -> dict:
+        return {"point": self.point, "setting": self.setting.label, "knob": self.setting.knob,
+                "compute": self.compute, "tuning_psnr": self.quality, "tried": self.tried,
+                "matched": abs(self.compute - budget) <= MATCH_TOLERANCE}
+
+
+def choose_point(candidates: list[Candidate], budget: int) -> tuple[Candidate, str]:
+    if len(candidates) == 1:
+        return candidates[0], "nearest compute (a single grid point)"
+    matched = [c for c in candidates if abs(c.compute - budget) <= MATCH_TOLERANCE and c.quality is not None]
+    if matched:
+        return max(matched, key=lambda c: (c.quality, -c.compute)), QUALITY_CRITERION
+    closest = min(candidates, key=lambda c: (abs(c.compute - budget), c.compute))
+    return closest, "nearest compute (no grid point reached the budget)"
+
+
+class Matcher:
+    """Tunes threshold and discrete methods on the tuning (calibration) samples only: per grid point, the
+    threshold/interval whose compute lands nearest the budget; then, among the points at the budget, the one with
+    the best quality on the tuning samples (``QUALITY_CRITERION``). The evaluation samples are never run here."""
+
+    def __init__(self, ctx, ref: Reference, match: str = "steps", store: Path | None = None):
+        """``store``: the ``TuningStore`` file (see there)."""
+        if match not in ("steps", "flops"):
+            raise ValueError(f"match must be 'steps' or 'flops', got {match!r}")
+        self.ctx, self.ref, self.match = ctx, ref, match
+        self.store = TuningStore(store, self._workload_fingerprint())
+        self.log: list[dict] = []
+        self.reused = 0
+        self._vanilla_videos: list[np.ndarray] | None = None
+        self._seen: set[tuple] = set()  # settings asked for in this run
+        self.stored = len(self.store.compute)  # tuning runs found in the store
+
+    def _workload_fingerprint(self) -> str:
+        work = self.ctx.workload
+        return stable_hash({"pipeline": pipeline_fingerprint(work.pipe, work.num_steps, work.call_kwargs),
+                            "call_kwargs": work.call_kwargs, "match": self.match, "branches": self.ref.branches,
+                            "tuning": [(s.prompt, s.seed, s.kwargs) for s in work.tuning],
+                            "version": STORE_VERSION})
+
+    def key_name(self, method: Method) -> str:
+        return "equivalent steps (FLOPs)" if self._by_flops(method) else "full steps"
+
+    def _by_flops(self, method: Method) -> bool:
+        return self.match == "flops" or method.partial
+
+    def compute_of(self, method: Method, measured: Measured) -> float:
+        if self._by_flops(method):
+            return self.ref.equivalent_steps(measured.mean(measured.flops))
+        return self.ref.full_steps(measured.mean(measured.block_runs))
+
+    def vanilla_tuning_videos(self) -> list[np.ndarray]:
+        if self._vanilla_videos is None:
+            vanilla = reference_method().make(self.ctx)
+            self._vanilla_videos = run_setting(self.ctx.workload, vanilla, self.ctx.workload.tuning, timed=False,
+                                               flops=False).videos
+        return self._vanilla_videos
+
+    def evaluate(self, method: Method, setting: Setting) -> float:
+        """The setting's compute on the tuning samples (measured once; its tuning quality is kept alongside)."""
+        key = setting_key(method, setting)
+        if key in self._seen:
+            return self.store.compute[key]
+        self._seen.add(key)
+        reused = self.store.has(key)
+        if reused:  # measured by an earlier, interrupted run of the same bench
+            self.reused += 1
+        else:
+            measured = run_setting(self.ctx.workload, setting, self.ctx.workload.tuning, timed=False,
+                                   flops=self._by_flops(method))
+            self.store.put(key, self.compute_of(method, measured),
+                           tuning_psnr(self.vanilla_tuning_videos(), measured.videos))
+        self.log.append({"method": method.name, "knob": setting.knob, "compute": self.store.compute[key],
+                         "tuning_psnr": self.store.quality.get(key), "reused": reused})
+        return self.store.compute[key]
+
+    def quality_of(self, method: Method, setting: Setting) -> float | None:
+        return self.store.quality.get(setting_key(method, setting))
+
+    def tune(self, method: Method, budget: int) -> tuple[Setting, dict]:
+        info = {"target": budget, "matched_on": self.key_name(method)}
+        if method.kind is Kind.STATIC:  # FLOP matching: the budget B' whose compute lands nearest
+            points = []
+            for b in range(max(2, budget - 8), min(self.ctx.num_steps - 1, budget + 2) + 1):
+                try:
+                    setting = method.make(self.ctx, b)
+                except MethodUnavailable:
+                    continue
+                points.append((setting, self.evaluate(method, setting)))
+            if not points:
+                raise MethodUnavailable(f"no feasible budget near {budget}")
+            setting, achieved = nearest(points, budget)
+            return setting, dict(info, tuning_compute=achieved, candidates=len(points), criterion="nearest compute",
+                                 reachable=min(c for _, c in points) <= budget + 0.5)
+        candidates = self._candidates(method, budget)
+        if not candidates:
+            raise MethodUnavailable(f"no grid point of {method.name} is feasible at B={budget}")
+        chosen, how = choose_point(candidates, budget)
+        grid = [c.describe(budget) for c in candidates]
+        for entry, c in zip(grid, candidates):
+            entry["chosen"] = c is chosen
+        self.log.append({"event": "choice", "method": method.name, "budget": budget, "matched_on": info["matched_on"],
+                         "criterion": how, "chosen": chosen.point, "setting": chosen.setting.knob, "grid": grid})
+        return chosen.setting, dict(
+            info, tuning_compute=chosen.compute, tuning_psnr=chosen.quality,
+            candidates=sum(c.tried for c in candidates), criterion=how, chosen=chosen.point,
+            grid=grid if len(candidates) > 1 else None,
+            reachable=min(c.compute for c in candidates) <= budget + 0.5)
+
+    def _candidates(self, method: Method, budget: int) -> list[Candidate]:
+        """Per grid point, the setting nearest the budget."""
+        out = []
+        if method.kind is Kind.DISCRETE:
+            groups: dict[str, list[Setting]] = {}
+            for setting in method.make(self.ctx):
+                point = {k: v for k, v in setting.knob.items() if k != method.budget_knob}
+                groups.setdefault(json.dumps(point, sort_keys=True, default=str), []).append(setting)
+            for key, settings in groups.items():
+                tried = [(s, self.evaluate(method, s)) for s in settings]
+                setting, compute = nearest(tried, budget)
+                out.append(Candidate(json.loads(key), setting, compute, self.quality_of(method, setting), len(tried)))
+            return out
+        points = method.grid(self.ctx, budget) if method.grid is not None else [{}]
+        for point in points:
+            tried: list[tuple[Setting, float]] = []
+
+            def compute_of(threshold: float, point=point) -> float:
+                setting = method.make(self.ctx, threshold, budget, **point)
+                value = self.evaluate(method, setting)
+                tried.append((setting, value))
+                return value
+
+            bisect_threshold(compute_of, method.threshold_range, budget)
+            setting, compute = nearest(tried, budget)
+            out.append(Candidate(point, setting, compute, self.quality_of(method, setting), len(tried)))
+        return out
