@@ -133,6 +133,8 @@ class Plan:
             "worst": self.worst,
             "total": self.total,
         }
+        if self.schedule.ends_on_skip:  # the last segment (i, T): step T-1 is filled, not computed
+            d["ends_on_skip"] = True
         if self.objective == "peak":
             d["gamma"] = DEFAULT_GAMMA if self.gamma is None else self.gamma
             d["peak_total"] = self.peak_total
