@@ -378,9 +378,10 @@ class ErrorGraph:
             "edges": edges,
         }
         if version == 3:
-            rows3 = sorted((i, rule_sort_key(rule), rule, e) for rule, es in self.terminal.items() for i, e in es.items())
+            ends = sorted((i, rule_sort_key(rule), rule, e) for rule, es in self.terminal.items()
+                          for i, e in es.items())
             d["terminal_edges"] = [{"i": i, "rule": rule, "error": e.error, "std": e.std, "samples": e.samples}
-                                   for i, _, rule, e in rows3]
+                                   for i, _, rule, e in ends]
         d["meta"] = self.meta
         return d
 

@@ -7,8 +7,8 @@ extra zero edge; appending the same edge to every path ending at T-1 keeps their
 (the same argument as the DP's prefix property below), so among them the classic optimum stays optimal, and
 every objective compares them with the paths that end on a skip exactly (for ``lexminimax``, a plan that computes
 T-1 compares as its B-1 errors and a trailing 0 against the B errors of one that ends on a skip; `Plan.edge_errors`
-lists segments only, without that 0). ``keep_last_step=True`` ignores the
-terminal edges (every plan computes T-1, as in LeMiCa); graphs without terminal edges plan exactly as before.
+lists segments only, without that 0). ``keep_last_step=True`` ignores the terminal edges (every plan computes
+T-1, as in LeMiCa); graphs without terminal edges plan exactly as before.
 
 A path's nodes are the full-compute steps; its edges are the skips, each costing its graph error
 ((i, i+1) costs 0 unless the graph stores a value; missing longer edges are unusable). Objectives:

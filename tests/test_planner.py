@@ -668,7 +668,8 @@ def test_terminal_edges_max_error_and_tiny_chunks_match_brute_force(case, ceilin
 def terminal_example():
     """The example graph plus terminal residual edges that are cheap to skip the last step or two."""
     g = synthetic_graph(50, 10)
-    return ErrorGraph(50, 10, g.edges, g.meta, terminal={RESIDUAL: {i: Edge(0.001 * (50 - i) ** 2) for i in range(40, 49)}})
+    terminal = {RESIDUAL: {i: Edge(0.001 * (50 - i) ** 2) for i in range(40, 49)}}
+    return ErrorGraph(50, 10, g.edges, g.meta, terminal=terminal)
 
 
 def test_plans_end_on_a_skip_by_default_and_keep_last_step_restores_lemica():
@@ -683,7 +684,8 @@ def test_plans_end_on_a_skip_by_default_and_keep_last_step_restores_lemica():
         assert kept.schedule.meta["keep_last_step"] is True
         # B = T: every step computed, bit-identical to the plan without terminal edges
         full = plan(g, 50, objective=objective)
-        assert full.full_steps == tuple(range(50)) and full.edge_errors == plan(plain, 50, objective=objective).edge_errors
+        assert full.full_steps == tuple(range(50))
+        assert full.edge_errors == plan(plain, 50, objective=objective).edge_errors
     assert feasible_budgets(g)[0] < feasible_budgets(plain)[0]
     assert feasible_budgets(g, keep_last_step=True) == feasible_budgets(plain)
     assert 49 in plan(g, 10, force_full=[49]).full_steps  # a forced last step excludes every terminal edge

@@ -76,8 +76,8 @@ def mean_terminal_edges(results: dict[int, dict], starts, rules) -> dict:
 
 def terminal_meta(rules: tuple[str, ...], starts) -> dict:
     """What a graph with terminal edges records about them: how many, and that they run no block stack."""
-    return {"terminal_edges": {"starts": list(starts), "edges": sum(len(rule_terminal_starts(starts, r)) for r in rules),
-                               "block_stack_runs_per_branch": 0}}
+    count = sum(len(rule_terminal_starts(starts, r)) for r in rules)
+    return {"terminal_edges": {"starts": list(starts), "edges": count, "block_stack_runs_per_branch": 0}}
 
 
 def rule_edges(edges, rule: str) -> list[tuple[int, int]]:
@@ -189,7 +189,8 @@ def calibrate(pipe, prompts: Sequence[str | dict], seeds: Iterable[int] = (0,), 
     def measure(k: int) -> dict:
         p, seed = samples[k]
         factory = lambda: sample_kwargs(prompts[p], seed, device, T, call_kwargs)  # noqa: E731
-        return _measure_sample(pipe, factory, edges, progress, offload, rules, starts) | {"prompt_index": p, "seed": seed}
+        sample = _measure_sample(pipe, factory, edges, progress, offload, rules, starts)
+        return sample | {"prompt_index": p, "seed": seed}
 
     with encode_prompts_once(pipe):  # the text encoder's output is the same for every replay of a prompt
         results = measure_samples(measure, len(samples), workdir, config, progress=progress, desc="calibrating")

@@ -101,8 +101,10 @@ def calibrate_command(
         took = (f"all {count} samples resumed from {workdir}, none measured" if resumed == count else
                 (f"resumed {resumed} of {count} samples from {workdir}, " if resumed else "")
                 + f"{count - resumed} measured in {seconds:.1f} s")
+        terminal = sum(len(edges) for edges in graph.terminal.values())
         info(f"wrote {out}: T={graph.num_steps}, max skip {graph.max_skip}, rules {', '.join(graph.rules)}, "
-             f"{len(prompts)} prompts x "
+             + (f"{terminal} terminal edges (plans may end on a skip), " if terminal else "")
+             + f"{len(prompts)} prompts x "
              f"{len(seed_list)} seeds, {took}, "
              f"{cost.get('generation_equivalents_per_sample', float('nan')):.1f} generations' compute per sample")
 
