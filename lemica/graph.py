@@ -14,9 +14,16 @@ A rule that needs history the segment start does not have (``extrapolate`` from 
 from a step i < k - 1) is unavailable on that edge, so such an edge must not be stored. Edges (i, i+1) skip
 nothing: they cost 0 unless stored, whatever the rule. Missing longer edges are unusable.
 
-File format version 1 stores the residual rule only; version 2 adds a ``rule`` to every edge. Loading reads
-both; saving writes version 1 when the graph is residual-only (so existing readers keep working) and
-version 2 otherwise.
+Terminal edges. A virtual end node T (= num_steps) lets a plan end on a skip: the terminal edge (i, T) of a rule
+means "compute step i, fill i+1 .. T-1 from it with the rule, and finish" (step T-1 is not computed). Its weight is
+the measured error of that schedule tail; its segment length T - i must be <= max_skip, like any edge. Computing
+step T-1 and finishing is free and never stored. Graphs keep them apart from the (i, j) edges (`terminal`,
+keyed by rule and start step), so code that reads `by_rule` sees the graph it always saw.
+
+File format version 1 stores the residual rule only; version 2 adds a ``rule`` to every edge; version 3 adds
+``terminal_edges`` (``{i, rule, error, std, samples}``). Loading reads all three; saving writes version 1 when
+the graph is residual-only without terminal edges (so existing readers keep working), version 2 when it has
+other rules but no terminal edges, and version 3 when it has terminal edges.
 """
 from __future__ import annotations
 
@@ -35,8 +42,8 @@ from lemica.rules import (EXTRAPOLATE, MEAN_VELOCITY, RESIDUAL, expand_rules, me
                           rule_available, rule_history, rule_problem, rule_sort_key, sort_rules)
 
 FORMAT = "lemica-graph"
-VERSION = 2  # the newest version this lemica writes
-VERSIONS = (1, 2)  # the versions it reads
+VERSION = 3  # the newest version this lemica writes
+VERSIONS = (1, 2, 3)  # the versions it reads
 MAX_STEPS = 10_000  # far beyond any sampler; refuses absurd sizes before anything T-sized is allocated
 
 # The graph metadata that says what a graph (and a schedule planned on it) is valid for: a run that differs in
@@ -92,6 +99,7 @@ class Edge:
 
 
 EdgeMap = dict[tuple[int, int], Edge]
+TerminalMap = dict[int, Edge]  # start step i -> the terminal edge (i, T)
 
 
 @dataclass(frozen=True)
@@ -109,6 +117,7 @@ class ErrorGraph:
     edges: Mapping[tuple[int, int], Edge] | None = field(default=None, compare=False, repr=False)  # = by_rule[residual]
     meta: dict[str, Any] | None = None
     by_rule: Mapping[str, Mapping[tuple[int, int], Edge]] | None = None
+    terminal: Mapping[str, Mapping[int, Edge]] | None = None  # rule -> {start step i: edge (i, T)}
 
     def __post_init__(self) -> None:
         T, L = _check_sizes(self.num_steps, self.max_skip)
@@ -126,6 +135,15 @@ class ErrorGraph:
                 raise GraphFormatError("residual edges given twice, differently (in edges and in by_rule['residual'])")
             by_rule[RESIDUAL] = residual
         by_rule = {rule: by_rule[rule] for rule in sort_rules(by_rule) if by_rule[rule]}
+        given_terminal = {} if self.terminal is None else self.terminal
+        if not isinstance(given_terminal, Mapping):
+            raise GraphFormatError(
+                f"terminal must be a mapping rule -> {{start step: Edge}}, got {type(given_terminal).__name__}")
+        terminal: dict[str, TerminalMap] = {}
+        for rule, edges in given_terminal.items():
+            _check_rule(rule)
+            terminal[rule] = _check_terminal_edges(edges, T, L, rule)
+        terminal = {rule: terminal[rule] for rule in sort_rules(terminal) if terminal[rule]}
         meta = {} if self.meta is None else self.meta
         if not isinstance(meta, Mapping):
             raise GraphFormatError(f"meta must be a JSON object, got {type(meta).__name__}")
@@ -133,6 +151,7 @@ class ErrorGraph:
         object.__setattr__(self, "max_skip", L)
         object.__setattr__(self, "by_rule", by_rule)
         object.__setattr__(self, "edges", by_rule.get(RESIDUAL, {}))
+        object.__setattr__(self, "terminal", terminal)
         object.__setattr__(self, "meta", dict(meta))
 
     # --- queries -------------------------------------------------------------------------------
@@ -145,6 +164,15 @@ class ErrorGraph:
     def is_residual_only(self) -> bool:
         """True when no rule but residual stores an edge (the graph is a version-1 graph)."""
         return set(self.by_rule) <= {RESIDUAL}
+
+    @property
+    def has_terminal_edges(self) -> bool:
+        """True when some rule stores a terminal edge (i, T): plans may then end on a skip."""
+        return bool(self.terminal)
+
+    def terminal_edges(self, rule: str = RESIDUAL) -> TerminalMap:
+        """The terminal edges (i, T) of one rule, keyed by start step i (empty when it stores none)."""
+        return dict(self.terminal.get(rule, {}))
 
     def rule_edges(self, rule: str) -> EdgeMap:
         """The edges of one rule (empty for a rule the graph does not store)."""
@@ -173,7 +201,12 @@ class ErrorGraph:
         """The same graph with only the named rules' edges (names it does not store are ignored)."""
         keep = set(rules)
         return ErrorGraph(self.num_steps, self.max_skip, meta=self.meta,
-                          by_rule={r: e for r, e in self.by_rule.items() if r in keep})
+                          by_rule={r: e for r, e in self.by_rule.items() if r in keep},
+                          terminal={r: e for r, e in self.terminal.items() if r in keep})
+
+    def without_terminal_edges(self) -> "ErrorGraph":
+        """The same graph without its terminal edges (every plan on it computes step T-1)."""
+        return ErrorGraph(self.num_steps, self.max_skip, meta=self.meta, by_rule=self.by_rule)
 
     def to_matrix(self, rule: str = RESIDUAL) -> list[list[float]]:
         """T x T mean errors of one rule, NaN where there is no edge (handy for heat maps)."""
@@ -218,11 +251,14 @@ class ErrorGraph:
 
     # --- JSON --------------------------------------------------------------------------------------
     def to_dict(self, version: int | None = None) -> dict[str, Any]:
-        """JSON-ready dict; `version` None writes 1 for a residual-only graph and 2 otherwise."""
+        """JSON-ready dict; `version` None writes 3 for a graph with terminal edges, else 1 for a residual-only
+        graph and 2 otherwise."""
         if version is None:
-            version = 1 if self.is_residual_only else 2
+            version = 3 if self.has_terminal_edges else 1 if self.is_residual_only else 2
         if version not in VERSIONS or isinstance(version, bool):
             raise GraphFormatError(f"cannot write graph version {version!r} (versions {VERSIONS})")
+        if version < 3 and self.has_terminal_edges:
+            raise GraphFormatError(f"version {version} cannot store terminal edges (i, T); write version 3")
         if version == 1:
             if not self.is_residual_only:
                 raise GraphFormatError(
@@ -235,14 +271,20 @@ class ErrorGraph:
             rows.sort(key=lambda r: r[:3])
             edges = [{"i": i, "j": j, "rule": rule, "error": e.error, "std": e.std, "samples": e.samples}
                      for i, j, _, rule, e in rows]
-        return {
+        d = {
             "format": FORMAT,
             "version": version,
             "num_steps": self.num_steps,
             "max_skip": self.max_skip,
             "edges": edges,
-            "meta": self.meta,
         }
+        if version == 3:
+            ends = sorted((i, rule_sort_key(rule), rule, e) for rule, es in self.terminal.items()
+                          for i, e in es.items())
+            d["terminal_edges"] = [{"i": i, "rule": rule, "error": e.error, "std": e.std, "samples": e.samples}
+                                   for i, _, rule, e in ends]
+        d["meta"] = self.meta
+        return d
 
     @classmethod
     def from_dict(cls, d: Any) -> "ErrorGraph":
@@ -252,7 +294,7 @@ class ErrorGraph:
             raise GraphFormatError(f"'format' must be {FORMAT!r}, got {d.get('format')!r}")
         version = d.get("version")
         if version not in VERSIONS or isinstance(version, bool) or not isinstance(version, int):
-            raise GraphFormatError(f"unsupported 'version' {version!r} (this lemica reads versions 1 and 2)")
+            raise GraphFormatError(f"unsupported 'version' {version!r} (this lemica reads versions 1, 2 and 3)")
         for key in ("num_steps", "max_skip", "edges"):
             if key not in d:
                 raise GraphFormatError(f"missing required field {key!r}")
@@ -260,7 +302,7 @@ class ErrorGraph:
         if not isinstance(d["edges"], list):
             raise GraphFormatError("'edges' must be a list")
         by_rule: dict[str, EdgeMap] = {}
-        required = ("i", "j", "rule", "error") if version == 2 else ("i", "j", "error")
+        required = ("i", "j", "rule", "error") if version >= 2 else ("i", "j", "error")
         for n, item in enumerate(d["edges"]):
             where = f"edges[{n}]"
             if not isinstance(item, Mapping):
@@ -273,7 +315,7 @@ class ErrorGraph:
             try:
                 i, j = _as_int(item["i"], "i"), _as_int(item["j"], "j")
                 where, rule = f"edges[{n}] (i={i}, j={j})", RESIDUAL
-                if version == 2:
+                if version >= 2:
                     rule = _check_rule(item["rule"])
                     where = f"edges[{n}] (i={i}, j={j}, rule={rule!r})"
                 _check_edge_key(i, j, T, L)
@@ -284,7 +326,7 @@ class ErrorGraph:
                 edges[(i, j)] = Edge(item["error"], item.get("std", 0.0), item.get("samples", 1))
             except GraphFormatError as e:
                 raise GraphFormatError(f"{where}: {e}") from None
-        return cls(T, L, meta=d.get("meta", {}), by_rule=by_rule)
+        return cls(T, L, meta=d.get("meta", {}), by_rule=by_rule, terminal=_terminal_from_json(d, version, T, L))
 
     def to_json(self, version: int | None = None) -> str:
         """Indented JSON with one edge per line (graphs have thousands of edges)."""
@@ -301,7 +343,7 @@ class ErrorGraph:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ErrorGraph":
-        """Read and validate a graph file (version 1 or 2); GraphFormatError names the problem (and the file)."""
+        """Read and validate a graph file (version 1, 2 or 3); GraphFormatError names the problem (and the file)."""
         try:
             data = read_json(path)
         except ValueError as e:  # json.JSONDecodeError
@@ -364,6 +406,61 @@ def _check_edges(edges: Any, T: int, L: int, rule: str, prefix: str) -> EdgeMap:
         except GraphFormatError as e:
             raise GraphFormatError(f"{prefix}{e}") from None
     return dict(sorted(out.items()))
+
+
+def _check_terminal_key(i: int, T: int, L: int) -> None:
+    if not 0 <= i <= T - 2:
+        raise GraphFormatError(f"terminal edge ({i}, T={T}): need 0 <= i <= num_steps - 2 = {T - 2} "
+                               "(computing step T-1 and finishing is free and not stored)")
+    if T - i > L:
+        raise GraphFormatError(f"terminal edge ({i}, T={T}): T - i = {T - i} exceeds max_skip = {L}")
+
+
+def _check_terminal_edges(edges: Any, T: int, L: int, rule: str) -> TerminalMap:
+    """Validated, sorted copy of one rule's terminal edges {start step i: Edge}."""
+    if not isinstance(edges, Mapping):
+        raise GraphFormatError(f"rule {rule!r}: terminal edges must be a mapping start step -> Edge, "
+                               f"got {type(edges).__name__}")
+    out: TerminalMap = {}
+    for key, edge in edges.items():
+        try:
+            i = _as_int(key, "terminal edge start")
+            _check_terminal_key(i, T, L)
+            _check_history(i, T, rule)
+            if not isinstance(edge, Edge):
+                edge = Edge(edge)
+            out[i] = edge
+        except GraphFormatError as e:
+            raise GraphFormatError(f"rule {rule!r}: {e}") from None
+    return dict(sorted(out.items()))
+
+
+def _terminal_from_json(d: Mapping, version: int, T: int, L: int) -> dict[str, TerminalMap]:
+    """The version-3 ``terminal_edges`` list as {rule: {i: Edge}}; earlier versions have none."""
+    if version < 3:
+        if "terminal_edges" in d:
+            raise GraphFormatError("'terminal_edges' needs version 3")
+        return {}
+    items = d.get("terminal_edges", [])
+    if not isinstance(items, list):
+        raise GraphFormatError("'terminal_edges' must be a list")
+    out: dict[str, TerminalMap] = {}
+    for n, item in enumerate(items):
+        where = f"terminal_edges[{n}]"
+        if not isinstance(item, Mapping) or any(k not in item for k in ("i", "rule", "error")):
+            raise GraphFormatError(f"{where} must be an object with i, rule, error")
+        try:
+            i, rule = _as_int(item["i"], "i"), _check_rule(item["rule"])
+            where = f"terminal_edges[{n}] (i={i}, rule={rule!r})"
+            _check_terminal_key(i, T, L)
+            _check_history(i, T, rule)
+            edges = out.setdefault(rule, {})
+            if i in edges:
+                raise GraphFormatError("duplicate terminal edge")
+            edges[i] = Edge(item["error"], item.get("std", 0.0), item.get("samples", 1))
+        except GraphFormatError as e:
+            raise GraphFormatError(f"{where}: {e}") from None
+    return out
 
 
 def synthetic_graph(num_steps: int = 50, max_skip: int = 10) -> ErrorGraph:

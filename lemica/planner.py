@@ -1,5 +1,15 @@
 """Exact cache-schedule planner: best path 0 -> T-1 with exactly B nodes through an error graph.
 
+Terminal edges. On a graph that stores terminal edges (i, T) (`lemica.graph`), a plan may end on a skip: it is
+a path 0 -> T through the graph with a virtual end node T, with exactly B edges, where (i, T) costs its terminal
+error and (T-1, T) ("compute T-1 and finish") costs nothing. A path through (T-1, T) is a classic plan with one
+extra zero edge; appending the same edge to every path ending at T-1 keeps their order under every objective
+(the same argument as the DP's prefix property below), so among them the classic optimum stays optimal, and
+every objective compares them with the paths that end on a skip exactly (for ``lexminimax``, a plan that computes
+T-1 compares as its B-1 errors and a trailing 0 against the B errors of one that ends on a skip; `Plan.edge_errors`
+lists segments only, without that 0). ``keep_last_step=True`` ignores the terminal edges (every plan computes
+T-1, as in LeMiCa); graphs without terminal edges plan exactly as before.
+
 A path's nodes are the full-compute steps; its edges are the skips, each costing its graph error
 ((i, i+1) costs 0 unless the graph stores a value; missing longer edges are unusable). Objectives:
 
@@ -123,6 +133,8 @@ class Plan:
             "worst": self.worst,
             "total": self.total,
         }
+        if self.schedule.ends_on_skip:  # the last segment (i, T): step T-1 is filled, not computed
+            d["ends_on_skip"] = True
         if self.objective == "peak":
             d["gamma"] = DEFAULT_GAMMA if self.gamma is None else self.gamma
             d["peak_total"] = self.peak_total
@@ -142,6 +154,7 @@ def plan(
     force_full: Iterable[int] = (),
     rules: Iterable[str] | None = None,
     gamma: float | None = None,
+    keep_last_step: bool = False,
 ) -> Plan:
     """Optimal schedule (steps and each skip's fill rule) for exactly one of:
 
@@ -153,6 +166,7 @@ def plan(
     ``force_full`` steps are always computed (no skip jumps over them). ``rules`` limits the fill rules
     the planner may use (default: every rule the graph stores; ``("residual",)`` plans as LeMiCa does).
     ``gamma`` is the exponent of the ``peak`` objective (default DEFAULT_GAMMA).
+    The plan may end on a skip where the graph stores terminal edges, unless ``keep_last_step``.
     """
     if sum(x is not None for x in (budget, speedup, max_error)) != 1:
         raise PlanningError("give exactly one of budget, speedup, max_error")
@@ -160,14 +174,15 @@ def plan(
     forced = _check_forced(graph, force_full)
     allowed = _check_rules(graph, rules)
     T = graph.num_steps
-    candidates = _candidates(graph, forced, allowed)
+    terminal = _uses_terminal(graph, keep_last_step)
+    candidates = _candidates(graph, forced, allowed, terminal)
     note = _forced_note(forced) + _rules_note(rules, allowed)
 
     if budget is not None:
         if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)):
             raise PlanningError(f"budget must be an integer, got {budget!r}")
         edges, chosen = _reduce(candidates, objective, gamma)
-        feasible = _feasible_budgets(T, edges)
+        feasible = _feasible_budgets(T, edges, terminal)
         if budget not in feasible:
             raise PlanningError(
                 f"budget {budget} is infeasible for this graph (T={T}, max_skip={graph.max_skip}"
@@ -178,7 +193,7 @@ def plan(
         if not (isinstance(speedup, (int, float)) and math.isfinite(speedup) and speedup >= 1):
             raise PlanningError(f"speedup must be a finite number >= 1, got {speedup!r}")
         edges, chosen = _reduce(candidates, objective, gamma)
-        feasible = _feasible_budgets(T, edges)
+        feasible = _feasible_budgets(T, edges, terminal)
         limit = math.floor(T / speedup + 1e-9)
         fitting = [b for b in feasible if b <= limit]
         if not fitting:
@@ -191,7 +206,7 @@ def plan(
         if not (isinstance(max_error, (int, float)) and math.isfinite(max_error) and max_error >= 0):
             raise PlanningError(f"max_error must be a finite number >= 0, got {max_error!r}")
         edges, chosen = _reduce(candidates.restrict(candidates.err <= max_error), objective, gamma)
-        feasible = _feasible_budgets(T, edges)
+        feasible = _feasible_budgets(T, edges, terminal)
         if not feasible:
             raise PlanningError(
                 f"no schedule keeps every skip error <= {max_error:g}: the graph stores larger errors "
@@ -199,8 +214,9 @@ def plan(
             )
         B = feasible[0]
 
-    path = _solve(T, edges, objective, {B - 1})[B - 1]
-    return _make_plan(graph, path, objective, forced, chosen, gamma, rules, allowed)
+    level = _level(B, terminal)
+    path = _solve(T + terminal, edges, objective, {level})[level]
+    return _make_plan(graph, path, objective, forced, chosen, gamma, rules, allowed, keep_last_step)
 
 
 def frontier(
@@ -210,22 +226,29 @@ def frontier(
     *,
     rules: Iterable[str] | None = None,
     gamma: float | None = None,
+    keep_last_step: bool = False,
 ) -> dict[int, Plan]:
-    """The optimal plan for every feasible budget (ascending), from one DP pass (`rules`, `gamma`: see `plan`)."""
+    """The optimal plan for every feasible budget (ascending), from one DP pass (`rules`, `gamma`,
+    `keep_last_step`: see `plan`)."""
     gamma = _check_objective(objective, gamma)
     forced = _check_forced(graph, force_full)
     allowed = _check_rules(graph, rules)
     T = graph.num_steps
-    edges, chosen = _reduce(_candidates(graph, forced, allowed), objective, gamma)
-    levels = {b - 1 for b in _feasible_budgets(T, edges)}
-    paths = _solve(T, edges, objective, levels)
-    return {k + 1: _make_plan(graph, paths[k], objective, forced, chosen, gamma, rules, allowed) for k in sorted(paths)}
+    terminal = _uses_terminal(graph, keep_last_step)
+    edges, chosen = _reduce(_candidates(graph, forced, allowed, terminal), objective, gamma)
+    budgets = _feasible_budgets(T, edges, terminal)
+    paths = _solve(T + terminal, edges, objective, {_level(b, terminal) for b in budgets})
+    return {b: _make_plan(graph, paths[_level(b, terminal)], objective, forced, chosen, gamma, rules, allowed,
+                          keep_last_step) for b in budgets}
 
 
-def feasible_budgets(graph: ErrorGraph, force_full: Iterable[int] = (), *, rules: Iterable[str] | None = None) -> list[int]:
-    """Budgets B for which some path 0 -> T-1 with exactly B full steps exists (with the allowed rules)."""
-    candidates = _candidates(graph, _check_forced(graph, force_full), _check_rules(graph, rules))
-    return _feasible_budgets(graph.num_steps, _Edges(candidates.src, candidates.dst, candidates.err))
+def feasible_budgets(graph: ErrorGraph, force_full: Iterable[int] = (), *, rules: Iterable[str] | None = None,
+                     keep_last_step: bool = False) -> list[int]:
+    """Budgets B for which some path 0 -> T-1 (or 0 -> T over a terminal edge, unless ``keep_last_step``) with
+    exactly B full steps exists (with the allowed rules)."""
+    terminal = _uses_terminal(graph, keep_last_step)
+    candidates = _candidates(graph, _check_forced(graph, force_full), _check_rules(graph, rules), terminal)
+    return _feasible_budgets(graph.num_steps, _Edges(candidates.src, candidates.dst, candidates.err), terminal)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -311,7 +334,18 @@ def _rules_note(rules: Iterable[str] | None, allowed: tuple[str, ...]) -> str:
     return "" if rules is None else f", rules {', '.join(allowed)}"
 
 
-def _candidates(graph: ErrorGraph, forced: tuple[int, ...], allowed: tuple[str, ...]) -> _Candidates:
+def _uses_terminal(graph: ErrorGraph, keep_last_step: bool) -> bool:
+    """Whether plans run on the graph with the end node T (a bool, also used as 0/1 for node counts)."""
+    return bool(graph.has_terminal_edges and not keep_last_step)
+
+
+def _level(budget: int, terminal: bool) -> int:
+    """DP level (edges on the path) of a budget: B - 1 edges to T-1, B edges to the end node T."""
+    return budget if terminal else budget - 1
+
+
+def _candidates(graph: ErrorGraph, forced: tuple[int, ...], allowed: tuple[str, ...],
+                terminal: bool = False) -> _Candidates:
     T = graph.num_steps
     src, dst, err, rule = [], [], [], []
     stored_next = np.zeros(T, dtype=bool)  # stored_next[i]: some allowed rule stores (i, i+1)
@@ -330,6 +364,17 @@ def _candidates(graph: ErrorGraph, forced: tuple[int, ...], allowed: tuple[str, 
     dst.append(free + 1)
     err.append(np.zeros(free.size))
     rule.append(np.full(free.size, -1, dtype=np.int64))
+    if terminal:  # the end node T: each allowed rule's terminal edges, and the free (T-1, T)
+        for r, name in enumerate(allowed):
+            ends = graph.terminal.get(name, {})
+            src.append(np.fromiter(ends, dtype=np.int64, count=len(ends)))
+            dst.append(np.full(len(ends), T, dtype=np.int64))
+            err.append(np.fromiter((e.error for e in ends.values()), dtype=np.float64, count=len(ends)))
+            rule.append(np.full(len(ends), r, dtype=np.int64))
+        src.append(np.array([T - 1], dtype=np.int64))
+        dst.append(np.array([T], dtype=np.int64))
+        err.append(np.zeros(1))
+        rule.append(np.full(1, -1, dtype=np.int64))
     c = _Candidates(np.concatenate(src), np.concatenate(dst), np.concatenate(err), np.concatenate(rule), allowed)
     if forced:
         # A skip i -> j jumps over a forced step f iff i < f < j.
@@ -362,16 +407,17 @@ def _reduce(c: _Candidates, objective: str, gamma: float | None) -> tuple[_Edges
     return edges, chosen
 
 
-def _feasible_budgets(T: int, edges: _Edges) -> list[int]:
-    reach = np.zeros(T, dtype=bool)
+def _feasible_budgets(T: int, edges: _Edges, terminal: bool = False) -> list[int]:
+    nodes = T + terminal  # with the end node T, a path of k edges computes k steps
+    reach = np.zeros(nodes, dtype=bool)
     reach[0] = True
     budgets = []
-    for k in range(1, T):
-        nxt = np.zeros(T, dtype=bool)
+    for k in range(1, nodes):
+        nxt = np.zeros(nodes, dtype=bool)
         nxt[edges.dst[reach[edges.src]]] = True
         reach = nxt
-        if reach[T - 1]:
-            budgets.append(k + 1)
+        if reach[nodes - 1]:
+            budgets.append(k if terminal else k + 1)
         if not reach.any():
             break
     return budgets
@@ -390,7 +436,11 @@ def _make_plan(
     gamma: float | None,
     rules: Iterable[str] | None,
     allowed: tuple[str, ...],
+    keep_last_step: bool = False,
 ) -> Plan:
+    T = graph.num_steps
+    if path[-1] == T:  # the end node: drop it, and the free (T-1, T) with it
+        path = path[:-1] if path[-2] == T - 1 else path
     meta: dict[str, Any] = {"planner": "lemica", "objective": objective}
     if gamma is not None:
         meta["gamma"] = gamma
@@ -398,13 +448,16 @@ def _make_plan(
         meta["force_full"] = list(forced)
     if rules is not None:
         meta["allowed_rules"] = list(allowed)
+    if keep_last_step and graph.has_terminal_edges:
+        meta["keep_last_step"] = True
     if graph.meta.get("model"):
         meta["model"] = graph.meta["model"]
     calibrated_for = {k: graph.meta[k] for k in CALIBRATION_KEYS if k in graph.meta}
     if calibrated_for:  # lets `lemica generate --schedule` warn when it runs under other settings
         meta["calibrated_for"] = calibrated_for
     picks = [chosen[seg] for seg in zip(path, path[1:])]
-    schedule = Schedule(graph.num_steps, tuple(path), meta, [rule for _, rule in picks])
+    steps = tuple(path[:-1]) if path[-1] == T else tuple(path)
+    schedule = Schedule(T, steps, meta, [rule for _, rule in picks])
     return Plan(schedule, objective, [error for error, _ in picks], gamma)
 
 
@@ -417,7 +470,8 @@ def _backtrack(parent: np.ndarray, level: int, last: int) -> list[int]:
 
 
 def _solve(T: int, edges: _Edges, objective: str, levels: set[int]) -> dict[int, list[int]]:
-    """Optimal path (node list) ending at T-1 for each requested number of edges (all feasible)."""
+    """Optimal path (node list) ending at node T-1 for each requested number of edges (all feasible); with the
+    end node, the caller passes T + 1 nodes."""
     if not levels:
         return {}
     top = max(levels)

@@ -4,8 +4,14 @@ Consecutive full steps (i, j) form a segment; a segment with j - i >= 2 caches s
 them with a *rule* (see `lemica.graph`: ``residual``, ``extrapolate``, ``mean-velocity:k``, ...). A 1-step
 segment caches nothing and has no rule.
 
-File format version 1 has no rules (every skip is ``residual``); version 2 lists the rule of every skip.
-Loading reads both; saving writes version 1 when every skip is residual and version 2 otherwise.
+A schedule may end on a skip: when its last full step i is before T-1, the trailing segment (i, T) (T = num_steps,
+a virtual end node) fills i+1 .. T-1 from step i with its rule and the sampler finishes without computing
+step T-1 (`ends_on_skip`; planned on graphs with terminal edges, see `lemica.graph`).
+
+File format version 1 has no rules (every skip is ``residual``); version 2 lists the rule of every skip;
+version 3 is version 2 for schedules that end on a skip (its rules list has the trailing {i, j: T, rule}).
+Loading reads all three; saving writes version 3 for a schedule that ends on a skip, otherwise version 1
+when every skip is residual and version 2 otherwise, so readers that expect step T-1 refuse what they cannot run.
 """
 from __future__ import annotations
 
@@ -21,8 +27,8 @@ from lemica.errors import ScheduleFormatError, UnsupportedFillRuleError
 from lemica.graph import MAX_STEPS, RESIDUAL, rule_problem
 
 FORMAT = "lemica-schedule"
-VERSION = 2  # the newest version this lemica writes
-VERSIONS = (1, 2)  # the versions it reads
+VERSION = 3  # the newest version this lemica writes
+VERSIONS = (1, 2, 3)  # the versions it reads
 
 
 def _as_int(value: Any, what: str) -> int:
@@ -40,7 +46,8 @@ def _check_rule(rule: Any, what: str) -> str:
 
 @dataclass(frozen=True)
 class Schedule:
-    """Sorted full-compute steps of a T-step sampler (always containing 0 and T-1), and each skip's fill rule.
+    """Sorted full-compute steps of a T-step sampler (always containing 0; T-1 unless it ends on a skip), and each
+    skip's fill rule.
 
     `rules` may be omitted (every skip is residual), one rule name for every skip, a mapping
     {(i, j): rule} over skips (unlisted skips are residual), or one entry per segment in `segments()`
@@ -69,14 +76,14 @@ class Schedule:
         bad = [s for s in steps if not 0 <= s <= T - 1]
         if bad:
             raise ScheduleFormatError(f"full_steps {bad} out of range [0, {T - 1}]")
-        if not steps or steps[0] != 0 or steps[-1] != T - 1:
-            raise ScheduleFormatError(f"full_steps must contain the first (0) and last ({T - 1}) step")
+        if not steps or steps[0] != 0:
+            raise ScheduleFormatError("full_steps must contain the first step (0)")
         if not isinstance(self.meta, Mapping):
             raise ScheduleFormatError(f"meta must be a JSON object, got {type(self.meta).__name__}")
         object.__setattr__(self, "num_steps", T)
         object.__setattr__(self, "full_steps", steps)
         object.__setattr__(self, "meta", dict(self.meta))
-        object.__setattr__(self, "rules", _canonical_rules(steps, self.rules))
+        object.__setattr__(self, "rules", _canonical_rules(T, steps, self.rules))
 
     # --- derived views -----------------------------------------------------------------------------
     @property
@@ -96,6 +103,11 @@ class Schedule:
         return [t in full for t in range(self.num_steps)]
 
     @property
+    def ends_on_skip(self) -> bool:
+        """True when the last step T-1 is filled, not computed (the trailing segment (i, T))."""
+        return self.full_steps[-1] != self.num_steps - 1
+
+    @property
     def is_residual_only(self) -> bool:
         """True when every skip reuses the residual (what version 1 and cache-dit can express)."""
         return all(rule in (None, RESIDUAL) for rule in self.rules)
@@ -104,7 +116,10 @@ class Schedule:
         """cache-dit `steps_computation_mask` convention: 1 = compute, 0 = use cache.
 
         cache-dit fills every cached step from the residual, so any other rule is refused rather than
-        silently replaced.
+        silently replaced. A schedule that ends on a skip has a trailing 0: cache-dit takes a given mask as it is
+        and caches every 0 step, the last one included (cache_dit 1.5.3 caching/cache_contexts/cache_context.py:341-346,
+        cache_manager.py:874-879); only its own ``steps_mask`` presets force the last step to 1
+        (caching/cache_interface.py:829-830).
         """
         if not self.is_residual_only:
             others = ", ".join(f"{i}->{j} {rule}" for i, j, rule in self.segment_rules()
@@ -116,8 +131,9 @@ class Schedule:
         return [int(flag) for flag in self.mask]
 
     def segments(self) -> list[tuple[int, int]]:
-        """Consecutive full steps (i, j): the cache made at i serves steps i+1 .. j-1."""
-        return list(zip(self.full_steps, self.full_steps[1:]))
+        """Consecutive full steps (i, j): the cache made at i serves steps i+1 .. j-1; a schedule that ends on a
+        skip ends with (i, T)."""
+        return _segments(self.num_steps, self.full_steps)
 
     def segment_rules(self) -> list[tuple[int, int, str | None]]:
         """(i, j, rule) for every segment; rule is None on 1-step segments (nothing is cached)."""
@@ -162,20 +178,24 @@ class Schedule:
 
     # --- JSON ------------------------------------------------------------------------------------------
     def to_dict(self, version: int | None = None) -> dict[str, Any]:
-        """JSON-ready dict; `version` None writes 1 when every skip is residual and 2 otherwise."""
+        """JSON-ready dict; `version` None writes 3 when the schedule ends on a skip, else 1 when every skip is
+        residual and 2 otherwise."""
         if version is None:
-            version = 1 if self.is_residual_only else 2
+            version = 3 if self.ends_on_skip else 1 if self.is_residual_only else 2
         if version not in VERSIONS or isinstance(version, bool):
             raise ScheduleFormatError(f"cannot write schedule version {version!r} (versions {VERSIONS})")
         if version == 1 and not self.is_residual_only:
             raise UnsupportedFillRuleError("version 1 has no fill rules; this schedule uses others than residual")
+        if version < 3 and self.ends_on_skip:
+            raise ScheduleFormatError(f"version {version} schedules compute the last step; this one ends on a skip "
+                                      f"({self.full_steps[-1]} -> {self.num_steps}): write version 3")
         d: dict[str, Any] = {
             "format": FORMAT,
             "version": version,
             "num_steps": self.num_steps,
             "full_steps": list(self.full_steps),
         }
-        if version == 2:
+        if version >= 2:
             d["rules"] = [{"i": i, "j": j, "rule": rule} for i, j, rule in self.segment_rules() if rule is not None]
         if self.meta:
             d["meta"] = self.meta
@@ -189,8 +209,8 @@ class Schedule:
             raise ScheduleFormatError(f"'format' must be {FORMAT!r}, got {d.get('format')!r}")
         version = d.get("version")
         if version not in VERSIONS or isinstance(version, bool) or not isinstance(version, int):
-            raise ScheduleFormatError(f"unsupported 'version' {version!r} (this lemica reads versions 1 and 2)")
-        required = ("num_steps", "full_steps", "rules") if version == 2 else ("num_steps", "full_steps")
+            raise ScheduleFormatError(f"unsupported 'version' {version!r} (this lemica reads versions 1, 2 and 3)")
+        required = ("num_steps", "full_steps", "rules") if version >= 2 else ("num_steps", "full_steps")
         for key in required:
             if key not in d:
                 raise ScheduleFormatError(f"missing required field {key!r}")
@@ -199,6 +219,9 @@ class Schedule:
         if not isinstance(d["full_steps"], list):
             raise ScheduleFormatError("'full_steps' must be a list")
         schedule = cls(d["num_steps"], tuple(d["full_steps"]), d.get("meta", {}))
+        if version < 3 and schedule.ends_on_skip:
+            raise ScheduleFormatError(f"full_steps must contain the last step ({schedule.num_steps - 1}) in a version "
+                                      f"{version} schedule (schedules that end on a skip are version 3)")
         if version == 1:
             return schedule
         return cls(schedule.num_steps, schedule.full_steps, schedule.meta, _rules_from_json(schedule, d["rules"]))
@@ -220,15 +243,25 @@ class Schedule:
 
     def __str__(self) -> str:
         text = f"Schedule(T={self.num_steps}, B={self.budget}, full_steps={compress_steps(self.full_steps)}"
+        if self.ends_on_skip:
+            text += f", ends on a skip {self.full_steps[-1]}->{self.num_steps}"
         if not self.is_residual_only:
             text += ", rules={" + ", ".join(f"{i}->{j}: {rule}" for i, j, rule in self.segment_rules()
                                            if rule not in (None, RESIDUAL)) + "} (others residual)"
         return text + ")"
 
 
-def _canonical_rules(steps: tuple[int, ...], rules: Any) -> tuple[str | None, ...]:
-    """One entry per segment: the rule on skips (j - i >= 2), None on 1-step segments."""
+def _segments(num_steps: int, steps: tuple[int, ...]) -> list[tuple[int, int]]:
+    """Consecutive full steps, plus the trailing (last, T) when the last step is not computed."""
     segments = list(zip(steps, steps[1:]))
+    if steps[-1] != num_steps - 1:
+        segments.append((steps[-1], num_steps))
+    return segments
+
+
+def _canonical_rules(num_steps: int, steps: tuple[int, ...], rules: Any) -> tuple[str | None, ...]:
+    """One entry per segment: the rule on skips (j - i >= 2), None on 1-step segments."""
+    segments = _segments(num_steps, steps)
     if rules is None or isinstance(rules, str):
         rule = RESIDUAL if rules is None else _check_rule(rules, "rules")
         return tuple(rule if j - i >= 2 else None for i, j in segments)

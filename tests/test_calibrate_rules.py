@@ -9,7 +9,7 @@ import torch
 
 import lemica
 from lemica.calibration import calibrate, calibrate_fast, edges_for, exact_cost, final_latents
-from lemica.calibration.exact import rule_edges
+from lemica.calibration.exact import rule_edges, rule_terminal_starts, terminal_starts
 from lemica.calibration.fast import probed_proxy_cost, proxy_cost
 from lemica.errors import CalibrationError, WorkdirMismatchError
 from lemica.graph import EXTRAPOLATE, RESIDUAL, rule_available
@@ -64,7 +64,7 @@ def test_graph_stores_every_available_rule_edge(graph_and_calls):
     assert graph.meta["rules"] == list(RULES)
     assert graph.meta["rule_cost"]["mean-velocity:2"] == {"edges": 5, "block_stack_runs_per_branch": 9}
     reloaded = lemica.ErrorGraph.from_dict(json.loads(graph.to_json()))
-    assert reloaded == graph and graph.to_dict()["version"] == 2
+    assert reloaded == graph and graph.to_dict()["version"] == 3  # terminal edges: version 3
 
 
 def test_exact_block_stack_runs_per_rule(graph_and_calls):
@@ -130,3 +130,45 @@ def test_fast_proxy_with_rules(wan):
                        method="refine", rules=RULES, **call_kwargs)
     with pytest.raises(CalibrationError, match="unknown fill rule"):
         calibrate(wan.pipe, prompts[:1], [0], num_inference_steps=T, max_skip=L, rules=["taylor:2"], **call_kwargs)
+
+
+# --- terminal edges (i, T): plans that end on a skip -----------------------------------------------------------
+def test_terminal_edges_are_measured_exactly_once_per_available_rule_and_start(graph_and_calls):
+    graph, calls = graph_and_calls
+    assert terminal_starts(T, L) == [3, 4] and terminal_starts(8, 7) == [1, 2, 3, 4, 5, 6]
+    assert rule_terminal_starts([0, 1, 2], "mean-velocity:2") == [1, 2]
+    assert {r: sorted(e) for r, e in graph.terminal.items()} == {r: [3, 4] for r in RULES}
+    assert sum(len(e) for e in graph.terminal.values()) == 8 == graph.meta["terminal_edges"]["edges"]
+    assert all(e.samples == 1 and e.error >= 0 for es in graph.terminal.values() for e in es.values())
+    # the terminal replays ran no block stack: the count is exact mode's without them
+    assert calls == 2 * exact_cost(T, L, RULES) and graph.meta["terminal_edges"]["block_stack_runs_per_branch"] == 0
+
+
+@pytest.mark.parametrize("rule,start", [(RESIDUAL, 3), (RESIDUAL, 4), ("mean-velocity:1", 3), (EXTRAPOLATE, 4),
+                                        ("mean-velocity:2", 3)])
+def test_terminal_edge_is_the_realised_error_of_its_single_skip_schedule(wan, graph_and_calls, rule, start):
+    graph, _ = graph_and_calls
+    prompts, call_kwargs = job_inputs(wan)
+    kwargs = lambda: dict(call_kwargs, **prompts[0], num_inference_steps=T,  # noqa: E731
+                          generator=torch.Generator().manual_seed(0))
+    reference = final_latents(wan.pipe, kwargs())
+    schedule = lemica.Schedule(T, list(range(start + 1)), rules={(start, T): rule})
+    assert schedule.ends_on_skip
+    with cached(wan.pipe, schedule):
+        realised = float((final_latents(wan.pipe, kwargs()) - reference).abs().mean())
+    assert realised == graph.terminal[rule][start].error
+
+
+def test_keep_last_step_measures_no_terminal_edge_and_fast_measures_them_exactly(wan, graph_and_calls):
+    graph, _ = graph_and_calls
+    prompts, call_kwargs = job_inputs(wan)
+    kept = calibrate(wan.pipe, prompts[:1], [0], num_inference_steps=T, max_skip=L, progress=False,
+                     keep_last_step=True, **call_kwargs)
+    assert not kept.has_terminal_edges and "terminal_edges" not in kept.meta and kept.to_dict()["version"] == 1
+    assert kept.edges == graph.edges
+    fast = calibrate_fast(wan.pipe, prompts[:1], [0], num_inference_steps=T, max_skip=L, progress=False,
+                          **call_kwargs)
+    assert fast.terminal == graph.restrict_rules([RESIDUAL]).terminal  # exact, and no extra block-stack runs
+    assert fast.meta["cost"]["block_stack_runs_per_sample"] == 2 * probed_proxy_cost(T, L, 0)
+    assert not calibrate_fast(wan.pipe, prompts[:1], [0], num_inference_steps=T, max_skip=L, progress=False,
+                              keep_last_step=True, **call_kwargs).has_terminal_edges

@@ -125,3 +125,26 @@ def test_presets_command(tmp_path):
     assert wrong.returncode == 2 and "[14, 17, 20, 25]" in wrong.stderr
     unknown = run("presets", "nope")
     assert unknown.returncode == 2 and "wan2.1-t2v-14b" in unknown.stderr
+
+
+def test_plans_that_end_on_a_skip_and_keep_last_step(tmp_path):
+    from lemica.graph import RESIDUAL, Edge, ErrorGraph
+
+    g = load_example_graph()
+    graph = ErrorGraph(50, 10, g.edges, g.meta, terminal={RESIDUAL: {i: Edge(0.001 * (50 - i) ** 2)
+                                                                      for i in range(40, 49)}})
+    path = graph.save(tmp_path / "terminal.json")
+    expected = plan(graph, 10)
+    assert expected.schedule.ends_on_skip
+    result = run("plan", path, "--budget", 10, "--out", tmp_path / "s.json")
+    assert result.returncode == 0, result.stderr
+    last = expected.full_steps[-1]
+    assert f"ends on a skip: steps {last + 1}-49 filled from step {last}" in result.stdout
+    assert f"{last} -> end" in result.stdout
+    saved = Schedule.load(tmp_path / "s.json")
+    assert saved == expected.schedule and json.loads((tmp_path / "s.json").read_text())["version"] == 3
+    d = run_json("plan", path, "-b", 10)
+    assert d["ends_on_skip"] is True and d["full_steps"] == list(expected.full_steps)
+    assert len(d["rules"]) == len(d["full_steps"]) == len(d["edge_errors"])
+    kept = run_json("plan", path, "-b", 10, "--keep-last-step")
+    assert kept["full_steps"] == list(plan(g, 10).full_steps) and "ends_on_skip" not in kept

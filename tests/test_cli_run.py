@@ -43,6 +43,7 @@ def test_calibrate_plan_generate(pipeline_dir, tmp_path):
     fast = ErrorGraph.load(fast_path)
     assert fast.meta["estimator"] == "proxy" and fast.meta["samples"] == 2 and set(fast.edges) == set(graph.edges)
     assert len(list((tmp_path / "fast.json.fast.work").glob("sample_*.json"))) == 2
+    assert graph.has_terminal_edges and set(graph.terminal_edges()) == {3, 4} and fast.terminal == graph.terminal
 
     schedule_path = tmp_path / "schedule.json"
     lemica("plan", graph_path, "--budget", 4, "--out", schedule_path)
@@ -65,6 +66,20 @@ def test_calibrate_plan_generate(pipeline_dir, tmp_path):
     run = lemica("generate", *common_other, "--prompt", "x", "--graph", graph_path, "--budget", 4, "--strict",
                  "--out", video, check=False)
     assert run.returncode != 0 and "guidance" in run.stderr
+
+
+def test_keep_last_step_and_a_schedule_that_ends_on_a_skip(pipeline_dir, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle moving left\n")
+    common = ["--pipeline", pipeline_dir, "--steps", T, "--guidance", 3.0]
+    graph_path = tmp_path / "kept.json"
+    lemica("calibrate", *common, "--prompts", prompts, "--seeds", "0", "--max-skip", 2, "--keep-last-step",
+           "--out", graph_path)
+    assert not ErrorGraph.load(graph_path).has_terminal_edges
+    schedule_path = tmp_path / "ends_on_skip.json"
+    Schedule(num_steps=T, full_steps=[0, 2, 4]).save(schedule_path)  # step 5 reuses step 4's residual
+    run = lemica("generate", *common, "--prompt", "x", "--schedule", schedule_path, "--out", tmp_path / "v.gif")
+    assert "ends on a skip (step 5 filled, not computed)" in run.stderr and "6 block-stack runs" in run.stderr  # B=3 x 2
 
 
 def test_generate_errors(pipeline_dir, tmp_path):

@@ -188,6 +188,11 @@ RULE_SCHEDULES = {
     "mean-velocity:2": ([0, 1, 3, 6, 7], "mean-velocity:2"),
     "mean-velocity:4": ([0, 1, 2, 3, 6, 7], "mean-velocity:4"),
     "mixed": ([0, 1, 3, 6, 7], {(1, 3): EXTRAPOLATE, (3, 6): "mean-velocity:3"}),
+    # schedules that end on a skip: the trailing segment (i, T) fills the last steps and nothing computes T-1
+    "terminal-residual": ([0, 1, 3, 5], RESIDUAL),
+    "terminal-extrapolate": ([0, 2, 4], {(2, 4): EXTRAPOLATE, (4, 8): EXTRAPOLATE}),
+    "terminal-mean-velocity:1": ([0, 3, 6], "mean-velocity:1"),
+    "terminal-mixed": ([0, 1, 3, 5], {(1, 3): EXTRAPOLATE, (5, 8): "mean-velocity:2"}),
 }
 
 
@@ -236,6 +241,20 @@ def test_window_one_serves_the_last_guided_velocity_bit_for_bit(wan):
     for served, source in ((1, 0), (2, 0), (4, 3), (5, 3)):
         assert torch.equal(v[served], v[source])
     assert not torch.equal(v[3], v[0])
+
+
+def test_trailing_skip_serves_the_last_computed_velocity(wan):
+    """A schedule that ends on a skip: with mean-velocity:1, steps 6 and 7 hand the scheduler step 5's guided
+    velocity; with residual reuse they run the head on step 5's residual (and differ from the velocity reuse)."""
+    schedule = lemica.Schedule(T, [0, 2, 5], rules="mean-velocity:1")
+    assert schedule.segments()[-1] == (5, T)
+    with cached(wan.pipe, schedule), GuidedVelocities(wan.pipe.scheduler) as seen:
+        by_velocity = wan.run(cfg=True, num_inference_steps=T)
+    v = seen.seen
+    assert len(v) == T and torch.equal(v[6], v[5]) and torch.equal(v[7], v[5])
+    with cached(wan.pipe, lemica.Schedule(T, [0, 2, 5])), GuidedVelocities(wan.pipe.scheduler) as seen:
+        by_residual = wan.run(cfg=True, num_inference_steps=T)
+    assert not torch.equal(seen.seen[7], seen.seen[5]) and not torch.equal(by_velocity, by_residual)
 
 
 def test_served_guided_velocity_follows_the_formula_on_the_real_trajectory(wan):

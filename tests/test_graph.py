@@ -109,7 +109,7 @@ DELETE = object()
 BAD_GRAPHS = [
     (("format",), "lemica-schedule", "'format' must be 'lemica-graph'"),
     (("format",), DELETE, "'format' must be"),
-    (("version",), 3, r"unsupported 'version' 3 \(this lemica reads versions 1 and 2\)"),
+    (("version",), 4, r"unsupported 'version' 4 \(this lemica reads versions 1, 2 and 3\)"),
     (("version",), 1.0, "unsupported 'version' 1.0"),
     (("version",), "1", "unsupported 'version' '1'"),
     (("version",), True, "unsupported 'version' True"),
@@ -319,8 +319,8 @@ def test_v2_dict_and_file_round_trip(tmp_path):
     assert json.loads((tmp_path / "g2.json").read_text())["version"] == 2
     with pytest.raises(GraphFormatError, match="version 1 stores the residual rule only; this graph also has"):
         g.to_dict(version=1)
-    with pytest.raises(GraphFormatError, match="cannot write graph version 3"):
-        g.to_dict(version=3)
+    with pytest.raises(GraphFormatError, match="cannot write graph version 4"):
+        g.to_dict(version=4)
 
 
 def test_v1_to_v2_to_v1_round_trip(tmp_path):
@@ -405,4 +405,59 @@ def test_implausible_sizes_are_refused_before_allocating():
         d = {**small_dict(), "num_steps": bad, "max_skip": bad - 1}
         with pytest.raises(GraphFormatError, match="exceeds the plausible maximum"):
             ErrorGraph.from_dict(d)
-    assert graph_module.VERSIONS == (1, 2)
+    assert graph_module.VERSIONS == (1, 2, 3)
+
+
+# --- terminal edges and format version 3 ----------------------------------------------------------------
+def terminal_graph():
+    return ErrorGraph(6, 3, {(0, 2): 0.1, (2, 5): 0.3}, by_rule={EXTRAPOLATE: {(1, 3): 0.2}},
+                      terminal={RESIDUAL: {3: Edge(0.05, 0.01, 4), 4: 0.01}, EXTRAPOLATE: {3: 0.04}})
+
+
+def test_terminal_edges_round_trip_as_version_3(tmp_path):
+    g = terminal_graph()
+    assert g.has_terminal_edges and g.terminal_edges(RESIDUAL) == {3: Edge(0.05, 0.01, 4), 4: Edge(0.01)}
+    assert g.terminal_edges("mean-velocity:2") == {} and (4, 6) not in g.edges  # kept apart from (i, j) edges
+    d = g.to_dict()
+    assert d["version"] == 3
+    assert [(e["i"], e["rule"]) for e in d["terminal_edges"]] == [(3, RESIDUAL), (3, EXTRAPOLATE), (4, RESIDUAL)]
+    assert ErrorGraph.from_dict(json.loads(json.dumps(d))) == g
+    assert ErrorGraph.load(g.save(tmp_path / "g3.json")) == g
+    for version in (1, 2):
+        with pytest.raises(GraphFormatError, match=f"version {version} cannot store terminal edges"):
+            g.restrict_rules([RESIDUAL]).to_dict(version=version)
+    plain = g.without_terminal_edges()
+    assert not plain.has_terminal_edges and plain.to_dict()["version"] == 2 and plain.by_rule == g.by_rule
+    assert g.restrict_rules([EXTRAPOLATE]).terminal == {EXTRAPOLATE: {3: Edge(0.04)}}
+
+
+@pytest.mark.parametrize("terminal, message", [
+    ({RESIDUAL: {5: 0.1}}, r"need 0 <= i <= num_steps - 2 = 4"),  # computing T-1 and finishing is free
+    ({RESIDUAL: {-1: 0.1}}, r"need 0 <= i"),
+    ({RESIDUAL: {2: 0.1}}, r"T - i = 4 exceeds max_skip = 3"),  # max_skip holds for terminal segments too
+    ({"mean-velocity:5": {3: 0.1}}, r"needs 4 step\(s\) before its start 3"),
+    ({RESIDUAL: {3: -1.0}}, r"error must be a finite number >= 0"),
+])
+def test_bad_terminal_edges_are_refused(terminal, message):
+    with pytest.raises(GraphFormatError, match=message):
+        ErrorGraph(6, 3, terminal=terminal)
+
+
+def test_version_3_file_checks():
+    d = terminal_graph().to_dict()
+    bad = json.loads(json.dumps(d))
+    bad["terminal_edges"].append(dict(bad["terminal_edges"][0]))
+    with pytest.raises(GraphFormatError, match=r"terminal_edges\[3\] \(i=3, rule='residual'\): duplicate"):
+        ErrorGraph.from_dict(bad)
+    old = json.loads(json.dumps(d))
+    old["version"] = 2
+    with pytest.raises(GraphFormatError, match="'terminal_edges' needs version 3"):
+        ErrorGraph.from_dict(old)
+    del old["terminal_edges"]
+    assert ErrorGraph.from_dict(old) == terminal_graph().without_terminal_edges()
+
+
+def test_shipped_graphs_have_no_terminal_edges():
+    for name in ("tiny_t2v_graph.json", "example_graph.json"):
+        g = ErrorGraph.load(example_graph_path().with_name(name))
+        assert not g.has_terminal_edges and g.to_dict()["version"] == 1

@@ -542,3 +542,174 @@ def test_rules_that_never_win_leave_the_steps_unchanged():
         for B in before:
             assert after[B].full_steps == before[B].full_steps and after[B].edge_errors == before[B].edge_errors
             assert after[B].schedule.is_residual_only and after[B].schedule == before[B].schedule
+
+
+# --- terminal edges: plans that may end on a skip ------------------------------------------------------------
+@st.composite
+def random_terminal_graphs(draw, max_steps=8):
+    """A random multigraph plus terminal edges (i, T) for some rules, where their history and max_skip allow."""
+    graph, forced, allowed = draw(random_multigraphs(max_steps=max_steps))
+    T, L = graph.num_steps, graph.max_skip
+    tied = draw(st.booleans())
+    terminal = {}
+    for rule in draw(st.lists(st.sampled_from(RULE_POOL), min_size=1, max_size=3, unique=True)):
+        for i in range(max(0, T - L), T - 1):
+            if rule_available(rule, i) and draw(st.floats(0, 1)) < 0.7:
+                terminal.setdefault(rule, {})[i] = Edge(draw(st.sampled_from(TIED_ERRORS)) if tied else draw(
+                    st.floats(0, 2, allow_nan=False, allow_infinity=False)))
+    graph = ErrorGraph(T, L, meta=graph.meta, by_rule=graph.by_rule, terminal=terminal)
+    if allowed is not None:
+        allowed = sorted(set(allowed) | set(draw(st.lists(st.sampled_from(sorted(terminal) or [RESIDUAL]),
+                                                          max_size=2))))
+        allowed = [r for r in allowed if r == RESIDUAL or r in graph.by_rule]
+    return graph, forced, allowed
+
+
+def terminal_options(graph, i, allowed):
+    names = graph.rules if allowed is None else allowed
+    return [(rule, graph.terminal[rule][i].error) for rule in names if i in graph.terminal.get(rule, {})]
+
+
+def all_terminal_paths(graph, forced=(), allowed=None):
+    """Every plan: the paths 0 -> T-1 and the paths 0 -> i ending on a terminal edge (i, T) that jumps over no
+    forced step, with every choice of rules: (computed steps, errors, rules)."""
+    yield from all_filled_paths(graph, forced, allowed)
+    T = graph.num_steps
+
+    def extend(path, errors, rules):
+        i = path[-1]
+        if all(f <= i for f in forced):
+            for rule, error in terminal_options(graph, i, allowed):
+                yield path, errors + [error], rules + [rule]
+        for j in range(i + 1, min(T - 1, i + graph.max_skip + 1)):
+            if any(i < f < j for f in forced):
+                break
+            for rule, error in rule_options(graph, i, j, allowed):
+                yield from extend(path + [j], errors + [error], rules + [rule])
+
+    yield from extend([0], [], [])
+
+
+def terminal_value(objective, errors, ends_on_skip, gamma=DEFAULT_GAMMA):
+    """The objective on the graph with the end node: a plan that computes T-1 also takes the free edge (T-1, T),
+    so its lexminimax vector has a trailing 0 and compares with B-entry vectors of plans that end on a skip
+    (the other objectives do not change by a 0 edge)."""
+    return objective_value(objective, list(errors) + ([] if ends_on_skip else [0.0]), gamma)
+
+
+def brute_force_terminal(graph, objective, forced=(), allowed=None, gamma=DEFAULT_GAMMA, max_error=math.inf):
+    best = {}
+    for path, errors, _ in all_terminal_paths(graph, forced, allowed):
+        if errors and max(errors) > max_error:
+            continue
+        value = terminal_value(objective, errors, len(errors) == len(path), gamma)
+        if len(path) not in best or value < best[len(path)]:
+            best[len(path)] = value
+    return best
+
+
+def assert_valid_terminal(p: Plan, graph, budget, forced=(), allowed=None):
+    T = graph.num_steps
+    steps, segments = p.full_steps, p.schedule.segments()
+    assert p.budget == budget == len(steps) and steps[0] == 0 and set(forced) <= set(steps)
+    assert len(segments) == len(p.rules) == len(p.edge_errors)
+    assert p.schedule.ends_on_skip == (steps[-1] != T - 1)
+    for (i, j), error, rule in zip(segments, p.edge_errors, p.rules):
+        options = terminal_options(graph, i, allowed) if j == T else rule_options(graph, i, j, allowed)
+        assert (rule, error) in options or (rule is None and j - i == 1 and error == min(e for _, e in options))
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(random_terminal_graphs(), st.sampled_from(GAMMAS))
+def test_terminal_edges_every_objective_and_budget_matches_brute_force(case, gamma):
+    graph, forced, allowed = case
+    for objective in ALL_OBJECTIVES:
+        g = gamma if objective == "peak" else None
+        expected = brute_force_terminal(graph, objective, forced, allowed, gamma)
+        got = frontier(graph, objective, force_full=forced, rules=allowed, gamma=g)
+        assert sorted(got) == sorted(expected) == feasible_budgets(graph, forced, rules=allowed)
+        for B, p in got.items():
+            assert_valid_terminal(p, graph, B, forced, allowed)
+            assert terminal_value(objective, p.edge_errors, p.schedule.ends_on_skip, gamma) == expected[B], (
+                objective, B)
+            single = plan(graph, B, objective=objective, force_full=forced, rules=allowed, gamma=g)
+            assert single.full_steps == p.full_steps and single.rules == p.rules
+        for B in set(range(0, graph.num_steps + 2)) - set(expected):
+            with pytest.raises(PlanningError, match="feasible budgets"):
+                plan(graph, B, objective=objective, force_full=forced, rules=allowed, gamma=g)
+        # keep_last_step plans as if the graph had no terminal edges
+        kept = frontier(graph, objective, force_full=forced, rules=allowed, gamma=g, keep_last_step=True)
+        plain = frontier(graph.without_terminal_edges(), objective, force_full=forced, rules=allowed, gamma=g)
+        assert {B: (p.full_steps, p.rules, p.edge_errors) for B, p in kept.items()} == {
+            B: (p.full_steps, p.rules, p.edge_errors) for B, p in plain.items()}
+        assert not any(p.schedule.ends_on_skip for p in kept.values())
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(random_terminal_graphs(max_steps=7), st.sampled_from(TIED_ERRORS + [0.05, 0.25, 2.0]), st.integers(1, 3))
+def test_terminal_edges_max_error_and_tiny_chunks_match_brute_force(case, ceiling, chunk):
+    graph, forced, allowed = case
+    for objective in ALL_OBJECTIVES:
+        expected = brute_force_terminal(graph, objective, forced, allowed, max_error=ceiling)
+        if not expected:
+            with pytest.raises(PlanningError):
+                plan(graph, max_error=ceiling, objective=objective, force_full=forced, rules=allowed)
+            continue
+        p = plan(graph, max_error=ceiling, objective=objective, force_full=forced, rules=allowed)
+        assert p.budget == min(expected) and p.worst <= ceiling
+        assert terminal_value(objective, p.edge_errors, p.schedule.ends_on_skip) == expected[p.budget]
+    with mock.patch.object(planner, "_MAX_CHUNK", chunk):
+        got = frontier(graph, "lexminimax", force_full=forced, rules=allowed)
+    assert {B: terminal_value("lexminimax", p.edge_errors, p.schedule.ends_on_skip)
+            for B, p in got.items()} == brute_force_terminal(
+        graph, "lexminimax", forced, allowed)
+
+
+def terminal_example():
+    """The example graph plus terminal residual edges that are cheap to skip the last step or two."""
+    g = synthetic_graph(50, 10)
+    terminal = {RESIDUAL: {i: Edge(0.001 * (50 - i) ** 2) for i in range(40, 49)}}
+    return ErrorGraph(50, 10, g.edges, g.meta, terminal=terminal)
+
+
+def test_plans_end_on_a_skip_by_default_and_keep_last_step_restores_lemica():
+    g, plain = terminal_example(), synthetic_graph(50, 10)
+    for objective in ALL_OBJECTIVES:
+        p = plan(g, 10, objective=objective)
+        assert p.schedule.ends_on_skip and 49 not in p.full_steps and p.budget == 10
+        assert p.schedule.segments()[-1] == (p.full_steps[-1], 50)
+        assert p.edge_errors[-1] == g.terminal[RESIDUAL][p.full_steps[-1]].error
+        kept = plan(g, 10, objective=objective, keep_last_step=True)
+        assert kept.schedule == plan(plain, 10, objective=objective).schedule and kept.full_steps[-1] == 49
+        assert kept.schedule.meta["keep_last_step"] is True
+        # B = T: every step computed, bit-identical to the plan without terminal edges
+        full = plan(g, 50, objective=objective)
+        assert full.full_steps == tuple(range(50))
+        assert full.edge_errors == plan(plain, 50, objective=objective).edge_errors
+    assert feasible_budgets(g)[0] < feasible_budgets(plain)[0]
+    assert feasible_budgets(g, keep_last_step=True) == feasible_budgets(plain)
+    assert 49 in plan(g, 10, force_full=[49]).full_steps  # a forced last step excludes every terminal edge
+
+
+def shipped_plans_digest(path):
+    """sha256 over every plan (steps, repr of each error, rules) of one shipped graph, all objectives."""
+    g = ErrorGraph.load(path)
+    rows = []
+    for objective in ALL_OBJECTIVES:
+        for B, p in frontier(g, objective).items():
+            rows.append([objective, B, list(p.full_steps), [repr(e) for e in p.edge_errors], list(p.rules)])
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest(), len(rows)
+
+
+# Computed with the planner as it was before terminal edges, on the shipped files.
+SHIPPED_PLANS_BEFORE_TERMINAL_EDGES = {
+    "tiny_t2v_graph.json": ("2380a1c9781c058aefa2974def7a8cf7401f40d796387e004cbc8607d637516d", 104),
+    "example_graph.json": ("844e97a7d03432436708148595683fc5b1345002b179fd60e06ad2f84fcc2d44", 180),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED_PLANS_BEFORE_TERMINAL_EDGES))
+def test_shipped_v1_v2_graphs_plan_exactly_as_before_terminal_edges(name):
+    from lemica.graph import example_graph_path
+    path = example_graph_path().with_name(name)
+    assert shipped_plans_digest(path) == SHIPPED_PLANS_BEFORE_TERMINAL_EDGES[name]

@@ -69,6 +69,29 @@ def test_full_budget_is_bit_identical_and_skips_exactly(pipelines, family, cfg):
     assert torch.equal(tp.run(cfg=cfg, num_inference_steps=T), vanilla)  # disabled again on exit
 
 
+ENDS_ON_SKIP = lemica.Schedule(num_steps=T, full_steps=[0, 1, 3, 5])  # steps 6 and 7 reuse step 5's residual
+
+
+@pytest.mark.parametrize("cfg", [False, True], ids=["nocfg", "cfg"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_schedule_that_ends_on_a_skip_runs_the_block_stack_b_times_per_branch(pipelines, family, cfg):
+    tp = tiny(pipelines, family)
+    counter = CallCounter(middle_linear(tp.pipe.transformer))
+    try:
+        with cached(tp.pipe, ENDS_ON_SKIP):
+            out = tp.run(cfg=cfg, num_inference_steps=T)
+            stats = cache_stats(tp.pipe)
+    finally:
+        counter.close()
+    calls = tp.transformer_calls_per_step(cfg)
+    assert ENDS_ON_SKIP.ends_on_skip and counter.calls == ENDS_ON_SKIP.budget * calls
+    assert stats.block_stack_runs == ENDS_ON_SKIP.budget * calls and len(stats.branches) == calls
+    for branch in stats.branches:
+        assert stats.computed_steps(branch) == [0, 1, 3, 5]
+        assert stats.reused_steps(branch) == [2, 4, 6, 7]
+    assert torch.isfinite(out).all()
+
+
 class Recorder(SchedulePolicy):
     """Keeps every computed residual so the test can rebuild a cached step independently."""
 

@@ -67,7 +67,6 @@ def test_json_round_trip(tmp_path):
         (10, [0, 5, 3, 9], "strictly increasing, got 5 before 3"),
         (10, [0, 3, 3, 9], "strictly increasing, got 3 before 3"),
         (10, [1, 5, 9], "must contain the first"),
-        (10, [0, 5, 8], "must contain the first .* and last .9."),
         (10, [], "must contain the first"),
         (10, [0, 5, 10], r"\[10\] out of range \[0, 9\]"),
         (10, [-1, 0, 9], r"\[-1\] out of range"),
@@ -87,7 +86,7 @@ def test_validation(num_steps, steps, message):
     "change, message",
     [
         ({"format": "lemica-graph"}, "'format' must be 'lemica-schedule'"),
-        ({"version": 3}, "unsupported 'version' 3"),
+        ({"version": 4}, "unsupported 'version' 4"),
         ({"version": "2"}, "unsupported 'version' '2'"),
         ({"version": True}, "unsupported 'version' True"),
         ({"rules": []}, "'rules' needs version 2"),
@@ -121,7 +120,8 @@ def test_from_mask_rejects_non_flags():
     with pytest.raises(ScheduleFormatError, match=r"mask\[1\]"):
         Schedule.from_mask([1, 2, 1])
     with pytest.raises(ScheduleFormatError, match="must contain the first"):
-        Schedule.from_mask([1, 0, 0])
+        Schedule.from_mask([0, 1, 1])
+    assert Schedule.from_mask([1, 0, 0]).ends_on_skip  # a trailing skip is a schedule that ends on a skip
 
 
 def test_compress_steps():
@@ -266,3 +266,34 @@ def test_implausible_sizes_are_refused():
         Schedule(MAX_STEPS + 1, [0, MAX_STEPS])
     with pytest.raises(ScheduleFormatError, match="exceeds the plausible maximum"):
         Schedule.uniform(10**12, 3)
+
+
+# --- schedules that end on a skip ---------------------------------------------------------------------------
+def test_schedule_may_end_on_a_skip(tmp_path):
+    s = Schedule(10, [0, 3, 6], rules={(3, 6): "extrapolate", (6, 10): "mean-velocity:1"})
+    assert s.ends_on_skip and s.budget == 3 and not Schedule(10, [0, 9]).ends_on_skip
+    assert s.segments() == [(0, 3), (3, 6), (6, 10)]
+    assert s.segment_rules() == [(0, 3, "residual"), (3, 6, "extrapolate"), (6, 10, "mean-velocity:1")]
+    assert s.mask == [True, False, False, True, False, False, True, False, False, False]
+    assert s.fill_rules[7:] == ["mean-velocity:1"] * 3 and s.cached_steps == [1, 2, 4, 5, 7, 8, 9]
+    assert Schedule(10, [0, 8]).segment_rules() == [(0, 8, "residual"), (8, 10, "residual")]  # skips step 9 only
+    assert Schedule(10, [0, 8], rules=["residual", "extrapolate"]).rules == ("residual", "extrapolate")
+    assert "ends on a skip 6->10" in str(s)
+    d = s.to_dict()
+    assert d["version"] == 3 and d["rules"][-1] == {"i": 6, "j": 10, "rule": "mean-velocity:1"}
+    assert Schedule.from_dict(json.loads(json.dumps(d))) == s
+    assert Schedule.load(s.save(tmp_path / "s.json")) == s
+    plain = Schedule(10, [0, 5])
+    assert plain.to_dict()["version"] == 3 and Schedule.from_dict(plain.to_dict()) == plain
+    with pytest.raises(ScheduleFormatError, match=r"version 2 schedules compute the last step; .* \(5 -> 10\)"):
+        plain.to_dict(version=2)
+    old = dict(plain.to_dict(), version=2)
+    with pytest.raises(ScheduleFormatError, match=r"must contain the last step \(9\) in a version 2 schedule"):
+        Schedule.from_dict(old)
+    with pytest.raises(ScheduleFormatError, match=r"'rules' gives no rule for segment\(s\) 5->10"):
+        Schedule.from_dict(dict(plain.to_dict(), rules=[{"i": 0, "j": 5, "rule": "residual"}]))
+    assert Schedule.from_mask([1, 0, 1, 0, 0]).segments() == [(0, 2), (2, 5)]
+    # cache-dit caches every 0 of a given mask, the last step included
+    assert Schedule(10, [0, 5]).to_cache_dit_mask() == [1, 0, 0, 0, 0, 1, 0, 0, 0, 0]
+    with pytest.raises(UnsupportedFillRuleError, match="5->10 extrapolate"):
+        Schedule(10, [0, 5], rules=["residual", "extrapolate"]).to_cache_dit_mask()

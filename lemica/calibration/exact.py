@@ -14,6 +14,13 @@ independence approximation LeMiCa makes, measured in ``benchmarks/fill_rules.py`
 T + Σ_rules Σ_available edges (T − j); a mean-velocity replay skips the whole transformer on i+1…j−1 and computes
 only j…T−1, the same block-stack count as a residual replay, so the cost grows linearly in the number of rules.
 
+Terminal edges (default; ``keep_last_step=True`` skips them): for every start i with 2 <= T − i <= max_skip and
+every rule available there, one more replay serves 0…i, fills i+1…T−1 with the rule and finishes (step T−1 is
+not computed); its weight is the same final-latents error. Such a replay runs no block stack at all (served and
+filled steps only), so it adds (max_skip − 1) replays per rule and sample at 0 block-stack runs: their cost is the
+embeddings and output head of the T − 1 − i filled steps (none for a served mean-velocity fill) and the pipeline's
+loop, small against one edge run to the end.
+
 Every finished sample is written atomically to the work directory, so a killed run resumes where it stopped
 and produces the same graph; under ``torchrun`` samples are sharded across ranks and merged on rank 0.
 """
@@ -36,13 +43,41 @@ from lemica.graph import RESIDUAL, ErrorGraph, rule_available, sort_rules
 from lemica.runtime import cache_stats, cached
 from lemica.runtime.fill import Filler, known_rule
 
-__all__ = ["calibrate", "edges_for", "exact_cost", "rule_edges", "check_rules", "rule_meta", "mean_rule_edges"]
+__all__ = ["calibrate", "edges_for", "exact_cost", "rule_edges", "check_rules", "rule_meta", "mean_rule_edges",
+           "terminal_starts", "rule_terminal_starts", "mean_terminal_edges", "terminal_meta"]
 DEFAULT_RULES = (RESIDUAL,)
 
 
 def edges_for(num_steps: int, max_skip: int) -> list[tuple[int, int]]:
     """Edges whose weight must be measured (j − i ≥ 2), ordered by start step."""
     return [(i, j) for i in range(num_steps) for j in range(i + 2, min(i + max_skip, num_steps - 1) + 1)]
+
+
+def terminal_starts(num_steps: int, max_skip: int) -> list[int]:
+    """Start steps i of the terminal edges (i, T) to measure: 2 <= T − i <= max_skip (T − 1 → T is free)."""
+    return list(range(max(0, num_steps - max_skip), num_steps - 1))
+
+
+def rule_terminal_starts(starts, rule: str) -> list[int]:
+    """The terminal starts a rule is measured on: those with the history it reads."""
+    return [i for i in starts if rule_available(rule, i)]
+
+
+def mean_terminal_edges(results: dict[int, dict], starts, rules) -> dict:
+    """Per-sample ``"terminal_errors"[rule]["i"]`` averaged into the graph's ``terminal`` edges."""
+    order = sorted(results)
+    for k in order:
+        if "terminal_errors" not in results[k]:
+            raise CalibrationError(f"sample {k} has no terminal edges; delete its file in the work directory to "
+                                   f"measure it again, or calibrate with keep_last_step")
+    return {rule: {i: edge_stats(results[k]["terminal_errors"][rule][str(i)] for k in order)
+                   for i in rule_terminal_starts(starts, rule)} for rule in rules}
+
+
+def terminal_meta(rules: tuple[str, ...], starts) -> dict:
+    """What a graph with terminal edges records about them: how many, and that they run no block stack."""
+    count = sum(len(rule_terminal_starts(starts, r)) for r in rules)
+    return {"terminal_edges": {"starts": list(starts), "edges": count, "block_stack_runs_per_branch": 0}}
 
 
 def rule_edges(edges, rule: str) -> list[tuple[int, int]]:
@@ -89,14 +124,17 @@ def mean_rule_edges(results: dict[int, dict], edges, rules) -> dict:
     return by_rule
 
 
-def _measure_sample(pipe, kwargs_factory, edges, progress, offload=False, rules=DEFAULT_RULES) -> dict:
+def _measure_sample(pipe, kwargs_factory, edges, progress, offload=False, rules=DEFAULT_RULES, starts=()) -> dict:
     record = RecordPolicy(offload)
     with cached(pipe, record):
         reference = final_latents(pipe, kwargs_factory())
         branches = len(cache_stats(pipe).branches)
         runs = cache_stats(pipe).block_stack_runs
     errors, rule_errors = {}, {rule: {} for rule in rules if rule != RESIDUAL}
+    T = kwargs_factory()["num_inference_steps"]
     jobs = [(i, j, rule) for i, j in edges for rule in rules if rule_available(rule, i)]
+    jobs += [(i, T, rule) for i in starts for rule in rules if rule_available(rule, i)]  # terminal: no compute
+    terminal_errors = {rule: {} for rule in rules} if starts else None
     for i, j, rule in tqdm(jobs, desc="edges", leave=False, disable=not progress):
         if rule == RESIDUAL:
             policy = SegmentReplayPolicy(record, i, j)
@@ -106,16 +144,22 @@ def _measure_sample(pipe, kwargs_factory, edges, progress, offload=False, rules=
             latents = final_latents(pipe, kwargs_factory())
             runs += cache_stats(pipe).block_stack_runs
         error = float((latents - reference).abs().mean())
-        (errors if rule == RESIDUAL else rule_errors[rule])[f"{i},{j}"] = error
+        if j == T:
+            terminal_errors[rule][str(i)] = error
+        else:
+            (errors if rule == RESIDUAL else rule_errors[rule])[f"{i},{j}"] = error
     out = {"errors": errors, "block_stack_runs": runs, "branches": branches}
     if rule_errors:
         out["rule_errors"] = rule_errors
+    if terminal_errors is not None:
+        out["terminal_errors"] = terminal_errors
     return out
 
 
 def calibrate(pipe, prompts: Sequence[str | dict], seeds: Iterable[int] = (0,), *, num_inference_steps: int,
               max_skip: int, workdir: str | os.PathLike | None = None, offload: bool = False,
-              progress: bool = True, rules: Iterable[str] = DEFAULT_RULES, **call_kwargs) -> ErrorGraph:
+              progress: bool = True, rules: Iterable[str] = DEFAULT_RULES, keep_last_step: bool = False,
+              **call_kwargs) -> ErrorGraph:
     """Measure the global error of every cache segment and return the error graph.
 
     ``prompts`` are strings (passed as ``prompt=``) or dicts of pipeline kwargs (e.g. ``prompt_embeds``);
@@ -125,23 +169,28 @@ def calibrate(pipe, prompts: Sequence[str | dict], seeds: Iterable[int] = (0,), 
     reference record (every step's output and residual) in host memory instead of on the model's device.
     ``rules``: the fill rules measured (default residual only; e.g. ``lemica.graph.expand_rules("all")``); the
     graph stores each rule's edges where it is available, and its meta lists the rules and their costs.
+    Terminal edges (i, T) are measured too (plans may then end on a skip), unless ``keep_last_step``.
     """
     prompts, seeds, T, L = check_inputs(prompts, seeds, num_inference_steps, max_skip)
     rules = check_rules(rules)
     edges = edges_for(T, L)
+    starts = () if keep_last_step else terminal_starts(T, L)
     samples = sample_order(len(prompts), seeds)
     fingerprint = pipeline_fingerprint(pipe, T, call_kwargs)
     config = {"fingerprint": fingerprint, "max_skip": L, "prompts_hash": stable_hash(prompts), "samples": samples,
               "call_kwargs_hash": stable_hash(call_kwargs), "estimator": "exact"}
     if rules != DEFAULT_RULES:  # residual-only work directories keep their manifest (and resume) as before
         config["rules"] = list(rules)
+    if not keep_last_step:  # work directories that keep the last step keep their manifest as before
+        config["terminal_edges"] = True
     device = getattr(pipe, "device", torch.device("cpu"))
     quiet_pipeline(pipe)
 
     def measure(k: int) -> dict:
         p, seed = samples[k]
         factory = lambda: sample_kwargs(prompts[p], seed, device, T, call_kwargs)  # noqa: E731
-        return _measure_sample(pipe, factory, edges, progress, offload, rules) | {"prompt_index": p, "seed": seed}
+        sample = _measure_sample(pipe, factory, edges, progress, offload, rules, starts)
+        return sample | {"prompt_index": p, "seed": seed}
 
     with encode_prompts_once(pipe):  # the text encoder's output is the same for every replay of a prompt
         results = measure_samples(measure, len(samples), workdir, config, progress=progress, desc="calibrating")
@@ -150,5 +199,8 @@ def calibrate(pipe, prompts: Sequence[str | dict], seeds: Iterable[int] = (0,), 
     meta = graph_meta(fingerprint, L, config["prompts_hash"], seeds, len(results), "exact",
                       "mean |x_final(cached) - x_final(reference)| (latents)",
                       {"block_stack_runs_per_sample": runs, "generation_equivalents_per_sample": runs / (T * branches)},
-                      **rule_meta(rules, T, L, lambda r: sum(T - j for _, j in rule_edges(edges, r))))
-    return ErrorGraph(num_steps=T, max_skip=L, meta=meta, by_rule=mean_rule_edges(results, edges, rules))
+                      **rule_meta(rules, T, L, lambda r: sum(T - j for _, j in rule_edges(edges, r))),
+                      **(terminal_meta(rules, starts) if starts else {}))
+    terminal = mean_terminal_edges(results, starts, rules) if starts else None
+    return ErrorGraph(num_steps=T, max_skip=L, meta=meta, by_rule=mean_rule_edges(results, edges, rules),
+                      terminal=terminal)

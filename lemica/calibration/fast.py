@@ -20,6 +20,10 @@ sampling never runs:
 
 Every method also takes ``max_samples`` (calibrate on the first n (prompt, seed) samples only) and
 ``calibration_size`` (e.g. ``{"height": 16, "width": 16}``: calibrate smaller, plan for the full size).
+Terminal edges (i, T) ("free", "proxy", "exact"; not "refine"; skipped with ``keep_last_step``) are measured
+exactly, on the final latents, by a replay that serves 0…i and fills i+1…T−1: it runs no block stack, so the
+block-stack cost of every estimator is unchanged (``lemica.calibration.exact``).
+
 The graph's ``meta["estimator"]`` names the method and ``meta["cost"]`` counts the block-stack runs actually
 executed (from ``cache_stats``), per sample and in generation equivalents. See docs/fast_calibration.md for
 measured costs and schedule fidelity: ``proxy`` with its probe is what ``lemica calibrate --fast`` runs; ``free``
@@ -38,13 +42,14 @@ import torch
 from tqdm.auto import tqdm
 
 from lemica.calibration.exact import (DEFAULT_RULES, calibrate, check_rules, edges_for, exact_cost,
-                                      mean_rule_edges, rule_edges, rule_meta)
+                                      mean_rule_edges, mean_terminal_edges, rule_edges, rule_meta,
+                                      rule_terminal_starts, terminal_meta, terminal_starts)
 from lemica.calibration.fingerprint import pipeline_fingerprint, stable_hash
 from lemica.calibration.jobs import (check_inputs, edge_stats, graph_meta, measure_samples, quiet_pipeline,
                                      sample_order)
 from lemica.calibration.prompts import encode_prompts_once
-from lemica.calibration.replay import (ChainRecord, RecordPolicy, RuleChainRecord, SegmentReplayPolicy,
-                                       ServeThenCompute, Switch, final_latents, sample_kwargs)
+from lemica.calibration.replay import (ChainRecord, RecordPolicy, RuleChainRecord, RuleReplayPolicy,
+                                       SegmentReplayPolicy, ServeThenCompute, Switch, final_latents, sample_kwargs)
 from lemica.errors import CalibrationError, PlanningError
 from lemica.graph import RESIDUAL, Edge, ErrorGraph, rule_available
 from lemica.planner import plan
@@ -254,6 +259,20 @@ class _Sample:
         bar.close()
         return out
 
+    def terminal(self, starts, rules=DEFAULT_RULES) -> dict[str, dict[str, float]]:
+        """Per rule: the exact weight of each terminal edge (i, T) ("i" -> error): serve ≤ i, fill the rest, finish
+        (no block stack runs)."""
+        T = len(self.x0)
+        out: dict[str, dict[str, float]] = {}
+        for rule in rules:
+            for i in rule_terminal_starts(starts, rule):
+                policy = SegmentReplayPolicy(self.record, i, T) if rule == RESIDUAL else RuleReplayPolicy(
+                    self.record, Filler([rule]), rule, i, T)
+                final, runs, _, _ = _run(self.pipe, self.switch, policy, self.kwargs())
+                self.runs += runs
+                out.setdefault(rule, {})[str(i)] = _mae(final, self.final)
+        return out
+
     def exact(self, edge) -> float:
         """Exact-mode weight: final latents of the full replay vs the reference's."""
         final, runs, _, _ = _run(self.pipe, self.switch, SegmentReplayPolicy(self.record, *edge), self.kwargs())
@@ -314,7 +333,7 @@ def calibrate_fast(pipe, prompts: Sequence[str | dict], seeds: Iterable[int] = (
                    budgets: Sequence[int] | None = None, max_rounds: int = 8, max_samples: int | None = None,
                    calibration_size: dict | None = None, workdir: str | os.PathLike | None = None,
                    offload: bool = False, progress: bool = True, rules: Iterable[str] = DEFAULT_RULES,
-                   **call_kwargs) -> ErrorGraph:
+                   keep_last_step: bool = False, **call_kwargs) -> ErrorGraph:
     """Estimate the error graph cheaply; same inputs as ``lemica.calibrate`` plus the estimator's knobs.
 
     ``method``: "free", "proxy" (``lookahead`` extra computed steps; with ``probe``, one edge per sample runs
@@ -325,7 +344,8 @@ def calibrate_fast(pipe, prompts: Sequence[str | dict], seeds: Iterable[int] = (
     "free" and "proxy" resume from ``workdir`` and shard samples under ``torchrun``, like ``lemica.calibrate``;
     ``offload`` keeps the reference record in host memory, as there. ``rules``: the fill rules measured, as in
     ``lemica.calibrate`` ("free", "proxy" and "exact"; every rule's chain of filled steps is built once per start
-    step and served to each of its edges; the probe's ratio rescales every rule).
+    step and served to each of its edges; the probe's ratio rescales every rule). Terminal edges are measured
+    exactly (see the module docstring) unless ``keep_last_step``; "refine" measures none.
     """
     rules = check_rules(rules)
     if method not in METHODS:
@@ -354,10 +374,11 @@ def calibrate_fast(pipe, prompts: Sequence[str | dict], seeds: Iterable[int] = (
         budgets = sorted({max(2, round(T / 2)), max(2, round(T / 3))} if budgets is None else set(budgets))
         params |= {"base": base, "max_rounds": max_rounds}
 
+    starts = () if keep_last_step or method == "refine" else terminal_starts(T, L)
     with encode_prompts_once(pipe):
         if method == "exact":
-            graph = _exact(pipe, prompts, samples, T, L, progress, run_kwargs, offload, rules)
-            edges_out, extra, metric = graph.by_rule, {}, graph.meta["metric"]
+            graph = _exact(pipe, prompts, samples, T, L, progress, run_kwargs, offload, rules, keep_last_step)
+            edges_out, extra, metric, terminal = graph.by_rule, {}, graph.meta["metric"], graph.terminal
             per_sample_runs = graph.meta["cost"]["block_stack_runs_per_sample"]
             branches = round(per_sample_runs / exact_cost(T, L, rules))
         else:
@@ -370,9 +391,11 @@ def calibrate_fast(pipe, prompts: Sequence[str | dict], seeds: Iterable[int] = (
                       "estimator": method, "estimator_params": params}
             if rules != DEFAULT_RULES:  # residual-only work directories keep their manifest (and resume) as before
                 config["rules"] = list(rules)
-            edges_out, extra, per_sample_runs, branches, metric = _estimate(
+            if starts:
+                config["terminal_edges"] = True
+            edges_out, extra, per_sample_runs, branches, metric, terminal = _estimate(
                 pipe, prompts, samples, T, L, method, base, lookahead, probe_at, budgets, max_rounds, progress,
-                run_kwargs, workdir, config, offload, rules)
+                run_kwargs, workdir, config, offload, rules, starts)
 
     exact_runs = branches * exact_cost(T, L, rules)
     cost = {"block_stack_runs_per_sample": per_sample_runs,
@@ -385,16 +408,18 @@ def calibrate_fast(pipe, prompts: Sequence[str | dict], seeds: Iterable[int] = (
     else:
         cost_of = lambda r: sum(T - j for _, j in rule_edges(edges_for(T, L), r))  # noqa: E731
     meta = graph_meta(pipeline_fingerprint(pipe, T, call_kwargs), L, stable_hash(prompts), seeds, len(samples),
-                      method, metric, cost, estimator_params=params, **extra, **rule_meta(rules, T, L, cost_of))
+                      method, metric, cost, estimator_params=params, **extra, **rule_meta(rules, T, L, cost_of),
+                      **(terminal_meta(rules, starts) if terminal else {}))
     if calibration_size:
         meta["calibration_resolution"] = dict(calibration_size)
         meta["cost"]["note"] = "block-stack runs at the calibration resolution, each cheaper than a full-size one"
-    return ErrorGraph(num_steps=T, max_skip=L, meta=meta, by_rule=edges_out)
+    return ErrorGraph(num_steps=T, max_skip=L, meta=meta, by_rule=edges_out, terminal=terminal)
 
 
 def _estimate(pipe, prompts, samples, T, L, method, base, lookahead, probe, budgets, max_rounds, progress,
-              run_kwargs, workdir, config, offload, rules=DEFAULT_RULES):
-    """free / proxy / refine on the chosen samples: (edges, extra meta, runs per sample, branches, metric)."""
+              run_kwargs, workdir, config, offload, rules=DEFAULT_RULES, starts=()):
+    """free / proxy / refine on the chosen samples: (edges, extra meta, runs per sample, branches, metric,
+    terminal edges or None)."""
     edges = edges_for(T, L)
     device = getattr(pipe, "device", torch.device("cpu"))
     quiet_pipeline(pipe)
@@ -415,6 +440,9 @@ def _estimate(pipe, prompts, samples, T, L, method, base, lookahead, probe, budg
                   "branches": sample.branches, "x0": sample.target, "prompt_index": p, "seed": seed}
         if as_json:
             result["rule_errors"] = as_json
+        if starts:
+            result["terminal_errors"] = sample.terminal(starts, rules)
+            result["block_stack_runs"] = sample.runs
         return result
 
     with cached(pipe, switch):
@@ -426,6 +454,7 @@ def _estimate(pipe, prompts, samples, T, L, method, base, lookahead, probe, budg
                                       desc=f"calibrating ({method})")
         done = [results[k] for k in sorted(results)]
         edges_out = mean_rule_edges(results, edges, rules)
+        terminal = mean_terminal_edges(results, starts, rules) if starts else None
         extra = {}
         if probe is not None:
             edges_out, extra["probe"] = _rescale(edges_out, [tuple(r["probe"]) for r in done], probe, lookahead, T,
@@ -443,16 +472,19 @@ def _estimate(pipe, prompts, samples, T, L, method, base, lookahead, probe, budg
         runs = sum(s.runs for s in kept) / len(kept)
     else:
         runs = sum(r["block_stack_runs"] for r in done) / len(done)
-    return edges_out, extra, runs, max(r["branches"] for r in done), metric
+    return edges_out, extra, runs, max(r["branches"] for r in done), metric, terminal
 
 
-def _exact(pipe, prompts, samples, T, L, progress, run_kwargs, offload, rules=DEFAULT_RULES) -> ErrorGraph:
+def _exact(pipe, prompts, samples, T, L, progress, run_kwargs, offload, rules=DEFAULT_RULES,
+           keep_last_step=False) -> ErrorGraph:
     """Exact mode on the chosen samples (each (prompt, seed) pair once, in order)."""
     per_sample = [calibrate(pipe, [prompts[p]], [seed], num_inference_steps=T, max_skip=L, progress=False,
-                            offload=offload, rules=rules, **run_kwargs)
+                            offload=offload, rules=rules, keep_last_step=keep_last_step, **run_kwargs)
                   for p, seed in tqdm(samples, desc="calibrating (exact)", disable=not progress)]
     by_rule = {rule: {e: edge_stats([g.by_rule[rule][e].error for g in per_sample]) for e in edges}
                for rule, edges in per_sample[0].by_rule.items()}
+    terminal = {rule: {i: edge_stats([g.terminal[rule][i].error for g in per_sample]) for i in ends}
+                for rule, ends in per_sample[0].terminal.items()}
     runs = sum(g.meta["cost"]["block_stack_runs_per_sample"] for g in per_sample) / len(per_sample)
     meta = dict(per_sample[0].meta, cost={"block_stack_runs_per_sample": runs})
-    return ErrorGraph(T, L, meta=meta, by_rule=by_rule)
+    return ErrorGraph(T, L, meta=meta, by_rule=by_rule, terminal=terminal)

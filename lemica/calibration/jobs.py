@@ -108,6 +108,14 @@ def check_sample(result, where: str) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
             raise CalibrationError(f"{where}: edge {edge} has error {value!r}; a segment's error must be a finite "
                                    f"number ≥ 0 (non-finite errors come from non-finite settings or a diverging run)")
+    terminal = result.get("terminal_errors", {})
+    for rule, by_start in (terminal.items() if isinstance(terminal, dict) else [("?", None)]):
+        if not isinstance(by_start, dict):
+            raise CalibrationError(f"{where}: 'terminal_errors' must map each rule to {{start step: error}}")
+        for start, value in by_start.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise CalibrationError(f"{where}: terminal edge ({start}, T) of rule {rule!r} has error {value!r}; "
+                                       f"it must be a finite number ≥ 0")
 
 
 def _load_sample(path: Path) -> dict:

@@ -34,7 +34,9 @@ def render_plan(p: Plan, console: Console = out_console, title: str | None = Non
         f"speed-up {p.speedup:.2f}x (theoretical T/B)  objective={p.objective}{peak}  "
         f"worst={_fmt(p.worst)}  total={_fmt(p.total)}"
     )
-    console.print(f"full steps: {compress_steps(p.full_steps)}")
+    console.print(f"full steps: {compress_steps(p.full_steps)}" + (
+        f"  (ends on a skip: steps {p.full_steps[-1] + 1}-{p.num_steps - 1} filled from step {p.full_steps[-1]}, "
+        f"the last step is not computed)" if p.schedule.ends_on_skip else ""))
     skips = [(i, j, e, rule) for (i, j, rule), e in zip(p.schedule.segment_rules(), p.edge_errors) if j - i >= 2]
     if not skips:
         console.print("no cached steps: every step runs the full transformer")
@@ -47,7 +49,8 @@ def render_plan(p: Plan, console: Console = out_console, title: str | None = Non
     table.add_column("", justify="left")
     for i, j, e, rule in skips:
         cached = f"{i + 1}" if j - i == 2 else f"{i + 1}-{j - 1}"
-        table.add_row(f"{i} -> {j}", cached, rule, _fmt(e), "worst" if e == p.worst else "")
+        skip = f"{i} -> end" if j == p.num_steps else f"{i} -> {j}"
+        table.add_row(skip, cached, rule, _fmt(e), "worst" if e == p.worst else "")
     console.print(table)
 
 
@@ -63,8 +66,8 @@ def render_frontier(plans: dict[int, Plan], console: Console = out_console) -> N
     for b, p in sorted(plans.items()):
         ranked = sorted(p.edge_errors, reverse=True) + [0.0, 0.0]
         rules = [", ".join(r for r in p.rules if r is not None) or "-"] if with_rules else []
-        table.add_row(str(b), f"{p.speedup:.2f}x", _fmt(ranked[0]), _fmt(ranked[1]), _fmt(p.total),
-                      compress_steps(p.full_steps), *rules)
+        steps = compress_steps(p.full_steps) + (" -> end" if p.schedule.ends_on_skip else "")
+        table.add_row(str(b), f"{p.speedup:.2f}x", _fmt(ranked[0]), _fmt(ranked[1]), _fmt(p.total), steps, *rules)
     console.print(table)
 
 
@@ -87,6 +90,9 @@ def plan_command(
              "graph stores).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")] = False,
     force_first: Annotated[int, typer.Option("--force-first", min=0, help="Always compute the first K steps.")] = 0,
+    keep_last_step: Annotated[bool, typer.Option(
+        "--keep-last-step", help="Always compute the last step, as LeMiCa does (default: where the graph stores "
+                                 "terminal edges, a plan may end on a skip).")] = False,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the schedule JSON here.",
                                                 callback=out_file)] = None,
 ) -> None:
@@ -111,10 +117,11 @@ def plan_command(
             fail(f"--rules: {e}", code=2)
     try:
         if all_budgets:
-            plans = frontier(graph, objective_name, force_full=forced, rules=allowed, gamma=gamma)
+            plans = frontier(graph, objective_name, force_full=forced, rules=allowed, gamma=gamma,
+                             keep_last_step=keep_last_step)
         else:
             single = plan(graph, budget, speedup=speedup, max_error=max_error, objective=objective_name,
-                          force_full=forced, rules=allowed, gamma=gamma)
+                          force_full=forced, rules=allowed, gamma=gamma, keep_last_step=keep_last_step)
     except PlanningError as e:
         fail(str(e))
 

@@ -17,6 +17,7 @@ from lemica.cli._common import prompts_file as prompts_file_check
 from lemica.errors import FillRuleError, LemicaError, PlanningError
 from lemica.pipelines import EMBEDDED, default_graph_path, video_frames
 from lemica.planner import plan
+from lemica.schedule import compress_steps
 from lemica.video import VIDEO_SUFFIXES
 
 
@@ -48,6 +49,10 @@ def calibrate_command(
     rules: Annotated[str, typer.Option(
         help="Fill rules to measure, comma-separated; windows as ranges: residual,extrapolate,mean-velocity:1-5 "
              "(or 'all'). Each rule multiplies the cost.")] = "residual",
+    keep_last_step: Annotated[bool, typer.Option(
+        "--keep-last-step", help="Measure no terminal edges (plans on the graph then always compute the last step). "
+                                 "By default they are measured: a few replays per rule that run no block stack.")]
+    = False,
 ) -> None:
     """Measure every cache segment's global error on the final output and write the error graph."""
     quiet_libraries()
@@ -79,7 +84,7 @@ def calibrate_command(
     count = len(prompts) * len(seed_list)
     resumed = finished_samples(workdir, count)  # kept by an earlier run (used if its settings match)
     kwargs = dict(num_inference_steps=T, max_skip=max_skip, guidance_scale=G, offload=offload, rules=rule_list, **size,
-                  workdir=workdir)
+                  workdir=workdir, keep_last_step=keep_last_step)
     started = time.perf_counter()
     try:
         graph = (calibrate_fast if fast else calibrate)(pipe, prompts, seed_list, **kwargs)
@@ -96,8 +101,10 @@ def calibrate_command(
         took = (f"all {count} samples resumed from {workdir}, none measured" if resumed == count else
                 (f"resumed {resumed} of {count} samples from {workdir}, " if resumed else "")
                 + f"{count - resumed} measured in {seconds:.1f} s")
+        terminal = sum(len(edges) for edges in graph.terminal.values())
         info(f"wrote {out}: T={graph.num_steps}, max skip {graph.max_skip}, rules {', '.join(graph.rules)}, "
-             f"{len(prompts)} prompts x "
+             + (f"{terminal} terminal edges (plans may end on a skip), " if terminal else "")
+             + f"{len(prompts)} prompts x "
              f"{len(seed_list)} seeds, {took}, "
              f"{cost.get('generation_equivalents_per_sample', float('nan')):.1f} generations' compute per sample")
 
@@ -124,6 +131,9 @@ def generate_command(
         "--graph", help="Error graph to plan on (default for the embedded model: the shipped graph).")] = None,
     budget: Annotated[Optional[int], typer.Option("--budget", "-b", help="Full-compute steps B.")] = None,
     speedup: Annotated[Optional[float], typer.Option("--speedup", "-s", help="Target speed-up T/B.")] = None,
+    keep_last_step: Annotated[bool, typer.Option(
+        "--keep-last-step", help="Plan with the last step computed, as LeMiCa does (--graph/--budget/--speedup).")]
+    = False,
     strict: Annotated[bool, typer.Option(help="Refuse (instead of warn) when the graph was calibrated elsewhere.")]
     = False,
     scale: Annotated[Optional[int], typer.Option(min=1, help="Nearest-neighbour upscale of the saved video.")] = None,
@@ -163,7 +173,7 @@ def generate_command(
         steps = planned_for
     if graph is not None:
         try:
-            schedule = plan(graph, budget, speedup=speedup).schedule
+            schedule = plan(graph, budget, speedup=speedup, keep_last_step=keep_last_step).schedule
         except PlanningError as e:
             fail(str(e))
     T, G = run_defaults(pipeline, steps, guidance)
@@ -196,6 +206,9 @@ def generate_command(
             fail(str(e))
         info(f"cache schedule: B={schedule.budget} of T={schedule.num_steps} steps "
              f"(theoretical speed-up {schedule.speedup:.2f}x): {list(schedule.full_steps)}"
+             + (f", ends on a skip (step{'s' if schedule.full_steps[-1] < T - 2 else ''} "
+                f"{compress_steps(range(schedule.full_steps[-1] + 1, T))} filled, not computed)"
+                if schedule.ends_on_skip else "")
              + ("" if schedule.is_residual_only else "; fill rules " + ", ".join(
                  f"{i}->{j} {rule}" for i, j, rule in schedule.segment_rules() if rule is not None)))
     started = time.perf_counter()

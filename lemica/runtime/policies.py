@@ -64,7 +64,8 @@ class SchedulePolicy(StepPolicy):
     """Run the block stack on the schedule's full steps and fill the others with each segment's rule.
 
     Residual segments reuse the residual (LeMiCa); other rules come from ``lemica.runtime.fill`` (extrapolated
-    residuals reuse too, mean-velocity segments are served with the whole transformer skipped). A schedule whose
+    residuals reuse too, mean-velocity segments are served with the whole transformer skipped). A schedule that ends
+    on a skip fills its trailing segment (i, T) the same way, from step i, and never computes step T-1. A schedule whose
     rule is unknown or lacks the history it reads at its segment start is refused here (``FillRuleError``).
     ``parameterization`` ("flow" | "sample" | None = detected) says what the transformer outputs (mean-velocity
     only). ``extra_rules`` keep history for rules the schedule does not use (their state never changes the
