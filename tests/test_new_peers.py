@@ -12,7 +12,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from lemica.bench import meancache_windows, scm_dynamic, sencache, taylorseer_grid  # noqa: E402
+from lemica.bench import meancache_windows, scm_dynamic, seacache_official, sencache, taylorseer_grid  # noqa: E402
 from lemica.bench.sencache import SenCacheKnobs, SenCachePolicy, Sensitivity  # noqa: E402
 from lemica.runtime import Action  # noqa: E402
 from lemica.schedule import Schedule  # noqa: E402
@@ -211,6 +211,64 @@ def test_scm_dynamic_config_and_grid():
     ctx = types.SimpleNamespace(num_steps=30)
     assert [p["mask_fraction"] for p in scm_dynamic.grid(ctx, 10)] == [1.0, 0.8, 0.6]
     assert [p["mask_fraction"] for p in scm_dynamic.grid(ctx, 2)] == [1.0]
+
+
+# ------------------------------------------------------------------------------------------ official SeaCache
+def _sea_policy(threshold, use_ret_steps, steps=8):
+    """A policy on a stand-in first block whose modulated input is its hidden states (zero modulation, identity
+    norm) on a 1x1x1 grid, where the SEA filter is the identity: the signal is what the test feeds."""
+    policy = seacache_official.SeaCacheOfficialPolicy(seacache_official.SeaCacheOfficialKnobs(threshold, use_ret_steps))
+    block = types.SimpleNamespace(scale_shift_table=torch.zeros(1, 6, 1), norm1=lambda x: x)
+    policy._blocks, policy._patch = {"transformer": block}, {"transformer": (1, 1, 1)}
+    policy._scheduler = types.SimpleNamespace(sigmas=torch.linspace(1.0, 0.0, steps + 1))
+    policy.start(steps)
+    return policy
+
+
+def _sea_drive(policy, signals):
+    out = []
+    for step, per_branch in enumerate(signals):
+        row = []
+        for branch, value in per_branch.items():
+            policy.inputs(step, branch, "transformer", (torch.zeros(1, 1, 1, 1, 1),), {})
+            action = policy.action(step, branch)
+            h = torch.full((1, 1, 1), float(value))
+            row.append(policy.refine(step, branch, action, (h, None, torch.zeros(1, 6, 1)), {}))
+        out.append(row)
+    return out
+
+
+def test_official_seacache_forced_steps_and_accumulation():
+    values = [1.0, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6]  # relative changes 0, .100, .091, .083, .077, .071, .067
+    # default mode: step 0 and the last step forced; a step computes once the accumulated change reaches 0.15
+    got = _sea_drive(_sea_policy(0.15, use_ret_steps=False), [{"cond": v} for v in values])
+    assert [a[0] for a in got] == [C, R, R, C, R, C, R, C]
+    # use_ret_steps: steps 0-4 forced, last not forced
+    got = _sea_drive(_sea_policy(0.15, use_ret_steps=True), [{"cond": v} for v in values])
+    assert [a[0] for a in got] == [C, C, C, C, C, R, R, C]  # .077 + .071 < .15, + .067 >= .15
+    with pytest.raises(ValueError):
+        seacache_official.SeaCacheOfficialKnobs(-1.0) and _sea_policy(-1.0, True)
+
+
+def test_official_seacache_branches_have_separate_accumulators():
+    signals = [{"cond": 1.0, "uncond": 1.0}] + [{"cond": 1.0, "uncond": 2.0 ** n} for n in range(1, 8)]
+    got = _sea_drive(_sea_policy(0.15, use_ret_steps=False), signals)
+    assert [a[0] for a in got] == [C, R, R, R, R, R, R, C]  # cond never changes: only the forced last step
+    assert [a[1] for a in got] == [C] * 8  # uncond doubles every step
+
+
+def test_sea_filter_is_identity_on_singleton_axes_and_keeps_shape():
+    x = torch.randn(2, 1, 1, 1, 3)
+    assert torch.allclose(seacache_official.sea_filter(x, 0.5), x, atol=1e-6)
+    y = seacache_official.sea_filter(torch.randn(1, 3, 4, 5, 2), 0.7)
+    assert y.shape == (1, 3, 4, 5, 2) and torch.isfinite(y).all()
+
+
+def test_official_seacache_smoke_counts_block_runs(wan):
+    ctx = types.SimpleNamespace(num_steps=10, pipe=wan.pipe)
+    assert _runs(wan, seacache_official.make_setting(ctx, 1e9, 6, use_ret_steps=True)) == 2 * 5
+    assert _runs(wan, seacache_official.make_setting(ctx, 1e9, 6, use_ret_steps=False)) == 2 * 2
+    assert _runs(wan, seacache_official.make_setting(ctx, 0.0, 6)) == 2 * 10
 
 
 # ------------------------------------------------------------------------------------------ TaylorSeer grid

@@ -117,7 +117,8 @@ def faithful_schedule(ctx, budget: int, knobs: WindowKnobs):
 def make_setting(ctx, budget: int, knobs: WindowKnobs | None = None):
     """One faithful-MeanCache setting; without ``knobs`` the grid point best on the tuning samples."""
     from lemica.bench import meancache
-    from lemica.bench.methods import Setting, _lemica_installer
+    from lemica.bench.methods import Setting
+    from lemica.bench.peer_installers import lemica_installer
 
     if knobs is None:
         candidates = [(dataclasses.asdict(k), faithful_schedule(ctx, budget, k)) for k in FAITHFUL_GRID]
@@ -128,4 +129,4 @@ def make_setting(ctx, budget: int, knobs: WindowKnobs | None = None):
     knob |= {"budget": budget, "full_steps": list(schedule.full_steps),
              "rules": [f"{i}->{j} {r}" for i, j, r in schedule.segment_rules() if r is not None]}
     return Setting("meancache-faithful", f"B={budget} γ={knob['gamma']:g} k_head={knob['k_head']} "
-                   f"k_tail={knob['k_tail']}", knob, _lemica_installer(schedule), schedule=schedule)
+                   f"k_tail={knob['k_tail']}", knob, lemica_installer(schedule), schedule=schedule)

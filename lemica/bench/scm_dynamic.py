@@ -88,7 +88,8 @@ def cache_dit_config(mask: list[int], num_steps: int, knobs: ScmDynamicKnobs) ->
 
 def make_setting(ctx, threshold: float, budget: int, mask_fraction: float = 1.0):
     """The SCM-dynamic row: lemica's lexminimax mask at round(mask_fraction B), DBCache's check on the rest."""
-    from lemica.bench.methods import Setting, _cache_dit_installer
+    from lemica.bench.methods import Setting
+    from lemica.bench.peer_installers import cache_dit_installer
 
     knobs = ScmDynamicKnobs(threshold=threshold, mask_fraction=mask_fraction)
     mask_budget = knobs.mask_budget(budget)
@@ -97,7 +98,7 @@ def make_setting(ctx, threshold: float, budget: int, mask_fraction: float = 1.0)
     return Setting("cache-dit-dynamic", f"lemica mask B={mask_budget} τ={threshold:.3g}",
                    {"threshold": threshold, "mask_budget": mask_budget, "mask_fraction": mask_fraction,
                     "mask_steps": list(schedule.full_steps), "Fn_compute_blocks": 1},
-                   _cache_dit_installer(config))  # no `schedule`: the compute is decided at run time
+                   cache_dit_installer(config))  # no `schedule`: the compute is decided at run time
 
 
 def grid(ctx, budget: int) -> list[dict]:

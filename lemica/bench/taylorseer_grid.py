@@ -51,17 +51,18 @@ def make_setting(ctx, budget: int, first_enhance: int, cache_interval: int, orde
     import torch
     from diffusers import TaylorSeerCacheConfig
 
-    from lemica.bench.methods import Setting, _block_names, _diffusers_installer
+    from lemica.bench.methods import Setting
+    from lemica.bench.peer_installers import block_names, diffusers_installer
     from lemica.runtime.diffusers_compat import taylorseer_official_placement
 
-    identifiers = [rf"({_block_names(ctx.pipe)})\.\d+\.(attn\d?|ffn|ff)"]
+    identifiers = [rf"({block_names(ctx.pipe)})\.\d+\.(attn\d?|ffn|ff)"]
     config = dict(cache_interval=cache_interval, disable_cache_before_step=first_enhance, max_order=order,
                   taylor_factors_dtype=torch.float32, cache_identifiers=identifiers)
     full = computed_steps(first_enhance, cache_interval, ctx.num_steps)
     return Setting("taylorseer", f"N={cache_interval} d={first_enhance} order={order}",
                    {"cache_interval": cache_interval, "warmup": first_enhance, "order": order,
                     "placement": "official", "computed_steps": len(full)},
-                   _diffusers_installer(lambda pipe: TaylorSeerCacheConfig(**config),
+                   diffusers_installer(lambda pipe: TaylorSeerCacheConfig(**config),
                                         adapt=lambda module: taylorseer_official_placement(
                                             module, first_enhance, cache_interval)))
 
