@@ -322,3 +322,39 @@ def test_taylorseer_grid_setting_smoke(wan):
     setting = taylorseer_grid.make_setting(ctx, 5, first_enhance=3, cache_interval=3, order=1)
     assert setting.knob["computed_steps"] == len(taylorseer_grid.computed_steps(3, 3, 10)) == 5
     assert _runs(wan, setting) == 2 * 5
+
+
+def test_faithful_meancache_setting_smoke(wan):
+    from lemica.bench.methods import BenchContext
+    from lemica.graph import Edge, ErrorGraph
+    T = 10
+    by_rule = {f"mean-velocity:{k}": {(i, j): Edge(0.01 * k + 0.001 * (j - i) ** 2)
+                                       for i in range(k - 1, T) for j in range(i + 2, min(T, i + 5))}
+               for k in (1, 2, 3, 4, 5)}
+    ctx = BenchContext(wan)
+    ctx._cache["fill_graph"] = ErrorGraph(T, 4, by_rule=by_rule)  # stands in for the calibrated multi-rule graph
+    knobs = meancache_windows.WindowKnobs(gamma=2.0, k_head=2, k_tail=4)
+    setting = meancache_windows.make_setting(ctx, 5, knobs)
+    schedule = setting.schedule
+    assert schedule.budget == 5 and setting.knob["k_head"] == 2
+    for i, j, rule in schedule.segment_rules():
+        if rule is not None:
+            assert rule == f"mean-velocity:{meancache_windows.segment_window(i, j, T, 2, 4)}"
+    assert _runs(wan, setting) == 2 * 5  # mean-velocity steps skip the whole transformer, both branches
+
+
+def test_sencache_calibration_leaves_the_trajectory_unchanged(wan):
+    import numpy as np
+    from lemica.bench.counting import transformers_of
+    sample = wan.tuning[0]
+    plain = wan.generate(sample)
+    recorder = sencache.SensitivityRecorder()
+    recorder.attach(transformers_of(wan.pipe))
+    try:
+        recorded = wan.generate(sample)
+    finally:
+        recorder.detach()
+    np.testing.assert_array_equal(plain, recorded)  # the two extra calls per step feed nothing back
+    sens = recorder.sensitivity()
+    assert len(sens.timesteps) == 10 and sens.timesteps[0] > sens.timesteps[-1]
+    assert all(v > 0 for v in sens.j_t)
