@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import os
+from pathlib import Path
 import stat
 
 import pytest
@@ -457,7 +458,12 @@ def test_version_3_file_checks():
     assert ErrorGraph.from_dict(old) == terminal_graph().without_terminal_edges()
 
 
-def test_shipped_graphs_have_no_terminal_edges():
-    for name in ("tiny_t2v_graph.json", "example_graph.json"):
-        g = ErrorGraph.load(example_graph_path().with_name(name))
+def test_v1_graphs_have_no_terminal_edges_and_the_shipped_one_has():
+    old = ErrorGraph.load(Path(__file__).parent / "data" / "tiny_t2v_graph_v1.json")
+    example = ErrorGraph.load(example_graph_path())
+    for g in (old, example):
         assert not g.has_terminal_edges and g.to_dict()["version"] == 1
+    shipped = ErrorGraph.load(example_graph_path().with_name("tiny_t2v_graph.json"))
+    assert shipped.has_terminal_edges and shipped.to_dict()["version"] == 3
+    assert sorted(shipped.terminal["residual"]) == list(range(22, 29))
+    assert shipped.without_terminal_edges().by_rule == old.by_rule

@@ -6,6 +6,7 @@ import itertools
 import json
 import math
 import random
+from pathlib import Path
 from unittest import mock
 
 import pytest
@@ -701,15 +702,25 @@ def shipped_plans_digest(path):
     return hashlib.sha256(json.dumps(rows).encode()).hexdigest(), len(rows)
 
 
-# Computed with the planner as it was before terminal edges, on the shipped files.
-SHIPPED_PLANS_BEFORE_TERMINAL_EDGES = {
-    "tiny_t2v_graph.json": ("2380a1c9781c058aefa2974def7a8cf7401f40d796387e004cbc8607d637516d", 104),
-    "example_graph.json": ("844e97a7d03432436708148595683fc5b1345002b179fd60e06ad2f84fcc2d44", 180),
+# Computed with the planner as it was before terminal edges, on v1 files: the example graph as shipped, and the
+# embedded model's graph as shipped before its terminal edges were measured (kept in tests/data).
+V1_PLANS_BEFORE_TERMINAL_EDGES = {
+    "tests/data/tiny_t2v_graph_v1.json": ("2380a1c9781c058aefa2974def7a8cf7401f40d796387e004cbc8607d637516d", 104),
+    "lemica/data/example_graph.json": ("844e97a7d03432436708148595683fc5b1345002b179fd60e06ad2f84fcc2d44", 180),
 }
 
 
-@pytest.mark.parametrize("name", sorted(SHIPPED_PLANS_BEFORE_TERMINAL_EDGES))
-def test_shipped_v1_v2_graphs_plan_exactly_as_before_terminal_edges(name):
+@pytest.mark.parametrize("name", sorted(V1_PLANS_BEFORE_TERMINAL_EDGES))
+def test_v1_graphs_plan_exactly_as_before_terminal_edges(name):
+    path = Path(__file__).resolve().parents[1] / name
+    assert shipped_plans_digest(path) == V1_PLANS_BEFORE_TERMINAL_EDGES[name]
+
+
+def test_shipped_graph_without_its_terminal_edges_plans_as_its_v1_file():
     from lemica.graph import example_graph_path
-    path = example_graph_path().with_name(name)
-    assert shipped_plans_digest(path) == SHIPPED_PLANS_BEFORE_TERMINAL_EDGES[name]
+    shipped = ErrorGraph.load(example_graph_path().with_name("tiny_t2v_graph.json"))
+    old = ErrorGraph.load(Path(__file__).parent / "data" / "tiny_t2v_graph_v1.json")
+    assert shipped.has_terminal_edges
+    for B in (8, 10, 15, 20):
+        assert plan(shipped, B, keep_last_step=True).full_steps == plan(old, B).full_steps
+        assert plan(shipped.without_terminal_edges(), B).edge_errors == plan(old, B).edge_errors

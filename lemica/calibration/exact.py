@@ -26,6 +26,7 @@ and produces the same graph; under ``torchrun`` samples are sharded across ranks
 """
 from __future__ import annotations
 
+import json
 import os
 from typing import Iterable, Sequence
 
@@ -44,7 +45,7 @@ from lemica.runtime import cache_stats, cached
 from lemica.runtime.fill import Filler, known_rule
 
 __all__ = ["calibrate", "edges_for", "exact_cost", "rule_edges", "check_rules", "rule_meta", "mean_rule_edges",
-           "terminal_starts", "rule_terminal_starts", "mean_terminal_edges", "terminal_meta"]
+           "terminal_starts", "rule_terminal_starts", "mean_terminal_edges", "terminal_meta", "add_terminal_edges"]
 DEFAULT_RULES = (RESIDUAL,)
 
 
@@ -204,3 +205,37 @@ def calibrate(pipe, prompts: Sequence[str | dict], seeds: Iterable[int] = (0,), 
     terminal = mean_terminal_edges(results, starts, rules) if starts else None
     return ErrorGraph(num_steps=T, max_skip=L, meta=meta, by_rule=mean_rule_edges(results, edges, rules),
                       terminal=terminal)
+
+
+def add_terminal_edges(graph: ErrorGraph, pipe, prompts: Sequence[str | dict], seeds: Iterable[int] = (0,), *,
+                       progress: bool = True, offload: bool = False, **call_kwargs) -> ErrorGraph:
+    """``graph`` with its terminal edges (i, T) measured, for a graph calibrated before they existed.
+
+    Pass the prompts, seeds and call settings the graph was calibrated with: they are checked against its meta
+    (pipeline fingerprint, prompts hash, seeds), so the new edges average over the same samples as the old ones.
+    Each sample costs one reference run (T block-stack runs per branch) and no block stack after it."""
+    prompts, seeds, T, L = check_inputs(prompts, seeds, graph.num_steps, graph.max_skip)
+    meta = dict(graph.meta or {})
+    fingerprint = pipeline_fingerprint(pipe, T, call_kwargs)
+    wanted = {"prompts_hash": stable_hash(prompts), "seeds": list(seeds), **fingerprint}
+    differs = [k for k, v in wanted.items() if k in meta and _as_plain(meta[k]) != _as_plain(v)]
+    if differs:
+        raise CalibrationError(f"the graph was calibrated with other {', '.join(differs)}: "
+                               f"{ {k: meta[k] for k in differs} } vs { {k: wanted[k] for k in differs} }")
+    rules, starts = graph.rules, terminal_starts(T, L)
+    samples = sample_order(len(prompts), seeds)
+    device = getattr(pipe, "device", torch.device("cpu"))
+    quiet_pipeline(pipe)
+    results = {}
+    with encode_prompts_once(pipe):
+        for k, (p, seed) in enumerate(tqdm(samples, desc="terminal edges", disable=not progress)):
+            factory = lambda: sample_kwargs(prompts[p], seed, device, T, call_kwargs)  # noqa: E731
+            results[k] = _measure_sample(pipe, factory, [], False, offload, rules, starts)
+    meta.update(terminal_meta(rules, starts))
+    return ErrorGraph(num_steps=T, max_skip=L, meta=meta, by_rule=graph.by_rule,
+                      terminal=mean_terminal_edges(results, starts, rules))
+
+
+def _as_plain(value):
+    """JSON round trip, so that tuples and lists (and int/float keys) compare as a saved graph stores them."""
+    return json.loads(json.dumps(value, sort_keys=True, default=repr))
