@@ -72,3 +72,21 @@ class ConcurrentCallError(LemicaError):
 
 class MethodUnavailable(LemicaError):
     """A bench method cannot run on this workload or budget; the message says why (it goes into the results)."""
+
+
+class OutputPathError(LemicaError):
+    """An output path names something lemica will not write over: a directory, FIFO, device or socket (lemica
+    writes regular files only, and never removes what it refuses)."""
+
+
+class InputFileError(LemicaError):
+    """An input file cannot be read as lemica expects: not a regular file (a FIFO, a device, a stream), larger than
+    any file lemica writes, or nested deeper than any file lemica writes; the message names the file."""
+
+
+class OutputWriteError(OSError):
+    """Writing an output failed in the operating system (disk full, read-only, permission); the message names the
+    file. An ``OSError`` (the errno is kept), not a ``LemicaError``: the input was fine, the disk was not."""
+
+    def __str__(self) -> str:
+        return self.strerror or Exception.__str__(self)

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from lemica._io import atomic_write_bytes, read_json
-from lemica.errors import GraphFormatError
+from lemica.errors import GraphFormatError, InputFileError
 
 FORMAT = "lemica-graph"
 VERSION = 2  # the newest version this lemica writes
@@ -403,6 +403,8 @@ class ErrorGraph:
         """Read and validate a graph file (version 1 or 2); GraphFormatError names the problem (and the file)."""
         try:
             data = read_json(path)
+        except InputFileError as e:
+            raise GraphFormatError(str(e)) from None
         except ValueError as e:  # json.JSONDecodeError
             raise GraphFormatError(f"{path}: not valid JSON ({e})") from None
         try:

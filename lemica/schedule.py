@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from lemica._io import atomic_write_json, read_json
-from lemica.errors import ScheduleFormatError, UnsupportedFillRuleError
+from lemica.errors import InputFileError, ScheduleFormatError, UnsupportedFillRuleError
 from lemica.graph import MAX_STEPS, RESIDUAL, rule_problem
 
 FORMAT = "lemica-schedule"
@@ -211,6 +211,8 @@ class Schedule:
     def load(cls, path: str | os.PathLike) -> "Schedule":
         try:
             data = read_json(path)
+        except InputFileError as e:
+            raise ScheduleFormatError(str(e)) from None
         except ValueError as e:
             raise ScheduleFormatError(f"{path}: not valid JSON ({e})") from None
         try:

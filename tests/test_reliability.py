@@ -13,6 +13,7 @@ import json
 import math
 import multiprocessing
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -621,3 +622,20 @@ def test_bench_evaluates_the_embedded_model_on_the_users_prompts(tmp_path):
     data = json.loads((tmp_path / "b" / "results.json").read_text())
     assert [s["prompt"] for s in data["meta"]["samples"]] == ["a red circle moving left"]
     assert [r["method"] for r in data["rows"]] == ["uniform"]
+
+
+def test_a_sample_missing_an_edge_names_the_file_and_the_edge(calibrated):
+    folder, args, _ = calibrated
+    sample = folder / "g.json.work" / "sample_00000.json"
+    good = sample.read_text()
+    try:
+        data = json.loads(good)
+        edge = sorted(data["errors"])[-1]
+        del data["errors"][edge]
+        sample.write_text(json.dumps(data))
+        result = cli(*args)
+        assert result.exit_code == 1, (result.stderr, result.exception)
+        assert re.search(rf"sample_00000\.json.* has no error for edge {edge};", result.stderr), result.stderr
+        assert result.stderr.splitlines()[-1].startswith("error: ") and "Traceback" not in result.output
+    finally:
+        sample.write_text(good)

@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 from tqdm.auto import tqdm
 
-from lemica._io import atomic_write_json, json_safe
+from lemica._io import atomic_write_json, json_safe, read_json
 from lemica.bench.counting import measure
 from lemica.bench.methods import REGISTRY, BenchContext, Method, Setting
 from lemica.calibration import encode_prompts_once, pipeline_fingerprint, stable_hash
@@ -183,7 +183,7 @@ class Matcher:
         self._vanilla_videos: list[np.ndarray] | None = None
         self._fingerprint = self._workload_fingerprint()
         if store is not None and store.exists():
-            saved = json.loads(store.read_text())
+            saved = read_json(store)
             if saved.get("fingerprint") == self._fingerprint:
                 for e in saved["entries"]:
                     self._memo[(e["method"], e["knob_key"])] = e["compute"]

@@ -22,7 +22,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from lemica.errors import GraphFormatError, InvalidArgumentError, ScheduleFormatError
+from lemica._io import output_target, read_bytes, read_json
+from lemica.errors import (GraphFormatError, InputFileError, InvalidArgumentError, OutputPathError,
+                           ScheduleFormatError)
 from lemica.graph import MAX_STEPS, ErrorGraph
 from lemica.pipelines import EMBEDDED, load_pipeline, resolve_device, resolve_dtype, size_problems
 from lemica.planner import OBJECTIVES
@@ -101,10 +103,12 @@ def load_schedule_or_exit(path: Path) -> Schedule:
 def check_json_file(path: Path, what: str) -> None:
     """A JSON file lemica wrote earlier (a cache) must still parse; a damaged one is an error that names it."""
     try:
-        json.loads(path.read_text(encoding="utf-8"))
+        read_json(path)
     except FileNotFoundError:
         return
-    except (ValueError, UnicodeDecodeError) as e:
+    except InputFileError as e:
+        fail(f"{what}: {e}")
+    except ValueError as e:
         fail(f"{path}: damaged {what} ({e}); delete it and run again")
     except OSError as e:
         fail(f"cannot read {what} {path}: {e.strerror or e}")
@@ -113,11 +117,13 @@ def check_json_file(path: Path, what: str) -> None:
 def read_text_file(path: Path, option: str) -> str:
     """A text file's content; a missing, unreadable, directory or non-UTF-8 file is an error naming the option."""
     try:
-        data = path.read_bytes()
+        data = read_bytes(path)
     except FileNotFoundError:
         fail(f"{option}: file not found: {path}")
     except IsADirectoryError:
         fail(f"{option}: {path} is a directory, not a text file")
+    except InputFileError as e:
+        fail(f"{option}: {e}")
     except OSError as e:
         fail(f"{option}: cannot read {path}: {e.strerror or e}")
     try:
@@ -157,19 +163,29 @@ def _check_writable(folder: Path, option: str, target: Path) -> None:
 
 
 def check_output_file(path: Path, option: str = "--out") -> Path:
-    """An output file that can be written: not a directory, in a folder that exists or can be created (it is
+    """An output file that can be written: absent or a regular file (through a symlink: the file it points at; a
+    directory, FIFO, device or socket is refused and left alone), in a folder that exists or can be created (it is
     created when the file is written, not before, so a refused command leaves nothing behind)."""
     if path.is_dir():
         fail(f"{option}: {path} is a directory; give a file name")
     _check_writable(path.parent, option, path)
+    try:
+        target = output_target(path)
+    except OutputPathError as e:
+        fail(f"{option}: {e}")
+    if target != path:  # through a symlink: the file it points at is the one replaced
+        _check_writable(target.parent, option, path)
     return path
 
 
-def check_output_dir(path: Path, option: str = "--out") -> Path:
-    """An output folder that exists or can be created, and can be written in."""
+def check_output_dir(path: Path, option: str = "--out", files: tuple[str, ...] = ()) -> Path:
+    """An output folder that exists or can be created, and can be written in; each of ``files`` that the command
+    writes there must be absent or a regular file (``check_output_file``)."""
     if path.exists() and not path.is_dir():
         fail(f"{option}: {path} is a file, not a directory", code=2)  # the option names the wrong kind of path
     _check_writable(path, option, path)
+    for name in files:
+        check_output_file(path / name, option)
     return path
 
 

@@ -12,8 +12,8 @@ import typer
 
 from lemica.bench.registry import METHOD_NAMES
 from lemica.cli._common import (STEPS_RANGE, DeviceOption, DtypeOption, FramesOption, HeightOption, PipelineOption,
-                                WidthOption, budgets_list, check_json_file, check_run_inputs, fail, finite, info,
-                                int_list, load_graph_or_exit, load_pipeline_or_exit, out_dir,
+                                WidthOption, budgets_list, check_json_file, check_output_dir, check_run_inputs, fail,
+                                finite, info, int_list, load_graph_or_exit, load_pipeline_or_exit, out_dir,
                                 prompts_file as prompts_file_check, quiet_libraries, read_prompts_file, seeds_list,
                                 size_kwargs, warn)
 from lemica.errors import LemicaError
@@ -190,6 +190,8 @@ def bench_command(
     bad = [b for b in targets if not 2 <= b < T]
     if bad:
         fail(f"budgets must be between 2 and T-1={T - 1}, got {bad}", code=2)
+    check_output_dir(out, "--out", ("results.json", "results.md", "quality_vs_latency.png", "tuning_cache.json",
+                                    f"side_by_side_B{min(targets)}.gif"))
     check_json_file(out / "tuning_cache.json", "tuning cache")
     if needs_graph and the_graph is None:
         cache = cached_graph_path(out, T, calibration_samples, max_skip)

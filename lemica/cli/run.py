@@ -9,10 +9,10 @@ from typing import Annotated, Optional
 import typer
 
 from lemica.cli._common import (STEPS_RANGE, DeviceOption, DtypeOption, FramesOption, GuidanceOption, HeightOption,
-                                PipelineOption, WidthOption, check_output_dir, check_run_inputs, fail, info, int_list,
-                                load_graph_or_exit, load_pipeline_or_exit, load_schedule_or_exit, out_dir, out_file,
-                                quiet_libraries, read_prompts_file, run_defaults, seeds_list, size_kwargs, utf8_text,
-                                warn)
+                                PipelineOption, WidthOption, check_output_dir, check_run_inputs, fail, finite, info,
+                                int_list, load_graph_or_exit, load_pipeline_or_exit, load_schedule_or_exit, out_dir,
+                                out_file, quiet_libraries, read_prompts_file, run_defaults, seeds_list, size_kwargs,
+                                utf8_text, warn)
 from lemica.cli._common import prompts_file as prompts_file_check
 from lemica.errors import FillRuleError, LemicaError, PlanningError
 from lemica.pipelines import EMBEDDED, default_graph_path, video_frames
@@ -122,8 +122,9 @@ def generate_command(
     schedule_path: Annotated[Optional[Path], typer.Option("--schedule", help="Schedule JSON to run.")] = None,
     graph_path: Annotated[Optional[Path], typer.Option(
         "--graph", help="Error graph to plan on (default for the embedded model: the shipped graph).")] = None,
-    budget: Annotated[Optional[int], typer.Option("--budget", "-b", help="Full-compute steps B.")] = None,
-    speedup: Annotated[Optional[float], typer.Option("--speedup", "-s", help="Target speed-up T/B.")] = None,
+    budget: Annotated[Optional[int], typer.Option("--budget", "-b", min=1, help="Full-compute steps B.")] = None,
+    speedup: Annotated[Optional[float], typer.Option("--speedup", "-s", help="Target speed-up T/B (≥ 1).",
+                                                     callback=finite(1))] = None,
     strict: Annotated[bool, typer.Option(help="Refuse (instead of warn) when the graph was calibrated elsewhere.")]
     = False,
     scale: Annotated[Optional[int], typer.Option(min=1, help="Nearest-neighbour upscale of the saved video.")] = None,
