@@ -90,3 +90,8 @@ class OutputWriteError(OSError):
 
     def __str__(self) -> str:
         return self.strerror or Exception.__str__(self)
+
+
+class CacheStateError(LemicaError, RuntimeError):
+    """The pipeline's cache is not in the state the call needs: caching is not enabled on it (never, or
+    ``disable_cache`` was called), or its scheduler was replaced after ``enable_cache``. A ``RuntimeError`` too."""

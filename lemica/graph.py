@@ -116,6 +116,30 @@ def sort_rules(names: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted(set(names), key=rule_sort_key))
 
 
+# Names of the fill rules the runtime can run, kept here (free of torch) so that a schedule or a --rules list
+# naming an unknown rule is refused when it is built or read, before any model loads.
+# lemica.runtime.fill.register_rule adds to them.
+_KNOWN_RULES = {RESIDUAL, EXTRAPOLATE}
+_KNOWN_FAMILIES = {MEAN_VELOCITY}
+
+
+def declare_rule(name: str, *, family: bool = False) -> None:
+    """Record a fill rule name (``family``: names ``name:k``) as one the runtime can run."""
+    (_KNOWN_FAMILIES if family else _KNOWN_RULES).add(name)
+
+
+def unknown_rule_problem(name: Any) -> str | None:
+    """Why `name` is not the name of a fill rule the runtime knows (or not a valid name at all), or None."""
+    problem = rule_problem(name)
+    if problem or name in _KNOWN_RULES:
+        return problem
+    match = re.fullmatch(r"(.+):([1-9][0-9]*)", name)
+    if match and match.group(1) in _KNOWN_FAMILIES:
+        return None
+    known = sorted(_KNOWN_RULES) + [f"{f}:k" for f in sorted(_KNOWN_FAMILIES)]
+    return f"unknown fill rule {name!r}; known rules: {', '.join(known)} (lemica.runtime.fill.register_rule adds one)"
+
+
 def expand_rules(text: str | Iterable[str]) -> tuple[str, ...]:
     """Rule names from a comma-separated list, with windows as ranges: ``"residual,extrapolate,mean-velocity:1-4"``
     is residual, extrapolate and mean-velocity:1 .. mean-velocity:4, in `rule_sort_key` order.
@@ -138,7 +162,7 @@ def expand_rules(text: str | Iterable[str]) -> tuple[str, ...]:
                     raise ValueError(f"rule range {part!r}: {lo} > {hi}")
                 names += [mean_velocity(k) for k in range(lo, hi + 1)]
                 continue
-            problem = rule_problem(part)
+            problem = unknown_rule_problem(part)
             if problem:
                 raise ValueError(problem)
             names.append(part)

@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 
 from lemica._io import atomic_write_json, read_json
 from lemica.errors import InputFileError, ScheduleFormatError, UnsupportedFillRuleError
-from lemica.graph import MAX_STEPS, RESIDUAL, rule_problem
+from lemica.graph import MAX_STEPS, RESIDUAL, unknown_rule_problem
 
 FORMAT = "lemica-schedule"
 VERSION = 2  # the newest version this lemica writes
@@ -32,7 +32,7 @@ def _as_int(value: Any, what: str) -> int:
 
 
 def _check_rule(rule: Any, what: str) -> str:
-    problem = rule_problem(rule)
+    problem = unknown_rule_problem(rule)
     if problem:
         raise ScheduleFormatError(f"{what}: {problem}")
     return rule

@@ -127,8 +127,9 @@ CASES = {
     "calibrate-height-7": (["calibrate", "--height", 7, "--out", "{t}/g.json"], 2, r"--height must be a multiple"),
     # 5. prompt files and prompts that are not UTF-8 text
     "prompts-latin1": (["calibrate", "--prompts", "{t}/latin1.txt", "--out", "{t}/g.json"], 1,
-                       r"--prompts: .*latin1.txt is not UTF-8 text \(byte 0xe9 on line 1\)"),
-    "prompts-dir": (["calibrate", "--prompts", "{t}/adir", "--out", "{t}/g.json"], 1, r"--prompts: .*is a directory"),
+                       r"--prompts-file: .*latin1.txt is not UTF-8 text \(byte 0xe9 on line 1\)"),
+    "prompts-dir": (["calibrate", "--prompts", "{t}/adir", "--out", "{t}/g.json"], 1,
+                    r"--prompts-file: .*is a directory"),
     "prompts-empty": (["calibrate", "--prompts", "{t}/empty.txt", "--out", "{t}/g.json"], 1, r"has no prompts"),
     "prompts-missing": (["calibrate", "--prompts", "{t}/nope.txt", "--out", "{t}/g.json"], 1, r"file not found"),
     "bench-prompts-latin1": (["bench", "--prompts-file", "{t}/latin1.txt", "--out", "{t}/b"], 1,

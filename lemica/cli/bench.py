@@ -12,15 +12,17 @@ import typer
 
 from lemica.bench.registry import METHOD_NAMES
 from lemica.cli._common import (STEPS_RANGE, DeviceOption, DtypeOption, FramesOption, HeightOption, PipelineOption,
-                                WidthOption, budgets_list, check_json_file, check_output_dir, check_run_inputs, fail,
-                                finite, info, int_list, load_graph_or_exit, load_pipeline_or_exit, out_dir,
+                                ProgressOption, WidthOption, budgets_list, check_json_file, check_max_skip,
+                                check_output_dir, check_run_inputs, check_text_encoder, fail, finite, info, int_list,
+                                load_graph_or_exit, load_pipeline_or_exit, missing_steps_or_guidance, out_dir,
                                 prompts_file as prompts_file_check, quiet_libraries, read_prompts_file, seeds_list,
-                                size_kwargs, warn)
+                                show_progress, size_kwargs, take_prompts, warn)
 from lemica.errors import LemicaError
 from lemica.graph import ErrorGraph
 from lemica.pipelines import default_graph_path
 
 DEFAULT_OUT = Path("runs/bench")
+DEFAULT_PROMPTS = 3
 
 
 def _text_workload(spec, prompts, calibration, seeds, steps, guidance, shift, device, dtype, size,
@@ -33,6 +35,7 @@ def _text_workload(spec, prompts, calibration, seeds, steps, guidance, shift, de
         warn(f"{len(shared)} prompt(s) are both evaluated and used for calibration/tuning, e.g. {shared[0]!r}: the "
              f"comparison favours the calibrated methods on them")
     pipe = load_pipeline_or_exit(spec, device, dtype)
+    check_text_encoder(pipe, spec)
     if shift is not None:
         pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, shift=shift)
     return pipeline_workload(pipe, prompts, calibration, seeds, num_steps=steps,
@@ -85,6 +88,20 @@ def resolve_graph(workload, graph_path: Path | None, out: Path, samples: int, ma
                    "samples": (graph.meta or {}).get("samples"), "seeds": graph_seeds, "mismatches": problems}
 
 
+def hold_bench_folder(out: Path):
+    """One bench at a time per output folder: two would overwrite each other's results and tuning cache. A second
+    bench on a folder in use is refused at once (``error: ...``), not queued. Returns the held lock."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(out / ".bench.lock"), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        fail(f"--out: another lemica bench is writing to {out} ({out / '.bench.lock'} is held); wait for it to "
+             f"finish or give another --out")
+    return lock
+
+
 def cached_graph_path(out: Path, num_steps: int, samples: int, max_skip: int) -> Path:
     return out / f"graph_T{num_steps}_n{samples}_L{max_skip}.json"
 
@@ -105,14 +122,17 @@ def _teacache_name(ctx: typer.Context, value: str):
 def bench_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for results.json/.md, plot and GIF.",
                                       callback=out_dir)] = DEFAULT_OUT,
-    prompts: Annotated[int, typer.Option(min=1, help="Held-out prompts to evaluate.")] = 3,
+    prompts: Annotated[Optional[int], typer.Option(
+        "--num-prompts", "--prompts", min=1, help="Held-out prompts to evaluate (default 3), the first ones of "
+                                                  "--prompts-file if given.")] = None,
     seeds: Annotated[str, typer.Option(help="Comma-separated distinct evaluation seeds; every prompt runs with every "
                                             "seed. Must differ from the calibration seeds.",
                                        callback=seeds_list)] = "1,2",
     calibration_seeds: Annotated[str, typer.Option(
         help="Comma-separated seeds of every calibration: the graph (when calibrated here), thresholds, grid "
              "choices and the peers' own calibrations (the shipped graph used 0).", callback=seeds_list)] = "0",
-    steps: Annotated[Optional[int], typer.Option(help="Sampling steps T (default: --graph's, else the model's).",
+    steps: Annotated[Optional[int], typer.Option(help="Sampling steps T (default: --graph's, else the embedded "
+                                                      "model's; required with --pipeline).",
                                                  **STEPS_RANGE)] = None,
     budgets: Annotated[Optional[str], typer.Option(
         help="Comma-separated full-step budgets B (default T/2,T/3,T/4).", callback=budgets_list)] = None,
@@ -121,7 +141,9 @@ def bench_command(
                                                        "calibrated here).")] = None,
     calibration_samples: Annotated[int, typer.Option(min=1, help="Prompts for the graph when it must be "
                                                                  "calibrated here.")] = 2,
-    max_skip: Annotated[int, typer.Option(min=2, help="Longest cached segment when calibrating here.")] = 10,
+    max_skip: Annotated[Optional[int], typer.Option(
+        min=2, help="Longest cached segment when calibrating here, at most T-1 (default 10, or T-1 if smaller).")]
+    = None,
     tuning_prompts: Annotated[int, typer.Option(min=1, help="Calibration prompts (x calibration seeds) that tune "
                                                             "thresholds and choose grid points.")] = 2,
     match: Annotated[str, typer.Option(help="Match budgets on 'steps' (full block-stack runs) or 'flops'.")] = "steps",
@@ -131,11 +153,11 @@ def bench_command(
     shift: Annotated[Optional[float], typer.Option(help="Override the sampler's shift.", callback=finite(0, True))]
     = None,
     threads: Annotated[int, typer.Option(min=1, help="torch CPU threads.")] = 2,
-    progress: Annotated[bool, typer.Option(help="Progress bars on stderr.")] = True,
+    progress: ProgressOption = None,
     pipeline: PipelineOption = "embedded",
     prompts_file: Annotated[Optional[Path], typer.Option(
-        "--prompts-file", help="Evaluation prompts, UTF-8, one per line (required with --pipeline; --prompts takes "
-                               "the first n).", callback=prompts_file_check)] = None,
+        "--prompts-file", help="Evaluation prompts, UTF-8, one per line (required with --pipeline; --num-prompts "
+                               "takes the first n).", callback=prompts_file_check)] = None,
     calibration_prompts_file: Annotated[Optional[Path], typer.Option(
         "--calibration-prompts-file", help="Prompts for tuning thresholds and calibrating the graph, one per line; "
                                            "keep them apart from the evaluation prompts (default for the embedded "
@@ -152,6 +174,7 @@ def bench_command(
     """Compare lemica with every peer caching method at matched compute (default: the embedded model)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     quiet_libraries()
+    progress = show_progress(progress)
     chosen = list(METHOD_NAMES) if methods == "all" else [m.strip() for m in methods.split(",") if m.strip()]
     unknown = [m for m in chosen if m not in METHOD_NAMES]
     if unknown or not chosen:
@@ -168,7 +191,10 @@ def bench_command(
 
     # Everything the command line and the files fix is checked here, before the model loads or anything runs.
     needs_graph = any(m.startswith("lemica") or m == "cache-dit-static" for m in chosen)
-    the_graph = load_graph_or_exit(graph, "--graph") if graph is not None and needs_graph else None
+    the_graph = load_graph_or_exit(graph, "--graph") if graph is not None else None  # checked even if unused
+    if the_graph is not None and not needs_graph:
+        warn(f"--graph {graph} is not used: none of the chosen methods plans on a graph")
+        the_graph = None
     if steps is None and the_graph is not None:
         steps = the_graph.num_steps
     if embedded:
@@ -180,12 +206,12 @@ def bench_command(
                              (calibration_prompts_file, "--calibration-prompts-file")):
             if path is None:
                 fail(f"{option} FILE is required with --pipeline", code=2)
-        if steps is None or guidance is None:
-            fail("--steps and --guidance are required with --pipeline", code=2)
+        missing_steps_or_guidance(steps, guidance)
         T = steps
     if the_graph is not None and the_graph.num_steps != T:
         fail(f"--graph {graph} is for T={the_graph.num_steps} steps but the bench runs T={T} (--steps); give the "
              f"matching --steps or a graph calibrated for {T} steps", code=2)
+    max_skip = check_max_skip(max_skip, T)
     targets = int_list(budgets, "--budgets", distinct=True) if budgets else default_budgets(T)
     bad = [b for b in targets if not 2 <= b < T]
     if bad:
@@ -199,6 +225,8 @@ def bench_command(
             load_graph_or_exit(cache, "cached graph")
     size = size_kwargs(height, width, num_frames)
     check_run_inputs("embedded" if embedded else pipeline, device, dtype, size)
+    out.mkdir(parents=True, exist_ok=True)
+    folder_lock = hold_bench_folder(out)  # held until this command returns  # noqa: F841
 
     import torch
 
@@ -213,12 +241,14 @@ def bench_command(
             fail("--calibration-prompts-file needs --prompts-file with the embedded model (its held-out prompts "
                  "come with their own calibration prompts)", code=2)
         try:
-            workload = tiny_t2v_workload(prompts, seed_list, tuning_prompts, num_steps=T, shift=shift,
-                                         guidance_scale=guidance, calibration_seeds=calibration_seed_list)
+            workload = tiny_t2v_workload(DEFAULT_PROMPTS if prompts is None else prompts, seed_list, tuning_prompts,
+                                         num_steps=T, shift=shift, guidance_scale=guidance,
+                                         calibration_seeds=calibration_seed_list)
         except FileNotFoundError as e:
             fail(str(e))
     else:
-        evaluation = read_prompts_file(prompts_file, "--prompts-file")[:prompts]
+        lines = read_prompts_file(prompts_file, "--prompts-file")
+        evaluation = lines[:take_prompts(prompts, len(lines), prompts_file, DEFAULT_PROMPTS)]
         if calibration_prompts_file is not None:
             calibration = read_prompts_file(calibration_prompts_file, "--calibration-prompts-file")
         else:  # the embedded model on the user's prompts: tuned on (and shipped graph from) its calibration set
@@ -233,7 +263,6 @@ def bench_command(
                                   size, calibration_seed_list, tuning_prompts)
         if embedded and calibration_prompts_file is None:
             workload.graph_path = str(default_graph_path())
-    out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     graph_info = None
     try:
@@ -245,8 +274,11 @@ def bench_command(
         result = run_bench(ctx, chosen, targets, match=match, progress=progress, log=info,
                            tuning_store=out / "tuning_cache.json")
     except KeyboardInterrupt:
-        info(f"interrupted: finished tuning runs are kept in {out / 'tuning_cache.json'} and calibration samples in "
-             f"{out / 'calibration'}; run the same command again to resume (no results were written)")
+        tuning, calibration = out / "tuning_cache.json", out / "calibration"
+        kept = ([f"finished tuning runs in {tuning}"] if tuning.exists() else []) + \
+            ([f"calibration samples in {calibration}"] if any(calibration.glob("sample_*.json")) else [])
+        info("interrupted: " + (f"kept {' and '.join(kept)}; run the same command again to resume" if kept else
+                                "nothing was finished yet") + " (no results were written)")
         raise typer.Exit(130) from None
     except LemicaError as e:
         fail(str(e))

@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterable
 import torch
 
 from lemica.errors import FillRuleError
-from lemica.graph import EXTRAPOLATE, RESIDUAL, rule_available, rule_history, rule_problem, sort_rules
+from lemica.graph import EXTRAPOLATE, RESIDUAL, declare_rule, rule_available, rule_history, rule_problem, sort_rules
 
 __all__ = ["FillRule", "ResidualRule", "ExtrapolateRule", "MeanVelocityRule", "register_rule", "make_rule",
            "known_rule", "check_schedule_rules", "VelocityAdapter", "detect_parameterization", "History", "Filler",
@@ -201,6 +201,7 @@ def register_rule(name: str, factory: Callable, *, family: bool = False) -> None
     """Make a rule known to the runtime: ``register_rule("my-rule", MyRule)`` (called with the name), or a family
     ``register_rule("taylor", TaylorRule, family=True)`` for names ``taylor:k`` (called with the name and k)."""
     (_FAMILIES if family else _EXACT)[name] = factory
+    declare_rule(name, family=family)
 
 
 def _parse(name: str) -> tuple[Callable, tuple]:
