@@ -120,3 +120,177 @@ def test_a_utf8_prompt_is_accepted_under_a_plain_c_locale(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "lemica", "generate", "--prompt", b"caf\xe9", "--budget", "0"],
                          env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "not valid UTF-8 text (undecodable byte 0xe9" in bad.stderr, bad.stderr
+
+
+# ------------------------------------------------------------------------------------------------ newcomer path
+@pytest.mark.parametrize("given,missing", [(["--steps", "4"], "--guidance is required"),
+                                           (["--guidance", "3"], "--steps is required"),
+                                           ([], "--steps and --guidance are required")])
+@pytest.mark.parametrize("command", ["calibrate", "generate", "bench"])
+def test_the_missing_one_of_steps_and_guidance_is_named(no_work, tmp_path, two_prompts, command, given, missing):
+    folder = tmp_path / "pipe"
+    folder.mkdir()
+    extra = {"calibrate": ["--prompts-file", two_prompts, "--out", tmp_path / "g.json"],
+             "generate": ["--prompt", "x", "--out", tmp_path / "v.gif"],
+             "bench": ["--prompts-file", two_prompts, "--calibration-prompts-file", two_prompts,
+                       "--out", tmp_path / "b"]}[command]
+    message = usage_error(cli(command, "--pipeline", folder, *given, *extra))
+    assert missing in message, message
+    if given:  # exactly the missing one
+        assert ("--steps" in message) != ("--guidance" in message), message
+
+
+def test_a_missing_local_folder_is_not_looked_up_on_the_hub(no_work, tmp_path):
+    result = cli("generate", "--pipeline", "./nope", "--steps", 4, "--guidance", 3, "--prompt", "x",
+                 "--out", tmp_path / "v.gif")
+    assert result.exit_code == 1 and "--pipeline: no such folder: ./nope" in result.stderr, result.stderr
+    from lemica.pipelines import missing_folder_problem
+
+    assert missing_folder_problem("Wan-AI/Wan2.1-T2V-1.3B-Diffusers") is None
+    assert missing_folder_problem("../x") and missing_folder_problem("a/b/c") and missing_folder_problem("x/")
+
+
+class _FakePipe:
+    """A loaded pipeline as the commands see it, without a model."""
+
+    def __init__(self, components, error=None):
+        self.components, self.error = components, error
+        self.scheduler = type("S", (), {"config": {}})()
+
+    def __call__(self, **kwargs):
+        raise self.error
+
+
+def _fake_loader(pipe):
+    def load(*args, **kwargs):
+        return pipe
+    return load
+
+
+def test_a_pipeline_without_a_text_encoder_is_refused_with_the_python_route(monkeypatch, tmp_path, two_prompts):
+    import lemica.cli._common
+
+    (tmp_path / "pipe").mkdir()
+    monkeypatch.setattr(lemica.cli._common, "load_pipeline", _fake_loader(_FakePipe({"text_encoder": None,
+                                                                                     "tokenizer": None})))
+    for args in (["generate", "--prompt", "x", "--out", tmp_path / "v.gif"],
+                 ["calibrate", "--prompts-file", two_prompts, "--out", tmp_path / "g.json"]):
+        result = cli(*args, "--pipeline", tmp_path / "pipe", "--steps", 4, "--guidance", 3)
+        assert result.exit_code == 1 and "saved without its text_encoder and tokenizer" in result.stderr
+        assert "prompt_embeds" in result.stderr and "docs/real_models.md" in result.stderr
+    assert "A pipeline without a text encoder" in (ROOT / "docs" / "real_models.md").read_text()
+
+
+def test_a_shape_error_inside_the_model_is_one_line(monkeypatch, tmp_path):
+    import lemica.cli._common
+
+    (tmp_path / "pipe").mkdir()
+    broken = _FakePipe({}, RuntimeError("The size of tensor a (12) must match the size of tensor b (8)\nmore"))
+    monkeypatch.setattr(lemica.cli._common, "load_pipeline", _fake_loader(broken))
+    result = cli("generate", "--pipeline", tmp_path / "pipe", "--steps", 4, "--guidance", 3, "--prompt", "x",
+                 "--height", 40, "--out", tmp_path / "v.gif")
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert "the pipeline failed at height 40 (RuntimeError: The size of tensor a" in result.stderr
+
+
+def test_generate_takes_the_calibrated_size_and_reports_what_it_wrote(saved_tiny_t2v, tmp_path, one_thread):
+    schedule = Schedule(4, (0, 2, 3), meta={"calibrated_for": {"resolution": {"height": 16, "width": 16,
+                                                                             "num_frames": 2}}})
+    schedule.save(tmp_path / "s.json")
+    result = cli("generate", "--pipeline", saved_tiny_t2v, "--schedule", tmp_path / "s.json", "--guidance", 3,
+                 "--prompt", "x", "--out", tmp_path / "v.png")
+    assert result.exit_code == 0, (result.stderr, result.exception)
+    assert "size from the schedule" in result.stderr and "height 16, width 16, num frames 2" in result.stderr
+    assert "(1 frame 64x64 height x width, upscaled x4 from 16x16)" in result.stderr  # a .png holds one frame
+    from PIL import Image
+
+    assert Image.open(tmp_path / "v.png").size == (64, 64)
+
+
+def test_a_preset_shift_matches_the_same_shift_under_its_other_name(saved_tiny_t2v):
+    from lemica.calibration import check_graph_matches
+    from lemica.pipelines import load_pipeline
+
+    pipe = load_pipeline(str(saved_tiny_t2v))  # FlowMatchEulerDiscreteScheduler(shift=3.0)
+    assert check_graph_matches({"sampler_config": {"flow_shift": 3.0}}, pipe, 4, {}) == []
+    problems = check_graph_matches({"sampler_config": {"flow_shift": 5.0}}, pipe, 4, {})
+    assert problems == ["sampler_config: calibrated for {'flow_shift': 5.0}, this run has {'flow_shift': 3.0}"]
+
+
+def test_loading_a_folder_prints_no_dtype_deprecation(saved_tiny_t2v):
+    import warnings
+
+    import torch
+
+    from lemica.pipelines import load_pipeline
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_pipeline(str(saved_tiny_t2v), dtype=torch.float32)
+    assert not [w for w in caught if "torch_dtype" in str(w.message)], [str(w.message) for w in caught]
+
+
+def test_library_notices_and_progress_bars_are_quiet_off_a_terminal(monkeypatch):
+    import logging
+
+    from lemica.cli._common import quiet_libraries, show_progress
+
+    quiet_libraries()
+    import cache_dit  # noqa: F401
+
+    assert os.environ.get("CACHE_DIT_LOG_LEVEL") == "warning"
+    loggers = [n for n in logging.root.manager.loggerDict if n.split(".")[0] in ("cache_dit", "CACHE_DIT")]
+    assert loggers and all(logging.getLogger(n).getEffectiveLevel() >= logging.WARNING or
+                           logging.getLogger(n).level >= logging.WARNING for n in loggers)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    assert show_progress(None) is False and show_progress(True) is True
+    help_text = cli("calibrate", "--help").stdout
+    assert "--no-progress" in help_text and "required for other pipelines" in help_text
+    assert "upscale factor" in cli("generate", "--help").stdout
+
+
+# ------------------------------------------------------------------------------------------------ bench
+def test_bench_checks_a_given_graph_even_when_no_method_uses_it(no_work, tmp_path):
+    broken = tmp_path / "broken.json"
+    broken.write_text("{")
+    result = cli("bench", "--graph", broken, "--methods", "vanilla", "--out", tmp_path / "b")
+    assert result.exit_code == 1 and "invalid error graph" in result.stderr, result.stderr
+
+
+def test_an_interrupted_bench_cites_only_what_exists(monkeypatch, tmp_path):
+    import lemica.bench.runner
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lemica.bench.runner, "run_bench", interrupted)
+    out = tmp_path / "b"
+    result = cli("bench", "--methods", "vanilla", "--num-prompts", 1, "--out", out, "--no-progress")
+    assert result.exit_code == 130, (result.stderr, result.exception)
+    assert "tuning_cache.json" not in result.stderr and "nothing was finished yet" in result.stderr
+
+
+def test_a_second_bench_on_the_same_folder_is_refused(no_work, tmp_path):
+    out = tmp_path / "b"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from filelock import FileLock; "
+                               "lock = FileLock(sys.argv[1]); lock.acquire(); print('held', flush=True); "
+                               "time.sleep(60)", str(out / ".bench.lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = cli("bench", "--methods", "vanilla", "--out", out)
+        assert result.exit_code == 1 and "another lemica bench is writing to" in result.stderr, result.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+    result = cli("bench", "--methods", "vanilla", "--out", out)  # free again: it gets to the work
+    assert isinstance(result.exception, WorkStarted), (result.stderr, result.exception)
+
+
+def test_cache_stats_after_disable_cache_is_a_lemica_error():
+    from lemica.errors import CacheStateError, LemicaError
+    from lemica.runtime import cache_stats
+
+    with pytest.raises(CacheStateError, match="not enabled") as raised:
+        cache_stats(object())
+    assert isinstance(raised.value, LemicaError) and isinstance(raised.value, RuntimeError)
