@@ -116,12 +116,13 @@ def read_bytes(path: str | os.PathLike, max_bytes: int | None = None) -> bytes:
     max_bytes = MAX_INPUT_BYTES if max_bytes is None else max_bytes
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block the open
     with os.fdopen(fd, "rb") as f:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise InputFileError(f"{path} is {_kind(mode)}, not a regular file")
-        data = f.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise InputFileError(f"{path} is larger than {max_bytes // 2**20} MiB, far more than any file lemica reads")
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise InputFileError(f"{path} is {_kind(info.st_mode)}, not a regular file")
+        data = f.read(max_bytes + 1) if info.st_size <= max_bytes else None  # a giant (maybe sparse): not read
+    if data is None or len(data) > max_bytes:
+        limit = f"{max_bytes // 2**20} MiB" if max_bytes >= 2**20 else f"{max_bytes} bytes"
+        raise InputFileError(f"{path} is larger than {limit}, far more than any file lemica reads")
     return data
 
 

@@ -638,5 +638,10 @@ def test_a_sample_missing_an_edge_names_the_file_and_the_edge(calibrated):
         assert result.exit_code == 1, (result.stderr, result.exception)
         assert re.search(rf"sample_00000\.json.* has no error for edge {edge};", result.stderr), result.stderr
         assert result.stderr.splitlines()[-1].startswith("error: ") and "Traceback" not in result.output
+        data = json.loads(good)
+        del data["branches"]
+        sample.write_text(json.dumps(data))
+        result = cli(*args)
+        assert result.exit_code == 1 and "sample_00000.json in the work directory) has no 'branches'" in result.stderr
     finally:
         sample.write_text(good)

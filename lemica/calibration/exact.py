@@ -26,8 +26,8 @@ import torch
 from tqdm.auto import tqdm
 
 from lemica.calibration.fingerprint import pipeline_fingerprint, stable_hash
-from lemica.calibration.jobs import (check_inputs, check_sample_edges, edge_stats, graph_meta, measure_samples,
-                                     quiet_pipeline, sample_order)
+from lemica.calibration.jobs import (check_inputs, check_sample_edges, check_sample_fields, edge_stats, graph_meta,
+                                     measure_samples, quiet_pipeline, sample_order)
 from lemica.calibration.prompts import encode_prompts_once
 from lemica.calibration.replay import (RecordPolicy, RuleReplayPolicy, SegmentReplayPolicy, final_latents,
                                        sample_kwargs)
@@ -147,6 +147,7 @@ def calibrate(pipe, prompts: Sequence[str | dict], seeds: Iterable[int] = (0,), 
 
     with encode_prompts_once(pipe):  # the text encoder's output is the same for every replay of a prompt
         results = measure_samples(measure, len(samples), workdir, config, progress=progress, desc="calibrating")
+    check_sample_fields(results, ("block_stack_runs", "branches"))
     runs = sum(r["block_stack_runs"] for r in results.values()) / len(results)
     branches = max(r["branches"] for r in results.values())
     meta = graph_meta(fingerprint, L, config["prompts_hash"], seeds, len(results), "exact",

@@ -40,8 +40,8 @@ from tqdm.auto import tqdm
 from lemica.calibration.exact import (DEFAULT_RULES, calibrate, check_rules, edges_for, exact_cost,
                                       mean_rule_edges, rule_edges, rule_meta)
 from lemica.calibration.fingerprint import pipeline_fingerprint, stable_hash
-from lemica.calibration.jobs import (check_inputs, edge_stats, graph_meta, measure_samples, quiet_pipeline,
-                                     sample_order)
+from lemica.calibration.jobs import (check_inputs, check_sample_fields, edge_stats, graph_meta, measure_samples,
+                                     quiet_pipeline, sample_order)
 from lemica.calibration.prompts import encode_prompts_once
 from lemica.calibration.replay import (ChainRecord, RecordPolicy, RuleChainRecord, SegmentReplayPolicy,
                                        ServeThenCompute, Switch, final_latents, sample_kwargs)
@@ -424,6 +424,7 @@ def _estimate(pipe, prompts, samples, T, L, method, base, lookahead, probe, budg
         else:
             results = measure_samples(measure, len(samples), workdir, config, progress=progress,
                                       desc=f"calibrating ({method})")
+        check_sample_fields(results, ("block_stack_runs", "branches", "probe", "x0"))
         done = [results[k] for k in sorted(results)]
         edges_out = mean_rule_edges(results, edges, rules)
         extra = {}

@@ -17,7 +17,7 @@ from lemica.errors import CalibrationError, WorkdirMismatchError
 from lemica.graph import Edge
 
 __all__ = ["check_inputs", "sample_order", "quiet_pipeline", "measure_samples", "check_sample", "edge_stats",
-           "check_sample_edges", "mean_edges", "graph_meta", "finished_samples"]
+           "check_sample_edges", "check_sample_fields", "mean_edges", "graph_meta", "finished_samples"]
 
 
 def check_inputs(prompts, seeds, num_steps, max_skip) -> tuple[list, list[int], int, int]:
@@ -192,6 +192,15 @@ def check_sample_edges(result: dict, k: int, edges, rule: str | None = None) -> 
         raise CalibrationError(f"sample {k} (sample_{k:05d}.json in the work directory) has no {what} for edge "
                                f"{missing[0]}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
                                + "; delete that file to measure the sample again")
+
+
+def check_sample_fields(results: dict[int, dict], fields: Iterable[str]) -> None:
+    """Every sample holds the fields the estimator reads; the message names the first sample file lacking one."""
+    for k in sorted(results):
+        missing = [f for f in fields if f not in results[k]]
+        if missing:
+            raise CalibrationError(f"sample {k} (sample_{k:05d}.json in the work directory) has no {missing[0]!r}; "
+                                   f"delete that file to measure the sample again")
 
 
 def graph_meta(fingerprint: dict, max_skip: int, prompts_hash: str, seeds: list[int], samples: int,

@@ -22,7 +22,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from lemica._io import output_target, read_bytes, read_json
+from lemica._io import json_safe, output_target, read_bytes, read_json
 from lemica.errors import (GraphFormatError, InputFileError, InvalidArgumentError, OutputPathError,
                            ScheduleFormatError)
 from lemica.graph import MAX_STEPS, ErrorGraph
@@ -61,7 +61,8 @@ def warn(message: str) -> None:
 
 
 def print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+    """Valid JSON on stdout: a sum that overflowed to infinity is written as null (JSON has no infinity)."""
+    sys.stdout.write(json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n")
     sys.stdout.flush()
 
 

@@ -251,6 +251,11 @@ def bench_command(
         evaluation = lines[:take_prompts(prompts, len(lines), prompts_file, DEFAULT_PROMPTS)]
         if calibration_prompts_file is not None:
             calibration = read_prompts_file(calibration_prompts_file, "--calibration-prompts-file")
+            wanted = max(tuning_prompts, calibration_samples)
+            if len(calibration) < wanted:
+                warn(f"{calibration_prompts_file} has {len(calibration)} prompt(s): tuning and calibration use "
+                     f"{len(calibration)}, not --tuning-prompts {tuning_prompts} / --calibration-samples "
+                     f"{calibration_samples}")
         else:  # the embedded model on the user's prompts: tuned on (and shipped graph from) its calibration set
             from lemica.models.tiny_t2v import calibration_prompts
 

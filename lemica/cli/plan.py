@@ -82,7 +82,7 @@ def plan_command(
     objective: Annotated[PlanObjective, typer.Option(
         "--objective", help="Path objective (peak: MeanCache's sum of error^gamma).")] = PlanObjective.lexminimax,
     gamma: Annotated[Optional[float], typer.Option(
-        help="Exponent of --objective peak (default 2).")] = None,
+        help="Exponent of --objective peak (finite, > 0; default 2).", callback=finite(0, strict=True))] = None,
     rules: Annotated[Optional[str], typer.Option(
         help="Fill rules the plan may use, e.g. residual or residual,mean-velocity:1-5 (default: every rule the "
              "graph stores).")] = None,
