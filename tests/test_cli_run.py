@@ -97,7 +97,11 @@ def test_size_device_and_dtype_options(pipeline_dir, tmp_path):
     small = ["--height", 16, "--width", 24, "--num-frames", 4]
     run = lemica("generate", *common, *small, "--graph", graph_path, "--budget", 4, "--out", video)
     assert "calibrated under other settings" not in run.stderr
-    run = lemica("generate", *common, "--graph", graph_path, "--budget", 4, "--out", video)  # default size
+    run = lemica("generate", *common, "--graph", graph_path, "--budget", 4, "--out", video)  # no size: the graph's
+    assert "size from the graph" in run.stderr and "calibrated under other settings" not in run.stderr
+    assert "upscaled x4 from 16x24" in run.stderr
+    run = lemica("generate", *common, "--height", 16, "--width", 16, "--graph", graph_path, "--budget", 4,
+                 "--out", video)
     assert "calibrated under other settings" in run.stderr and "resolution" in run.stderr
     bad = lemica("generate", *common, "--dtype", "float8", "--out", video, check=False)
     assert bad.returncode != 0 and "unknown dtype" in bad.stderr

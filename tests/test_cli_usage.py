@@ -294,3 +294,20 @@ def test_cache_stats_after_disable_cache_is_a_lemica_error():
     with pytest.raises(CacheStateError, match="not enabled") as raised:
         cache_stats(object())
     assert isinstance(raised.value, LemicaError) and isinstance(raised.value, RuntimeError)
+
+
+def test_a_shape_error_during_calibration_is_one_line(monkeypatch, tmp_path, two_prompts):
+    import lemica.calibration
+    import lemica.cli._common
+
+    (tmp_path / "pipe").mkdir()
+    monkeypatch.setattr(lemica.cli._common, "load_pipeline", _fake_loader(_FakePipe({})))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("shape '[1, 3, 5]' is invalid for input of size 7")
+
+    monkeypatch.setattr(lemica.calibration, "calibrate", broken)
+    result = cli("calibrate", "--pipeline", tmp_path / "pipe", "--steps", 4, "--guidance", 3, "--prompts-file",
+                 two_prompts, "--width", 40, "--out", tmp_path / "g.json")
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert "the pipeline failed at width 40 (RuntimeError: shape" in result.stderr

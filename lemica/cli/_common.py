@@ -81,8 +81,8 @@ def quiet_libraries() -> None:
         logging.disable_progress_bar()
     if downloads_shown:  # transformers' switch turns off the hub's download bars too
         hub.enable_progress_bars()
-    # cache-dit (a bench peer) logs "[Cache-DiT] ..." at info level: read when it is imported, set on its loggers.
-    os.environ.setdefault("CACHE_DIT_LOG_LEVEL", "warning")
+    # cache-dit (a bench peer) logs "[Cache-DiT] ..." at info level: lemica.cli sets its level before it is
+    # imported; loggers of an earlier import are set here.
     import logging as std_logging
 
     for name in list(std_logging.root.manager.loggerDict):
@@ -365,6 +365,18 @@ def check_text_encoder(pipe, spec: str) -> None:
         fail(f"--pipeline {spec} was saved without its {' and '.join(missing)}: the command line passes text "
              f"prompts, which it cannot encode. Run it from Python with precomputed prompt_embeds (see "
              f"docs/real_models.md, 'A pipeline without a text encoder'), or save the pipeline with its text encoder")
+
+
+# What a model raises deep inside on a size or shape it cannot take (a lemica error is caught before these).
+MODEL_CALL_ERRORS = (RuntimeError, ValueError, IndexError)
+
+
+def model_call_failed(e: BaseException, size: dict) -> NoReturn:
+    """One ``error:`` line for a failure inside the model's call: usually a size it cannot take."""
+    asked = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in size.items()) or "the pipeline's default size"
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    fail(f"the pipeline failed at {asked} ({type(e).__name__}: {first}); check --height/--width/--num-frames "
+         f"against what the model supports")
 
 
 def run_defaults(spec: str, steps: Optional[int], guidance: Optional[float]) -> tuple[int, float]:

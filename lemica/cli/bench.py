@@ -11,12 +11,12 @@ from typing import Annotated, Optional
 import typer
 
 from lemica.bench.registry import METHOD_NAMES
-from lemica.cli._common import (STEPS_RANGE, DeviceOption, DtypeOption, FramesOption, HeightOption, PipelineOption,
-                                ProgressOption, WidthOption, budgets_list, check_json_file, check_max_skip,
-                                check_output_dir, check_run_inputs, check_text_encoder, fail, finite, info, int_list,
-                                load_graph_or_exit, load_pipeline_or_exit, missing_steps_or_guidance, out_dir,
-                                prompts_file as prompts_file_check, quiet_libraries, read_prompts_file, seeds_list,
-                                show_progress, size_kwargs, take_prompts, warn)
+from lemica.cli._common import (MODEL_CALL_ERRORS, STEPS_RANGE, DeviceOption, DtypeOption, FramesOption, HeightOption,
+                                PipelineOption, ProgressOption, WidthOption, budgets_list, check_json_file,
+                                check_max_skip, check_output_dir, check_run_inputs, check_text_encoder, fail, finite,
+                                info, int_list, load_graph_or_exit, load_pipeline_or_exit, missing_steps_or_guidance,
+                                model_call_failed, out_dir, prompts_file as prompts_file_check, quiet_libraries,
+                                read_prompts_file, seeds_list, show_progress, size_kwargs, take_prompts, warn)
 from lemica.errors import LemicaError
 from lemica.graph import ErrorGraph
 from lemica.pipelines import default_graph_path
@@ -287,6 +287,8 @@ def bench_command(
         raise typer.Exit(130) from None
     except LemicaError as e:
         fail(str(e))
+    except MODEL_CALL_ERRORS as e:
+        model_call_failed(e, workload.call_kwargs)
     result.meta.update(graph=graph_info, environment=environment(), wall_time_s=time.perf_counter() - start,
                        command="lemica bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else "lemica bench")
     paths = write_all(result, out)

@@ -13,7 +13,8 @@ from lemica.cli._common import (STEPS_RANGE, DeviceOption, DtypeOption, FramesOp
                                 int_list, load_graph_or_exit, load_pipeline_or_exit, load_schedule_or_exit, out_dir,
                                 out_file, quiet_libraries, read_prompts_file, run_defaults, seeds_list, size_kwargs,
                                 utf8_text, warn)
-from lemica.cli._common import ProgressOption, check_max_skip, check_text_encoder, show_progress, take_prompts
+from lemica.cli._common import (MODEL_CALL_ERRORS, ProgressOption, check_max_skip, check_text_encoder,
+                                model_call_failed, show_progress, take_prompts)
 from lemica.cli._common import prompts_file as prompts_file_check
 from lemica.errors import FillRuleError, LemicaError, PlanningError
 from lemica.pipelines import EMBEDDED, default_graph_path, video_frames
@@ -99,6 +100,8 @@ def calibrate_command(
         graph = (calibrate_fast if fast else calibrate)(pipe, prompts, seed_list, **kwargs)
     except LemicaError as e:
         fail(str(e))
+    except MODEL_CALL_ERRORS as e:
+        model_call_failed(e, size)
     except KeyboardInterrupt:
         info(f"interrupted: {finished_samples(workdir, count)} of {count} samples are kept in {workdir}; run the "
              f"same command again to resume")
@@ -234,11 +237,8 @@ def generate_command(
     except KeyboardInterrupt:
         info(f"interrupted: nothing was written to {out}")
         raise typer.Exit(130) from None
-    except (RuntimeError, ValueError, IndexError) as e:  # shape errors deep inside the model
-        asked = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in size.items()) or "the pipeline's default size"
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        fail(f"the pipeline failed at {asked} ({type(e).__name__}: {first}); check --height/--width/--num-frames "
-             f"against what the model supports")
+    except MODEL_CALL_ERRORS as e:  # shape errors deep inside the model
+        model_call_failed(e, size)
     seconds = time.perf_counter() - started
     frames = video_frames(output)
     factor = scale if scale is not None else default_scale(frames)
