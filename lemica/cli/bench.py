@@ -23,6 +23,7 @@ from lemica.pipelines import default_graph_path
 
 DEFAULT_OUT = Path("runs/bench")
 DEFAULT_PROMPTS = 3
+DEFAULT_MAX_SKIP = 10
 
 
 def _text_workload(spec, prompts, calibration, seeds, steps, guidance, shift, device, dtype, size,
@@ -211,7 +212,8 @@ def bench_command(
     if the_graph is not None and the_graph.num_steps != T:
         fail(f"--graph {graph} is for T={the_graph.num_steps} steps but the bench runs T={T} (--steps); give the "
              f"matching --steps or a graph calibrated for {T} steps", code=2)
-    max_skip = check_max_skip(max_skip, T)
+    # Not given: 10, which calibration caps at T-1 (and which names the cached graph, as it always has).
+    max_skip = DEFAULT_MAX_SKIP if max_skip is None else check_max_skip(max_skip, T)
     targets = int_list(budgets, "--budgets", distinct=True) if budgets else default_budgets(T)
     bad = [b for b in targets if not 2 <= b < T]
     if bad:

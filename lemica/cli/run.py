@@ -187,6 +187,7 @@ def generate_command(
             schedule = plan(graph, budget, speedup=speedup).schedule
         except PlanningError as e:
             fail(str(e))
+    quiet_libraries()  # before the embedded model's defaults and size checks import it
     T, G = run_defaults(pipeline, steps, guidance)
     size = size_kwargs(height, width, num_frames)
     calibrated_for = (graph.meta if graph is not None else schedule.meta.get("calibrated_for")
@@ -195,11 +196,11 @@ def generate_command(
     if not size and isinstance(calibrated_size, dict) and calibrated_size:
         # As T is: run at the resolution the graph was calibrated at unless a size is given.
         size = size_kwargs(*(calibrated_size.get(k) for k in ("height", "width", "num_frames")))
-        info(f"size from {source}: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in size.items())
-             + " (give --height/--width/--num-frames to change it)")
+        if pipeline != EMBEDDED:  # the embedded model's graphs are at its own size: nothing to point out
+            info(f"size from {source}: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in size.items())
+                 + " (give --height/--width/--num-frames to change it)")
     check_run_inputs(pipeline, device, dtype, size)
 
-    quiet_libraries()
     import torch
 
     from lemica.calibration import check_graph_matches
