@@ -95,3 +95,8 @@ class OutputWriteError(OSError):
 class CacheStateError(LemicaError, RuntimeError):
     """The pipeline's cache is not in the state the call needs: caching is not enabled on it (never, or
     ``disable_cache`` was called), or its scheduler was replaced after ``enable_cache``. A ``RuntimeError`` too."""
+
+
+class UnknownFillRuleError(ScheduleFormatError, FillRuleError):
+    """A schedule names a fill rule the runtime does not know (refused when the schedule is built or read; a
+    ``FillRuleError`` too, as it was when only the runtime checked)."""

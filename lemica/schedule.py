@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from lemica._io import atomic_write_json, read_json
-from lemica.errors import InputFileError, ScheduleFormatError, UnsupportedFillRuleError
-from lemica.graph import MAX_STEPS, RESIDUAL, unknown_rule_problem
+from lemica.errors import InputFileError, ScheduleFormatError, UnknownFillRuleError, UnsupportedFillRuleError
+from lemica.graph import MAX_STEPS, RESIDUAL, rule_problem, unknown_rule_problem
 
 FORMAT = "lemica-schedule"
 VERSION = 2  # the newest version this lemica writes
@@ -32,9 +32,12 @@ def _as_int(value: Any, what: str) -> int:
 
 
 def _check_rule(rule: Any, what: str) -> str:
-    problem = unknown_rule_problem(rule)
+    problem = rule_problem(rule)
     if problem:
         raise ScheduleFormatError(f"{what}: {problem}")
+    problem = unknown_rule_problem(rule)
+    if problem:
+        raise UnknownFillRuleError(f"{what}: {problem}")
     return rule
 
 
