@@ -19,11 +19,14 @@ from rich.console import Console
 from rich.table import Table
 
 from lemica import plan
-from lemica._io import atomic_write_json
+from lemica._io import atomic_write_json, output_target
 from lemica.calibration import WorkdirMismatchError, calibrate
+from lemica.errors import OutputPathError
 from lemica.schedule import Schedule
 
 console = Console(highlight=False)
+OUTPUT_FILES = ("graph.json", "graph_heatmap.png", "graph_frontier.png", "schedule_2x.json", "schedule_3x.json",
+                "results.json", "side_by_side.gif")
 
 
 def seed_list(text: str) -> list[int]:
@@ -71,6 +74,11 @@ def main(argv: list[str] | None = None) -> None:
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         parser.error(f"--out: cannot create {args.out}: {e.strerror or e}")
+    for name in OUTPUT_FILES:  # a FIFO, device or folder in the way is refused now, not after the calibration
+        try:
+            output_target(args.out / name)
+        except OutputPathError as e:
+            parser.error(f"--out: {e}")
 
     import torch
 

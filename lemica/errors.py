@@ -68,3 +68,31 @@ class ConcurrentCallError(LemicaError):
     """A lemica-cached pipeline was called from a second thread while another thread's call was in progress.
     Pipelines are not thread-safe (diffusers keeps per-call state on the pipeline and its scheduler): use one
     pipeline per thread, or serialise the calls with a lock."""
+
+
+class OutputPathError(LemicaError):
+    """An output path names something lemica will not write over: a directory, FIFO, device or socket (lemica
+    writes regular files only, and never removes what it refuses)."""
+
+
+class InputFileError(LemicaError):
+    """An input file cannot be read as lemica expects: not a regular file (a FIFO, a device, a stream), larger than
+    any file lemica writes, or nested deeper than any file lemica writes; the message names the file."""
+
+
+class OutputWriteError(OSError):
+    """Writing an output failed in the operating system (disk full, read-only, permission); the message names the
+    file. An ``OSError`` (the errno is kept), not a ``LemicaError``: the input was fine, the disk was not."""
+
+    def __str__(self) -> str:
+        return self.strerror or Exception.__str__(self)
+
+
+class CacheStateError(LemicaError, RuntimeError):
+    """The pipeline's cache is not in the state the call needs: caching is not enabled on it (never, or
+    ``disable_cache`` was called), or its scheduler was replaced after ``enable_cache``. A ``RuntimeError`` too."""
+
+
+class UnknownFillRuleError(ScheduleFormatError, FillRuleError):
+    """A schedule names a fill rule the runtime does not know (refused when the schedule is built or read; a
+    ``FillRuleError`` too, as it was when only the runtime checked)."""

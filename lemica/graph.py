@@ -37,9 +37,10 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from lemica._io import atomic_write_bytes, read_json
-from lemica.errors import GraphFormatError
+from lemica.errors import GraphFormatError, InputFileError
 from lemica.rules import (EXTRAPOLATE, MEAN_VELOCITY, RESIDUAL, expand_rules, mean_velocity,  # noqa: F401 (re-exported)
-                          rule_available, rule_history, rule_problem, rule_sort_key, sort_rules)
+                          rule_available, rule_history, rule_problem, rule_sort_key, sort_rules,
+                          unknown_rule_problem)
 
 FORMAT = "lemica-graph"
 VERSION = 3  # the newest version this lemica writes
@@ -346,6 +347,8 @@ class ErrorGraph:
         """Read and validate a graph file (version 1, 2 or 3); GraphFormatError names the problem (and the file)."""
         try:
             data = read_json(path)
+        except InputFileError as e:
+            raise GraphFormatError(str(e)) from None
         except ValueError as e:  # json.JSONDecodeError
             raise GraphFormatError(f"{path}: not valid JSON ({e})") from None
         try:

@@ -1,7 +1,9 @@
 """Loading pipelines for the CLI: the embedded model, a local diffusers folder, or a hub id (users elsewhere)."""
 from __future__ import annotations
 
+import contextlib
 import json
+import warnings
 from importlib import resources
 from pathlib import Path
 
@@ -100,6 +102,16 @@ def size_problems(spec: str, height: int | None = None, width: int | None = None
     return problems
 
 
+def missing_folder_problem(spec: str) -> str | None:
+    """Why ``spec`` names a local folder that does not exist, or None. A hub id is ``name`` or ``org/name``; a spec
+    written as a path (``./x``, ``../x``, ``/x``, ``~/x``, ``x/``, ``a/b/c``) that is not on disk is a missing folder,
+    not a hub id to look up."""
+    if spec == EMBEDDED or Path(spec).expanduser().exists():
+        return None
+    looks_local = spec.startswith((".", "/", "~")) or spec.endswith("/") or spec.count("/") > 1 or "\\" in spec
+    return f"no such folder: {spec}" if looks_local else None
+
+
 def load_pipeline(spec: str = EMBEDDED, device: str = "cpu", dtype=None):
     """``embedded`` → the tiny text-to-video model shipped in the package; a folder → ``from_pretrained`` on it
     (lemica's own TinyT2VPipeline folders included); anything else → a hub id, loaded by diffusers.
@@ -111,6 +123,9 @@ def load_pipeline(spec: str = EMBEDDED, device: str = "cpu", dtype=None):
         if dtype is None or pipe.transformer.dtype == dtype:  # a no-op cast would only print diffusers' warning
             return pipe
         return pipe.to(dtype=dtype)
+    problem = missing_folder_problem(spec)
+    if problem:
+        raise FileNotFoundError(problem)
     extra = {} if dtype is None else {"torch_dtype": dtype}
     path = Path(spec)
     index = path / "model_index.json"
@@ -119,14 +134,25 @@ def load_pipeline(spec: str = EMBEDDED, device: str = "cpu", dtype=None):
     if index.exists() and json.loads(index.read_text()).get("_class_name") == "TinyT2VPipeline":
         from lemica.models.tiny_t2v import TinyT2VPipeline
 
-        pipe = TinyT2VPipeline.from_pretrained(str(path), local_files_only=True, **extra)
+        with _no_dtype_deprecation():
+            pipe = TinyT2VPipeline.from_pretrained(str(path), local_files_only=True, **extra)
     else:
         from diffusers import DiffusionPipeline
 
-        pipe = DiffusionPipeline.from_pretrained(spec, local_files_only=path.exists(), **extra)
+        with _no_dtype_deprecation():
+            pipe = DiffusionPipeline.from_pretrained(spec, local_files_only=path.exists(), **extra)
     if hasattr(pipe, "set_progress_bar_config"):
         pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
+
+
+@contextlib.contextmanager
+def _no_dtype_deprecation():
+    """Newer diffusers renamed ``torch_dtype`` to ``dtype`` and warn on every load; older ones know only
+    ``torch_dtype``. lemica passes ``torch_dtype`` (understood by both) and keeps that one warning quiet."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
+        yield
 
 
 def default_graph_path() -> Path:

@@ -118,7 +118,7 @@ class Plan:
         gamma = DEFAULT_GAMMA if self.gamma is None else self.gamma
         total = 0.0
         for e in self.edge_errors:
-            total += e**gamma
+            total += _peak_weight(e, gamma)
         return total
 
     def to_dict(self) -> dict[str, Any]:
@@ -393,7 +393,8 @@ def _reduce(c: _Candidates, objective: str, gamma: float | None) -> tuple[_Edges
     """
     if objective == "peak":
         # Python's float pow, so that the weights are reproducible bit for bit outside numpy.
-        weight = np.array([e**gamma for e in c.err.tolist()], dtype=np.float64)
+        weight = np.array([_peak_weight(e, gamma) for e in c.err.tolist()], dtype=np.float64)
+        _check_sums_finite(weight, gamma)
     else:
         weight = c.err
     order = np.lexsort((c.rule, c.err, weight, c.src, c.dst))
@@ -405,6 +406,25 @@ def _reduce(c: _Candidates, objective: str, gamma: float | None) -> tuple[_Edges
     names = [None if r < 0 else c.names[r] for r in c.rule[pick].tolist()]
     chosen = dict(zip(zip(edges.src.tolist(), edges.dst.tolist()), zip(c.err[pick].tolist(), names)))
     return edges, chosen
+
+
+def _peak_weight(error: float, gamma: float) -> float:
+    """error ** gamma; PlanningError where that overflows (Python's pow raises, it never returns infinity)."""
+    try:
+        return error**gamma
+    except OverflowError:
+        raise PlanningError(f"objective 'peak': an edge error of {error:g} to the power gamma={gamma:g} overflows; "
+                            f"rescale the graph's errors or lower gamma") from None
+
+
+def _check_sums_finite(weight: np.ndarray, gamma: float) -> None:
+    """The peak objective adds up powers of errors: refuse weights whose sums could overflow to infinity (every
+    path would then tie at inf and the objective would stop meaning anything)."""
+    largest = float(weight.max()) if weight.size else 0.0
+    if not math.isfinite(largest * max(weight.size, 1)):
+        raise PlanningError(f"objective 'peak': edge error ** gamma (gamma={gamma:g}) reaches {largest:g}, too "
+                            f"large to add up along a path without overflowing; rescale the graph's errors or "
+                            f"lower gamma")
 
 
 def _feasible_budgets(T: int, edges: _Edges, terminal: bool = False) -> list[int]:

@@ -131,6 +131,18 @@ def rule_problem(name: Any) -> str | None:
     return None
 
 
+def unknown_rule_problem(name: Any) -> str | None:
+    """Why `name` is not the name of a registered fill rule (or not a valid name at all), or None.
+
+    Schedules and ``--rules`` lists are checked with it when they are built or read, before any model loads."""
+    problem = rule_problem(name)
+    if problem or lookup(name) is not None:
+        return problem
+    known = [s.name + (":k" if s.family else "") for s in _SPECS.values()]
+    return (f"unknown fill rule {name!r}; known rules: {', '.join(known)} "
+            f"(lemica.runtime.fill.register_rule adds one)")
+
+
 def rule_history(name: str) -> int:
     """How many steps before the segment start a rule reads (0 for names of no registered rule).
 
@@ -189,7 +201,7 @@ def expand_rules(text: str | Iterable[str]) -> tuple[str, ...]:
                     raise ValueError(f"rule range {part!r}: {lo} > {hi}")
                 names += [family_name(spec.name, k) for k in range(lo, hi + 1)]
                 continue
-            problem = rule_problem(part)
+            problem = unknown_rule_problem(part)
             if problem:
                 raise ValueError(problem)
             names.append(part)

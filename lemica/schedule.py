@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from lemica._io import atomic_write_json, read_json
-from lemica.errors import ScheduleFormatError, UnsupportedFillRuleError
-from lemica.graph import MAX_STEPS, RESIDUAL, rule_problem
+from lemica.errors import InputFileError, ScheduleFormatError, UnknownFillRuleError, UnsupportedFillRuleError
+from lemica.graph import MAX_STEPS, RESIDUAL, rule_problem, unknown_rule_problem
 
 FORMAT = "lemica-schedule"
 VERSION = 3  # the newest version this lemica writes
@@ -41,6 +41,9 @@ def _check_rule(rule: Any, what: str) -> str:
     problem = rule_problem(rule)
     if problem:
         raise ScheduleFormatError(f"{what}: {problem}")
+    problem = unknown_rule_problem(rule)
+    if problem:
+        raise UnknownFillRuleError(f"{what}: {problem}")
     return rule
 
 
@@ -234,6 +237,8 @@ class Schedule:
     def load(cls, path: str | os.PathLike) -> "Schedule":
         try:
             data = read_json(path)
+        except InputFileError as e:
+            raise ScheduleFormatError(str(e)) from None
         except ValueError as e:
             raise ScheduleFormatError(f"{path}: not valid JSON ({e})") from None
         try:

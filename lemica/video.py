@@ -3,8 +3,6 @@ side-by-side comparisons (e.g. full compute vs. cached schedules for the README)
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import imageio.v2 as imageio_v2
@@ -12,6 +10,7 @@ import imageio.v3 as iio
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, features
 
+from lemica._io import atomic_output
 from lemica.errors import InvalidArgumentError
 
 
@@ -33,7 +32,7 @@ VIDEO_SUFFIXES = (".gif", ".mp4", ".png")
 def save_video(frames, path: str | Path, fps: int = 8) -> Path:
     """Write frames to .gif (Pillow, loops forever; frame time rounds to 10 ms), .mp4 (H.264 via imageio-ffmpeg's
     bundled ffmpeg) or .png (the first frame: an image pipeline's output). The folder is created; the file
-    appears complete or not at all (written under a temporary name, then renamed)."""
+    appears complete or not at all, and only ever replaces a regular file (``lemica._io.atomic_output``)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in VIDEO_SUFFIXES:
@@ -42,11 +41,7 @@ def save_video(frames, path: str | Path, fps: int = 8) -> Path:
     if isinstance(fps, bool) or not isinstance(fps, (int, np.integer)) or fps < 1:
         raise InvalidArgumentError(f"fps must be a positive integer, got {fps!r}")
     video = to_uint8(frames)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=suffix)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_output(path, suffix=suffix) as tmp:
         if suffix == ".gif":
             iio.imwrite(tmp, video, plugin="pillow", duration=1000.0 / fps, loop=0)
         elif suffix == ".mp4":
@@ -57,13 +52,6 @@ def save_video(frames, path: str | Path, fps: int = 8) -> Path:
                                 pixelformat="yuv420p", macro_block_size=1, quality=8)
         else:
             Image.fromarray(video[0]).save(tmp, format="PNG")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the video a plain open()'s permissions
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 

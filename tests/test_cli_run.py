@@ -90,7 +90,7 @@ def test_generate_errors(pipeline_dir, tmp_path):
     assert run.returncode != 0 and "8 denoising steps but the pipeline runs 6" in run.stderr
     run = lemica("generate", "--pipeline", tmp_path / "missing", "--steps", T, "--guidance", 3.0, "--prompt", "x",
                  "--out", tmp_path / "v.gif", check=False)
-    assert run.returncode != 0 and "cannot load pipeline" in run.stderr
+    assert run.returncode != 0 and "--pipeline: no such folder: " in run.stderr
     run = lemica("generate", "--prompt", "x", "--out", tmp_path / "v.txt", check=False)
     assert run.returncode != 0 and ".gif" in run.stderr
     run = lemica("calibrate", "--pipeline", pipeline_dir, "--steps", T, "--guidance", 3.0, check=False)
@@ -102,7 +102,7 @@ def test_size_device_and_dtype_options(pipeline_dir, tmp_path):
     video = tmp_path / "small.gif"
     run = lemica("generate", *common, "--height", 16, "--width", 24, "--num-frames", 4, "--device", "cpu",
                  "--dtype", "float32", "--out", video)
-    assert "(4 frames 16x24)" in run.stderr
+    assert "(4 frames 64x96 height x width, upscaled x4 from 16x24)" in run.stderr  # the size written
     graph_path = tmp_path / "g.json"
     prompts = tmp_path / "p.txt"
     prompts.write_text("a blue square\n")
@@ -112,7 +112,11 @@ def test_size_device_and_dtype_options(pipeline_dir, tmp_path):
     small = ["--height", 16, "--width", 24, "--num-frames", 4]
     run = lemica("generate", *common, *small, "--graph", graph_path, "--budget", 4, "--out", video)
     assert "calibrated under other settings" not in run.stderr
-    run = lemica("generate", *common, "--graph", graph_path, "--budget", 4, "--out", video)  # default size
+    run = lemica("generate", *common, "--graph", graph_path, "--budget", 4, "--out", video)  # no size: the graph's
+    assert "size from the graph" in run.stderr and "calibrated under other settings" not in run.stderr
+    assert "upscaled x4 from 16x24" in run.stderr
+    run = lemica("generate", *common, "--height", 16, "--width", 16, "--graph", graph_path, "--budget", 4,
+                 "--out", video)
     assert "calibrated under other settings" in run.stderr and "resolution" in run.stderr
     bad = lemica("generate", *common, "--dtype", "float8", "--out", video, check=False)
     assert bad.returncode != 0 and "unknown dtype" in bad.stderr

@@ -13,6 +13,7 @@ import json
 import math
 import multiprocessing
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -126,8 +127,9 @@ CASES = {
     "calibrate-height-7": (["calibrate", "--height", 7, "--out", "{t}/g.json"], 2, r"--height must be a multiple"),
     # 5. prompt files and prompts that are not UTF-8 text
     "prompts-latin1": (["calibrate", "--prompts", "{t}/latin1.txt", "--out", "{t}/g.json"], 1,
-                       r"--prompts: .*latin1.txt is not UTF-8 text \(byte 0xe9 on line 1\)"),
-    "prompts-dir": (["calibrate", "--prompts", "{t}/adir", "--out", "{t}/g.json"], 1, r"--prompts: .*is a directory"),
+                       r"--prompts-file: .*latin1.txt is not UTF-8 text \(byte 0xe9 on line 1\)"),
+    "prompts-dir": (["calibrate", "--prompts", "{t}/adir", "--out", "{t}/g.json"], 1,
+                    r"--prompts-file: .*is a directory"),
     "prompts-empty": (["calibrate", "--prompts", "{t}/empty.txt", "--out", "{t}/g.json"], 1, r"has no prompts"),
     "prompts-missing": (["calibrate", "--prompts", "{t}/nope.txt", "--out", "{t}/g.json"], 1, r"file not found"),
     "bench-prompts-latin1": (["bench", "--prompts-file", "{t}/latin1.txt", "--out", "{t}/b"], 1,
@@ -621,3 +623,25 @@ def test_bench_evaluates_the_embedded_model_on_the_users_prompts(tmp_path):
     data = json.loads((tmp_path / "b" / "results.json").read_text())
     assert [s["prompt"] for s in data["meta"]["samples"]] == ["a red circle moving left"]
     assert [r["method"] for r in data["rows"]] == ["uniform"]
+
+
+def test_a_sample_missing_an_edge_names_the_file_and_the_edge(calibrated):
+    folder, args, _ = calibrated
+    sample = folder / "g.json.work" / "sample_00000.json"
+    good = sample.read_text()
+    try:
+        data = json.loads(good)
+        edge = sorted(data["errors"])[-1]
+        del data["errors"][edge]
+        sample.write_text(json.dumps(data))
+        result = cli(*args)
+        assert result.exit_code == 1, (result.stderr, result.exception)
+        assert re.search(rf"sample_00000\.json.* has no error for edge {edge};", result.stderr), result.stderr
+        assert result.stderr.splitlines()[-1].startswith("error: ") and "Traceback" not in result.output
+        data = json.loads(good)
+        del data["branches"]
+        sample.write_text(json.dumps(data))
+        result = cli(*args)
+        assert result.exit_code == 1 and "sample_00000.json in the work directory) has no 'branches'" in result.stderr
+    finally:
+        sample.write_text(good)

@@ -231,9 +231,11 @@ def test_v1_to_v2_to_v1_round_trip(tmp_path):
         ([{"i": 1.0, "j": 4, "rule": "x"}], r"rules\[0\].i must be an integer"),
         ([{"i": 0, "j": 1, "rule": "x"}], r"rules\[0\]: \(0, 1\) is not a skip"),
         ([{"i": 1, "j": 6, "rule": "x"}], r"rules\[0\]: \(1, 6\) is not a skip"),
-        ([{"i": 1, "j": 4, "rule": "x"}, {"i": 1, "j": 4, "rule": "y"}], r"rules\[1\]: duplicate segment \(1, 4\)"),
+        ([{"i": 1, "j": 4, "rule": "residual"}, {"i": 1, "j": 4, "rule": "extrapolate"}],
+         r"rules\[1\]: duplicate segment \(1, 4\)"),
         ([{"i": 1, "j": 4, "rule": ""}], r"rules\[0\]: rule name must be non-empty"),
-        ([{"i": 1, "j": 4, "rule": "x"}], r"'rules' gives no rule for segment\(s\) 4->6, 7->9"),
+        ([{"i": 1, "j": 4, "rule": "extrapolate"}], r"'rules' gives no rule for segment\(s\) 4->6, 7->9"),
+        ([{"i": 1, "j": 4, "rule": "x"}], r"rules\[0\]: unknown fill rule 'x'"),
     ],
 )
 def test_v2_dict_validation(rules, message):
@@ -244,7 +246,7 @@ def test_v2_dict_validation(rules, message):
         Schedule.from_dict(d)
 
 
-RULES = st.sampled_from(["residual", "extrapolate", "mean-velocity:1", "mean-velocity:3", "custom"])
+RULES = st.sampled_from(["residual", "extrapolate", "mean-velocity:1", "mean-velocity:3", "mean-velocity:12"])
 
 
 @given(st.integers(2, 40).flatmap(lambda T: st.tuples(

@@ -1,6 +1,7 @@
 """Bench output: results.json, results.md (one table per budget), a quality-vs-latency plot and a GIF."""
 from __future__ import annotations
 
+import io
 import os
 import platform
 import sys
@@ -182,10 +183,10 @@ def plot_quality_vs_latency(result: dict, path: Path) -> Path:
     fig.suptitle(f"{result['meta']['workload']}: quality vs latency and compute (T={result['meta']['num_steps']}, "
                  f"budgets {result['meta']['budgets']})")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
-    return path
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def write_gif(videos: dict, rows: list[dict], budget: int, path: Path, sample: int = 0) -> Path | None:

@@ -55,7 +55,7 @@ class TuningStore:
         self.compute: dict[tuple, float] = {}
         self.quality: dict[tuple, float | None] = {}
         if path is not None and path.exists():
-            saved = json.loads(path.read_text())
+            saved = read_json(path)
             if saved.get("fingerprint") == fingerprint:
                 for e in saved["entries"]:
                     self.compute[(e["method"], e["knob_key"])] = e["compute"]

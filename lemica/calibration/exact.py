@@ -34,8 +34,8 @@ import torch
 from tqdm.auto import tqdm
 
 from lemica.calibration.fingerprint import pipeline_fingerprint, stable_hash
-from lemica.calibration.jobs import (check_inputs, edge_stats, graph_meta, measure_samples, quiet_pipeline,
-                                     sample_order)
+from lemica.calibration.jobs import (check_inputs, check_sample_edges, check_sample_fields, edge_stats, graph_meta,
+                                     measure_samples, quiet_pipeline, sample_order)
 from lemica.calibration.prompts import encode_prompts_once
 from lemica.calibration.replay import (RecordPolicy, RuleReplayPolicy, SegmentReplayPolicy, final_latents,
                                        sample_kwargs)
@@ -119,6 +119,8 @@ def mean_rule_edges(results: dict[int, dict], edges, rules) -> dict:
     existed), other rules under ``"rule_errors"[rule]``."""
     by_rule = {}
     for rule in rules:
+        for k in results:
+            check_sample_edges(results[k], k, rule_edges(edges, rule), None if rule == RESIDUAL else rule)
         where = (lambda r: r["errors"]) if rule == RESIDUAL else (lambda r, rule=rule: r["rule_errors"][rule])
         by_rule[rule] = {(i, j): edge_stats(where(results[k])[f"{i},{j}"] for k in sorted(results))
                          for i, j in rule_edges(edges, rule)}
@@ -195,6 +197,7 @@ def calibrate(pipe, prompts: Sequence[str | dict], seeds: Iterable[int] = (0,), 
 
     with encode_prompts_once(pipe):  # the text encoder's output is the same for every replay of a prompt
         results = measure_samples(measure, len(samples), workdir, config, progress=progress, desc="calibrating")
+    check_sample_fields(results, ("block_stack_runs", "branches"))
     runs = sum(r["block_stack_runs"] for r in results.values()) / len(results)
     branches = max(r["branches"] for r in results.values())
     meta = graph_meta(fingerprint, L, config["prompts_hash"], seeds, len(results), "exact",

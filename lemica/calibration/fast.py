@@ -45,8 +45,8 @@ from lemica.calibration.exact import (DEFAULT_RULES, calibrate, check_rules, edg
                                       mean_rule_edges, mean_terminal_edges, rule_edges, rule_meta,
                                       rule_terminal_starts, terminal_meta, terminal_starts)
 from lemica.calibration.fingerprint import pipeline_fingerprint, stable_hash
-from lemica.calibration.jobs import (check_inputs, edge_stats, graph_meta, measure_samples, quiet_pipeline,
-                                     sample_order)
+from lemica.calibration.jobs import (check_inputs, check_sample_fields, edge_stats, graph_meta, measure_samples,
+                                     quiet_pipeline, sample_order)
 from lemica.calibration.prompts import encode_prompts_once
 from lemica.calibration.replay import (ChainRecord, RecordPolicy, RuleChainRecord, RuleReplayPolicy,
                                        SegmentReplayPolicy, ServeThenCompute, Switch, final_latents, sample_kwargs)
@@ -452,6 +452,7 @@ def _estimate(pipe, prompts, samples, T, L, method, base, lookahead, probe, budg
         else:
             results = measure_samples(measure, len(samples), workdir, config, progress=progress,
                                       desc=f"calibrating ({method})")
+        check_sample_fields(results, ("block_stack_runs", "branches", "probe", "x0"))
         done = [results[k] for k in sorted(results)]
         edges_out = mean_rule_edges(results, edges, rules)
         terminal = mean_terminal_edges(results, starts, rules) if starts else None

@@ -70,11 +70,15 @@ def check_graph_matches(calibrated_for: ErrorGraph | dict, pipe, num_steps: int,
         there["resolution"] = {**defaults, **there["resolution"]}
         here["resolution"] = {**defaults, **here["resolution"]}
     if isinstance(there.get("sampler_config"), dict):  # only the sampler settings it states (a preset: the shift)
-        here["sampler_config"] = {k: here["sampler_config"].get(k) for k in there["sampler_config"]}
+        # One setting, two names: UniPC/DPM schedulers call the shift flow_shift, flow-matching Euler calls it shift.
+        run_config, alias = here["sampler_config"], {"flow_shift": "shift", "shift": "flow_shift"}
+        stated = {k: run_config.get(k, run_config.get(alias.get(k))) for k in there["sampler_config"]}
+        here["sampler_config"] = {k: v for k, v in stated.items() if v is not None}
+        there["sampler_config"] = {k: v for k, v in there["sampler_config"].items() if k in here["sampler_config"]}
     problems = []
     for key in CALIBRATION_KEYS:
         if key in there and there[key] != here[key] and here[key] not in ({}, None):
-            problems.append(f"{key}: graph has {there[key]!r}, run has {here[key]!r}")
+            problems.append(f"{key}: calibrated for {there[key]!r}, this run has {here[key]!r}")
     return problems
 
 

@@ -12,12 +12,12 @@ import torch
 from filelock import FileLock, Timeout
 from tqdm.auto import tqdm
 
-from lemica._io import atomic_write_json
+from lemica._io import atomic_write_json, read_json
 from lemica.errors import CalibrationError, WorkdirMismatchError
 from lemica.graph import Edge
 
 __all__ = ["check_inputs", "sample_order", "quiet_pipeline", "measure_samples", "check_sample", "edge_stats",
-           "mean_edges", "graph_meta", "finished_samples"]
+           "check_sample_edges", "check_sample_fields", "mean_edges", "graph_meta", "finished_samples"]
 
 
 def check_inputs(prompts, seeds, num_steps, max_skip) -> tuple[list, list[int], int, int]:
@@ -122,8 +122,8 @@ def _load_sample(path: Path) -> dict:
     """A finished sample from the work directory; a damaged one is an error that names the file (never skipped:
     delete the file and the next run measures that sample again)."""
     try:
-        result = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
+        result = read_json(path)
+    except ValueError as e:  # not JSON, not UTF-8, not a regular file, too large or too deeply nested
         raise CalibrationError(f"{path}: damaged sample file ({e}); delete it and run again to re-measure that "
                                f"sample") from None
     check_sample(result, str(path))
@@ -156,7 +156,7 @@ def _prepare_workdir(workdir, config) -> Path | None:
         with FileLock(str(work / ".calibration.lock"), timeout=LOCK_TIMEOUT_S):
             if manifest.exists():
                 try:
-                    previous = json.loads(manifest.read_text(encoding="utf-8"))
+                    previous = read_json(manifest)
                     if not isinstance(previous, dict):
                         raise ValueError(f"a JSON {type(previous).__name__}, not an object")
                 except (ValueError, UnicodeDecodeError) as e:
@@ -186,11 +186,29 @@ def mean_edges(results: dict[int, dict], edges) -> dict[tuple[int, int], Edge]:
     """Per-sample results (``{"errors": {"i,j": value}}``) averaged into graph edges."""
     order = sorted(results)
     for k in order:
-        missing = [f"{i},{j}" for i, j in edges if f"{i},{j}" not in results[k]["errors"]]
-        if missing:
-            raise CalibrationError(f"sample {k} has no error for edge(s) {missing[:5]}; delete its file in the work "
-                                   f"directory to measure it again")
+        check_sample_edges(results[k], k, edges)
     return {(i, j): edge_stats(results[k]["errors"][f"{i},{j}"] for k in order) for i, j in edges}
+
+
+def check_sample_edges(result: dict, k: int, edges, rule: str | None = None) -> None:
+    """Sample ``k`` holds an error for every edge (of ``rule``, None: the residual errors); the message names the
+    sample's file in the work directory and the first missing edge (a sample file edited or cut short by hand)."""
+    table = result.get("errors") if rule is None else (result.get("rule_errors") or {}).get(rule)
+    missing = [f"{i},{j}" for i, j in edges if not isinstance(table, dict) or f"{i},{j}" not in table]
+    if missing:
+        what = "error" if rule is None else f"{rule} error"
+        raise CalibrationError(f"sample {k} (sample_{k:05d}.json in the work directory) has no {what} for edge "
+                               f"{missing[0]}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+                               + "; delete that file to measure the sample again")
+
+
+def check_sample_fields(results: dict[int, dict], fields: Iterable[str]) -> None:
+    """Every sample holds the fields the estimator reads; the message names the first sample file lacking one."""
+    for k in sorted(results):
+        missing = [f for f in fields if f not in results[k]]
+        if missing:
+            raise CalibrationError(f"sample {k} (sample_{k:05d}.json in the work directory) has no {missing[0]!r}; "
+                                   f"delete that file to measure the sample again")
 
 
 def graph_meta(fingerprint: dict, max_skip: int, prompts_hash: str, seeds: list[int], samples: int,

@@ -22,9 +22,12 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from lemica.errors import GraphFormatError, InvalidArgumentError, ScheduleFormatError
+from lemica._io import json_safe, output_target, read_bytes, read_json
+from lemica.errors import (GraphFormatError, InputFileError, InvalidArgumentError, OutputPathError,
+                           ScheduleFormatError)
 from lemica.graph import MAX_STEPS, ErrorGraph
-from lemica.pipelines import EMBEDDED, load_pipeline, resolve_device, resolve_dtype, size_problems
+from lemica.pipelines import (EMBEDDED, load_pipeline, missing_folder_problem, resolve_device, resolve_dtype,
+                              size_problems)
 from lemica.planner import OBJECTIVES
 from lemica.schedule import Schedule
 
@@ -58,7 +61,8 @@ def warn(message: str) -> None:
 
 
 def print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+    """Valid JSON on stdout: a sum that overflowed to infinity is written as null (JSON has no infinity)."""
+    sys.stdout.write(json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n")
     sys.stdout.flush()
 
 
@@ -77,6 +81,13 @@ def quiet_libraries() -> None:
         logging.disable_progress_bar()
     if downloads_shown:  # transformers' switch turns off the hub's download bars too
         hub.enable_progress_bars()
+    # cache-dit (a bench peer) logs "[Cache-DiT] ..." at info level: lemica.cli sets its level before it is
+    # imported; loggers of an earlier import are set here.
+    import logging as std_logging
+
+    for name in list(std_logging.root.manager.loggerDict):
+        if name.split(".")[0] in ("cache_dit", "CACHE_DIT"):
+            std_logging.getLogger(name).setLevel(std_logging.WARNING)
 
 
 # ----------------------------------------------------------------------------------------- reading files
@@ -101,10 +112,12 @@ def load_schedule_or_exit(path: Path) -> Schedule:
 def check_json_file(path: Path, what: str) -> None:
     """A JSON file lemica wrote earlier (a cache) must still parse; a damaged one is an error that names it."""
     try:
-        json.loads(path.read_text(encoding="utf-8"))
+        read_json(path)
     except FileNotFoundError:
         return
-    except (ValueError, UnicodeDecodeError) as e:
+    except InputFileError as e:
+        fail(f"{what}: {e}")
+    except ValueError as e:
         fail(f"{path}: damaged {what} ({e}); delete it and run again")
     except OSError as e:
         fail(f"cannot read {what} {path}: {e.strerror or e}")
@@ -113,11 +126,13 @@ def check_json_file(path: Path, what: str) -> None:
 def read_text_file(path: Path, option: str) -> str:
     """A text file's content; a missing, unreadable, directory or non-UTF-8 file is an error naming the option."""
     try:
-        data = path.read_bytes()
+        data = read_bytes(path)
     except FileNotFoundError:
         fail(f"{option}: file not found: {path}")
     except IsADirectoryError:
         fail(f"{option}: {path} is a directory, not a text file")
+    except InputFileError as e:
+        fail(f"{option}: {e}")
     except OSError as e:
         fail(f"{option}: cannot read {path}: {e.strerror or e}")
     try:
@@ -157,19 +172,29 @@ def _check_writable(folder: Path, option: str, target: Path) -> None:
 
 
 def check_output_file(path: Path, option: str = "--out") -> Path:
-    """An output file that can be written: not a directory, in a folder that exists or can be created (it is
+    """An output file that can be written: absent or a regular file (through a symlink: the file it points at; a
+    directory, FIFO, device or socket is refused and left alone), in a folder that exists or can be created (it is
     created when the file is written, not before, so a refused command leaves nothing behind)."""
     if path.is_dir():
         fail(f"{option}: {path} is a directory; give a file name")
     _check_writable(path.parent, option, path)
+    try:
+        target = output_target(path)
+    except OutputPathError as e:
+        fail(f"{option}: {e}")
+    if target != path:  # through a symlink: the file it points at is the one replaced
+        _check_writable(target.parent, option, path)
     return path
 
 
-def check_output_dir(path: Path, option: str = "--out") -> Path:
-    """An output folder that exists or can be created, and can be written in."""
+def check_output_dir(path: Path, option: str = "--out", files: tuple[str, ...] = ()) -> Path:
+    """An output folder that exists or can be created, and can be written in; each of ``files`` that the command
+    writes there must be absent or a regular file (``check_output_file``)."""
     if path.exists() and not path.is_dir():
         fail(f"{option}: {path} is a file, not a directory", code=2)  # the option names the wrong kind of path
     _check_writable(path, option, path)
+    for name in files:
+        check_output_file(path / name, option)
     return path
 
 
@@ -201,14 +226,22 @@ def finite(minimum: float, strict: bool = False) -> Callable:
 
 
 def utf8_text(ctx: typer.Context, value: Optional[str]):
-    """Text from the command line must be valid UTF-8 (undecodable bytes reach Python as lone surrogates)."""
-    if not _skip(ctx, value):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as e:
-            raise typer.BadParameter(f"is not valid UTF-8 text (undecodable byte at position {e.start}); "
-                                     f"check the shell's encoding or use a UTF-8 prompts file") from None
-    return value
+    """Text from the command line must be valid UTF-8. Under a non-UTF-8 locale (a plain C locale without
+    Python's UTF-8 mode) Python decodes the arguments as ASCII and keeps the other bytes as lone surrogates: the
+    original bytes are recovered and decoded as UTF-8, so only text that is not UTF-8 at all is refused."""
+    if _skip(ctx, value):
+        return value
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        pass
+    raw = os.fsencode(value)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise typer.BadParameter(f"is not valid UTF-8 text (undecodable byte 0x{raw[e.start]:02x} at position "
+                                 f"{e.start}); check the shell's encoding or use a UTF-8 prompts file") from None
 
 
 def int_list(text: str, what: str, *, distinct: bool = False) -> list[int]:
@@ -238,6 +271,28 @@ def budgets_list(ctx: typer.Context, param: typer.CallbackParam, value: Optional
     return value
 
 
+def take_prompts(asked: Optional[int], available: int, path: Path, default: int, option: str = "--num-prompts"
+                 ) -> int:
+    """How many of a prompts file's lines to take: ``asked`` (refused if the file has fewer: a run never takes
+    silently less than it was told), else ``default`` or every line of a shorter file."""
+    if asked is not None and asked > available:
+        fail(f"{option} {asked}: {path} has only {available} prompt(s); give --num-prompts {available} or add "
+             f"prompts", code=2)
+    if asked is None and available > default:
+        info(f"taking the first {default} of the {available} prompts in {path} ({option} takes more)")
+    return asked if asked is not None else min(default, available)
+
+
+def check_max_skip(max_skip: Optional[int], steps: int, option: str = "--max-skip", default: int = 10) -> int:
+    """The longest cached segment: at most T-1 (a larger given value is refused, not clamped); the default is 10,
+    or T-1 when that is smaller."""
+    if max_skip is None:
+        return min(default, steps - 1)
+    if max_skip > steps - 1:
+        fail(f"{option} {max_skip} exceeds T-1 = {steps - 1} for {steps} steps; give at most {steps - 1}", code=2)
+    return max_skip
+
+
 def prompts_file(ctx: typer.Context, param: typer.CallbackParam, value: Optional[Path]):
     if not _skip(ctx, value):
         read_prompts_file(value, param.opts[0])
@@ -253,11 +308,22 @@ DeviceOption = Annotated[str, typer.Option(
 DtypeOption = Annotated[str, typer.Option(
     help="auto | float32 | bfloat16 | float16; 'auto': bfloat16 on a GPU, float32 on the CPU and for the embedded "
          "model.")]
-GuidanceOption = Annotated[Optional[float], typer.Option(help="Guidance scale (finite, ≥ 0).", callback=finite(0))]
+GuidanceOption = Annotated[Optional[float], typer.Option(
+    help="Guidance scale (finite, ≥ 0); required for pipelines other than the embedded model.", callback=finite(0))]
 HeightOption = Annotated[Optional[int], typer.Option(min=1, help="Height in pixels (default: the pipeline's).")]
 WidthOption = Annotated[Optional[int], typer.Option(min=1, help="Width in pixels (default: the pipeline's).")]
 FramesOption = Annotated[Optional[int], typer.Option(
     "--num-frames", min=1, help="Frames of a video pipeline (default: the pipeline's).")]
+
+
+ProgressOption = Annotated[Optional[bool], typer.Option(
+    "--progress/--no-progress", help="Progress bars on stderr (default: only when stderr is a terminal, so that logs "
+                                     "get no cursor movements).")]
+
+
+def show_progress(progress: Optional[bool]) -> bool:
+    """Progress bars where asked, else only on a terminal."""
+    return sys.stderr.isatty() if progress is None else progress
 
 
 def size_kwargs(height: Optional[int], width: Optional[int], num_frames: Optional[int]) -> dict:
@@ -274,6 +340,9 @@ def check_run_inputs(spec: str, device: str, dtype: str, size: dict) -> None:
         resolve_dtype(dtype, where, spec)
     except InvalidArgumentError as e:
         fail(f"--device/--dtype: {e}")
+    missing = missing_folder_problem(spec)
+    if missing:
+        fail(f"--pipeline: {missing} (give a diffusers pipeline folder, a hub id or 'embedded')")
     for name, problem in size_problems(spec, **size).items():
         fail(f"--{name.replace('_', '-')} {problem}", code=2)
 
@@ -287,6 +356,29 @@ def load_pipeline_or_exit(spec: str, device: str = "auto", dtype: str = "auto"):
         fail(f"cannot load pipeline {spec!r}: {e}")
 
 
+def check_text_encoder(pipe, spec: str) -> None:
+    """The commands pass text prompts: a pipeline saved without its text encoder can only run from Python with
+    precomputed ``prompt_embeds`` (docs/real_models.md, "A pipeline without a text encoder")."""
+    components = getattr(pipe, "components", None) or {}
+    missing = [name for name in ("text_encoder", "tokenizer") if name in components and components[name] is None]
+    if missing:
+        fail(f"--pipeline {spec} was saved without its {' and '.join(missing)}: the command line passes text "
+             f"prompts, which it cannot encode. Run it from Python with precomputed prompt_embeds (see "
+             f"docs/real_models.md, 'A pipeline without a text encoder'), or save the pipeline with its text encoder")
+
+
+# What a model raises deep inside on a size or shape it cannot take (a lemica error is caught before these).
+MODEL_CALL_ERRORS = (RuntimeError, ValueError, IndexError)
+
+
+def model_call_failed(e: BaseException, size: dict) -> NoReturn:
+    """One ``error:`` line for a failure inside the model's call: usually a size it cannot take."""
+    asked = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in size.items()) or "the pipeline's default size"
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    fail(f"the pipeline failed at {asked} ({type(e).__name__}: {first}); check --height/--width/--num-frames "
+         f"against what the model supports")
+
+
 def run_defaults(spec: str, steps: Optional[int], guidance: Optional[float]) -> tuple[int, float]:
     """(T, guidance): the embedded model's defaults where not given (never in place of a given value); required
     for any other pipeline."""
@@ -294,7 +386,16 @@ def run_defaults(spec: str, steps: Optional[int], guidance: Optional[float]) -> 
         from lemica.models.tiny_t2v import DEFAULT_GUIDANCE, DEFAULT_STEPS
 
         return (DEFAULT_STEPS if steps is None else steps), (DEFAULT_GUIDANCE if guidance is None else guidance)
-    if steps is None or guidance is None:
-        fail("--steps and --guidance are required for pipelines other than the embedded model", code=2)
+    missing_steps_or_guidance(steps, guidance)
     return steps, guidance
+
+
+def missing_steps_or_guidance(steps: Optional[int], guidance: Optional[float]) -> None:
+    """A pipeline other than the embedded model has no defaults lemica could trust: both must be given (the
+    message names exactly the missing ones)."""
+    missing = [name for name, value in (("--steps", steps), ("--guidance", guidance)) if value is None]
+    if missing:
+        fail(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required for pipelines other than the "
+             f"embedded model (it has no default lemica could trust: use the values the model's authors give)",
+             code=2)
 

@@ -1,18 +1,20 @@
 """`lemica plan`, `plot` and `presets`: the commands that work on graphs and schedules (no model needed)."""
 from __future__ import annotations
 
+import warnings
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from lemica import presets
-from lemica.cli._common import (Objective, fail, info, load_graph_or_exit, out_console, out_dir, out_file,
-                                print_json)
+from lemica.cli._common import (Objective, check_output_dir, fail, finite, info, load_graph_or_exit, out_console,
+                                out_dir, out_file, print_json)
 from lemica.errors import PlanningError, PresetNotFoundError
 from lemica.graph import expand_rules
 from lemica.planner import ALL_OBJECTIVES, Plan, frontier, plan
@@ -46,7 +48,7 @@ def render_plan(p: Plan, console: Console = out_console, title: str | None = Non
     table.add_column("cached steps", justify="right")
     table.add_column("rule", justify="left")
     table.add_column("error", justify="right")
-    table.add_column("", justify="left")
+    table.add_column("note", justify="left")
     for i, j, e, rule in skips:
         cached = f"{i + 1}" if j - i == 2 else f"{i + 1}-{j - 1}"
         skip = f"{i} -> end" if j == p.num_steps else f"{i} -> {j}"
@@ -73,18 +75,17 @@ def render_frontier(plans: dict[int, Plan], console: Console = out_console) -> N
 
 def plan_command(
     graph_path: Annotated[Path, typer.Argument(metavar="GRAPH", help="Error graph JSON (format lemica-graph).")],
-    budget: Annotated[Optional[int], typer.Option("--budget", "-b", help="Number of full-compute steps B.")] = None,
-    speedup: Annotated[
-        Optional[float], typer.Option("--speedup", "-s", help="Target speed-up T/B: largest B reaching it.")
-    ] = None,
-    max_error: Annotated[
-        Optional[float], typer.Option("--max-error", help="Fewest full steps whose worst skip error is <= this.")
-    ] = None,
+    budget: Annotated[Optional[int], typer.Option("--budget", "-b", min=1, help="Number of full-compute steps B.")]
+    = None,
+    speedup: Annotated[Optional[float], typer.Option(
+        "--speedup", "-s", help="Target speed-up T/B (≥ 1): largest B reaching it.", callback=finite(1))] = None,
+    max_error: Annotated[Optional[float], typer.Option(
+        "--max-error", help="Fewest full steps whose worst skip error is <= this.", callback=finite(0))] = None,
     all_budgets: Annotated[bool, typer.Option("--all", help="Optimal plan for every feasible budget.")] = False,
     objective: Annotated[PlanObjective, typer.Option(
         "--objective", help="Path objective (peak: MeanCache's sum of error^gamma).")] = PlanObjective.lexminimax,
     gamma: Annotated[Optional[float], typer.Option(
-        help="Exponent of --objective peak (default 2).")] = None,
+        help="Exponent of --objective peak (finite, > 0; default 2).", callback=finite(0, strict=True))] = None,
     rules: Annotated[Optional[str], typer.Option(
         help="Fill rules the plan may use, e.g. residual or residual,mean-velocity:1-5 (default: every rule the "
              "graph stores).")] = None,
@@ -155,10 +156,17 @@ def plot_command(
         fail(f"--out must be a directory, but {out} is a file", code=2)
     from lemica.plots import plot_graph  # matplotlib is slow to import; only this command needs it
 
+    check_output_dir(out, "--out", (f"{graph_path.stem}_heatmap.png", f"{graph_path.stem}_frontier.png"))
     try:
-        paths = plot_graph(graph, out, stem=graph_path.stem, objective=Objective(objective).value)
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)
+            paths = plot_graph(graph, out, stem=graph_path.stem, objective=Objective(objective).value)
     except OSError as e:
         fail(f"cannot write plots to {out}: {e}")
+    except (ValueError, OverflowError) as e:  # matplotlib cannot lay out some extreme (finite) errors
+        largest = max((edge.error for edge in graph.edges.values()), default=0.0)
+        fail(f"cannot plot {graph_path}: its edge errors (up to {largest:g}) are beyond what the plots can draw "
+             f"({e})")
     for kind, path in paths.items():
         info(f"wrote {kind} plot to {path}")
         out_console.print(str(path))

@@ -9,10 +9,12 @@ from typing import Annotated, Optional
 import typer
 
 from lemica.cli._common import (STEPS_RANGE, DeviceOption, DtypeOption, FramesOption, GuidanceOption, HeightOption,
-                                PipelineOption, WidthOption, check_output_dir, check_run_inputs, fail, info, int_list,
-                                load_graph_or_exit, load_pipeline_or_exit, load_schedule_or_exit, out_dir, out_file,
-                                quiet_libraries, read_prompts_file, run_defaults, seeds_list, size_kwargs, utf8_text,
-                                warn)
+                                PipelineOption, WidthOption, check_output_dir, check_run_inputs, fail, finite, info,
+                                int_list, load_graph_or_exit, load_pipeline_or_exit, load_schedule_or_exit, out_dir,
+                                out_file, quiet_libraries, read_prompts_file, run_defaults, seeds_list, size_kwargs,
+                                utf8_text, warn)
+from lemica.cli._common import (MODEL_CALL_ERRORS, ProgressOption, check_max_skip, check_text_encoder,
+                                model_call_failed, show_progress, take_prompts)
 from lemica.cli._common import prompts_file as prompts_file_check
 from lemica.errors import FillRuleError, LemicaError, PlanningError
 from lemica.pipelines import EMBEDDED, default_graph_path, video_frames
@@ -20,19 +22,28 @@ from lemica.planner import plan
 from lemica.schedule import compress_steps
 from lemica.video import VIDEO_SUFFIXES
 
+DEFAULT_CALIBRATION_PROMPTS = 8
+
 
 def calibrate_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the error graph JSON.", callback=out_file)]
     = Path("graph.json"),
     pipeline: PipelineOption = EMBEDDED,
     prompts_file: Annotated[Optional[Path], typer.Option(
-        "--prompts", help="UTF-8 text file, one prompt per line (default: the embedded model's calibration set).",
+        "--prompts-file", "--prompts", help="UTF-8 text file, one prompt per line (default: the embedded model's "
+                                            "calibration set; required for other pipelines).",
         callback=prompts_file_check)] = None,
-    num_prompts: Annotated[int, typer.Option("--num-prompts", min=1, help="Prompts taken from the set.")] = 8,
+    num_prompts: Annotated[Optional[int], typer.Option(
+        "--num-prompts", min=1, help="Prompts taken from the set, first ones first (default 8, or every line of a "
+                                     "shorter --prompts-file).")] = None,
     seeds: Annotated[str, typer.Option(help="Comma-separated distinct seeds; every prompt runs with every seed.",
                                        callback=seeds_list)] = "0,1",
-    steps: Annotated[Optional[int], typer.Option("--steps", "-T", help="Denoising steps T.", **STEPS_RANGE)] = None,
-    max_skip: Annotated[int, typer.Option("--max-skip", "-L", min=1, help="Longest cached segment.")] = 10,
+    steps: Annotated[Optional[int], typer.Option(
+        "--steps", "-T", help="Denoising steps T (default: the embedded model's; required for other pipelines).",
+        **STEPS_RANGE)] = None,
+    max_skip: Annotated[Optional[int], typer.Option(
+        "--max-skip", "-L", min=1, help="Longest cached segment, at most T-1 (default 10, or T-1 if smaller).")]
+    = None,
     guidance: GuidanceOption = None,
     workdir: Annotated[Optional[Path], typer.Option(
         help="Keeps finished samples; re-running the same command resumes (default: OUT.work/, with --fast "
@@ -53,9 +64,9 @@ def calibrate_command(
         "--keep-last-step", help="Measure no terminal edges (plans on the graph then always compute the last step). "
                                  "By default they are measured: a few replays per rule that run no block stack.")]
     = False,
+    progress: ProgressOption = None,
 ) -> None:
     """Measure every cache segment's global error on the final output and write the error graph."""
-    quiet_libraries()
     from lemica.graph import expand_rules
 
     try:
@@ -63,33 +74,39 @@ def calibrate_command(
     except ValueError as e:
         fail(f"--rules: {e}", code=2)
     seed_list = int_list(seeds, "--seeds", distinct=True)
+    quiet_libraries()  # before the embedded model's prompts import diffusers
     if prompts_file is not None:
-        prompts = read_prompts_file(prompts_file, "--prompts")[:num_prompts]
+        lines = read_prompts_file(prompts_file, "--prompts-file")
+        prompts = lines[:take_prompts(num_prompts, len(lines), prompts_file, DEFAULT_CALIBRATION_PROMPTS)]
     elif pipeline == EMBEDDED:
         from lemica.models.tiny_t2v import calibration_prompts
 
-        prompts = calibration_prompts(num_prompts)
+        prompts = calibration_prompts(DEFAULT_CALIBRATION_PROMPTS if num_prompts is None else num_prompts)
     else:
-        fail("--prompts FILE is required for pipelines other than the embedded model", code=2)
+        fail("--prompts-file FILE is required for pipelines other than the embedded model", code=2)
     T, G = run_defaults(pipeline, steps, guidance)
+    max_skip = check_max_skip(max_skip, T)
     workdir = workdir or out.with_name(out.name + (".fast.work" if fast else ".work"))
     check_output_dir(workdir, "--workdir")
     size = size_kwargs(height, width, num_frames)
     check_run_inputs(pipeline, device, dtype, size)
 
     pipe = load_pipeline_or_exit(pipeline, device, dtype)
+    check_text_encoder(pipe, pipeline)
     from lemica.calibration import calibrate, calibrate_fast
     from lemica.calibration.jobs import finished_samples
 
     count = len(prompts) * len(seed_list)
     resumed = finished_samples(workdir, count)  # kept by an earlier run (used if its settings match)
     kwargs = dict(num_inference_steps=T, max_skip=max_skip, guidance_scale=G, offload=offload, rules=rule_list, **size,
-                  workdir=workdir, keep_last_step=keep_last_step)
+                  workdir=workdir, keep_last_step=keep_last_step, progress=show_progress(progress))
     started = time.perf_counter()
     try:
         graph = (calibrate_fast if fast else calibrate)(pipe, prompts, seed_list, **kwargs)
     except LemicaError as e:
         fail(str(e))
+    except MODEL_CALL_ERRORS as e:
+        model_call_failed(e, size)
     except KeyboardInterrupt:
         info(f"interrupted: {finished_samples(workdir, count)} of {count} samples are kept in {workdir}; run the "
              f"same command again to resume")
@@ -117,26 +134,31 @@ def _video_file(ctx: typer.Context, param: typer.CallbackParam, value: Path):
 
 def generate_command(
     prompt: Annotated[str, typer.Option("--prompt", help="Text prompt.", callback=utf8_text)],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output video (.mp4 / .gif) or image (.png).",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output video (.mp4 / .gif) or image (.png: the first "
+                                                          "frame).",
                                       callback=_video_file)] = Path("video.gif"),
     pipeline: PipelineOption = EMBEDDED,
     negative_prompt: Annotated[Optional[str], typer.Option(help="Negative prompt.", callback=utf8_text)] = None,
     steps: Annotated[Optional[int], typer.Option(
-        "--steps", "-T", help="Denoising steps T (default: the schedule's or graph's, else the embedded model's).",
+        "--steps", "-T", help="Denoising steps T (default: the schedule's or graph's, else the embedded model's; "
+                              "required for other pipelines without a schedule or graph).",
         **STEPS_RANGE)] = None,
     guidance: GuidanceOption = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     schedule_path: Annotated[Optional[Path], typer.Option("--schedule", help="Schedule JSON to run.")] = None,
     graph_path: Annotated[Optional[Path], typer.Option(
         "--graph", help="Error graph to plan on (default for the embedded model: the shipped graph).")] = None,
-    budget: Annotated[Optional[int], typer.Option("--budget", "-b", help="Full-compute steps B.")] = None,
-    speedup: Annotated[Optional[float], typer.Option("--speedup", "-s", help="Target speed-up T/B.")] = None,
+    budget: Annotated[Optional[int], typer.Option("--budget", "-b", min=1, help="Full-compute steps B.")] = None,
+    speedup: Annotated[Optional[float], typer.Option("--speedup", "-s", help="Target speed-up T/B (≥ 1).",
+                                                     callback=finite(1))] = None,
     keep_last_step: Annotated[bool, typer.Option(
         "--keep-last-step", help="Plan with the last step computed, as LeMiCa does (--graph/--budget/--speedup).")]
     = False,
     strict: Annotated[bool, typer.Option(help="Refuse (instead of warn) when the graph was calibrated elsewhere.")]
     = False,
-    scale: Annotated[Optional[int], typer.Option(min=1, help="Nearest-neighbour upscale of the saved video.")] = None,
+    scale: Annotated[Optional[int], typer.Option(
+        min=1, help="Nearest-neighbour upscale factor of the saved file (default: 4 when the video is at most 64 "
+                    "pixels a side, else 1).")] = None,
     fps: Annotated[int, typer.Option(min=1, help="Frames per second of the saved video.")] = 8,
     height: HeightOption = None,
     width: WidthOption = None,
@@ -145,7 +167,6 @@ def generate_command(
     dtype: DtypeOption = "auto",
 ) -> None:
     """Generate a video, vanilla or on a cache schedule, and print the wall time."""
-    quiet_libraries()
     if schedule_path is not None and (budget is not None or speedup is not None or graph_path is not None):
         fail("give either --schedule or --graph/--budget/--speedup, not both", code=2)
     if graph_path is not None and budget is None and speedup is None:
@@ -176,8 +197,18 @@ def generate_command(
             schedule = plan(graph, budget, speedup=speedup, keep_last_step=keep_last_step).schedule
         except PlanningError as e:
             fail(str(e))
+    quiet_libraries()  # before the embedded model's defaults and size checks import it
     T, G = run_defaults(pipeline, steps, guidance)
     size = size_kwargs(height, width, num_frames)
+    calibrated_for = (graph.meta if graph is not None else schedule.meta.get("calibrated_for")
+                      if schedule is not None else None) or {}
+    calibrated_size = calibrated_for.get("resolution")
+    if not size and isinstance(calibrated_size, dict) and calibrated_size:
+        # As T is: run at the resolution the graph was calibrated at unless a size is given.
+        size = size_kwargs(*(calibrated_size.get(k) for k in ("height", "width", "num_frames")))
+        if pipeline != EMBEDDED:  # the embedded model's graphs are at its own size: nothing to point out
+            info(f"size from {source}: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in size.items())
+                 + " (give --height/--width/--num-frames to change it)")
     check_run_inputs(pipeline, device, dtype, size)
 
     import torch
@@ -191,12 +222,12 @@ def generate_command(
     if negative_prompt is not None:
         call["negative_prompt"] = negative_prompt
     pipe = load_pipeline_or_exit(pipeline, device, dtype)
+    check_text_encoder(pipe, pipeline)
     if schedule is not None:
-        calibrated_for = graph if graph is not None else schedule.meta.get("calibrated_for")
         if calibrated_for:
             problems = check_graph_matches(calibrated_for, pipe, T, call)
             if problems:
-                message = "the graph was calibrated under other settings: " + "; ".join(problems)
+                message = f"{source} was calibrated under other settings than this run: " + "; ".join(problems)
                 if strict:
                     fail(message)
                 warn(message)
@@ -220,13 +251,24 @@ def generate_command(
     except KeyboardInterrupt:
         info(f"interrupted: nothing was written to {out}")
         raise typer.Exit(130) from None
+    except MODEL_CALL_ERRORS as e:  # shape errors deep inside the model
+        model_call_failed(e, size)
     seconds = time.perf_counter() - started
     frames = video_frames(output)
-    factor = scale if scale is not None else (4 if max(frames.shape[1:3]) <= 64 else 1)
+    factor = scale if scale is not None else default_scale(frames)
+    written = upscale(frames[:1] if out.suffix.lower() == ".png" else frames, factor)
     try:
-        save_video(upscale(frames, factor), out, fps=fps)
+        save_video(written, out, fps=fps)
     except (OSError, LemicaError) as e:
         fail(f"cannot write {out}: {e}")
     runs = cache_stats(pipe).block_stack_runs if schedule is not None else None
-    info(f"wrote {out} ({frames.shape[0]} frames {frames.shape[1]}x{frames.shape[2]}) in {seconds:.2f} s wall time"
+    count = f"{written.shape[0]} frame{'s' if written.shape[0] != 1 else ''}"
+    upscaled = f", upscaled x{factor} from {frames.shape[1]}x{frames.shape[2]}" if factor != 1 else ""
+    info(f"wrote {out} ({count} {written.shape[1]}x{written.shape[2]} height x width{upscaled}) in {seconds:.2f} s "
+         f"wall time"
          + (f", {runs} block-stack runs" if runs is not None else ""))
+
+
+def default_scale(frames) -> int:
+    """Videos of at most 64 pixels a side are unviewable as is: x4, nearest neighbour; larger ones: x1."""
+    return 4 if max(frames.shape[1:3]) <= 64 else 1

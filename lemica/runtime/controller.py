@@ -11,7 +11,7 @@ from collections import Counter
 
 import torch
 
-from lemica.errors import ConcurrentCallError, UnsupportedModelError
+from lemica.errors import CacheStateError, ConcurrentCallError, UnsupportedModelError
 from lemica.runtime.clock import StepClock
 from lemica.runtime.hooks import attach, detach, validate
 from lemica.runtime.policies import Action, SchedulePolicy, StepPolicy
@@ -98,7 +98,7 @@ class Controller:
 
     def _start(self, num_steps: int) -> None:
         if self.pipe.scheduler is not self.clock.scheduler:
-            raise RuntimeError("the pipeline's scheduler was replaced after enable_cache; call enable_cache again")
+            raise CacheStateError("the pipeline's scheduler was replaced after enable_cache; call enable_cache again")
         for hook in self.hooks.values():
             hook.residuals.clear()
             hook.current = None
@@ -199,7 +199,8 @@ def cache_stats(pipe) -> CacheStats:
     """Per step and guidance branch: computed or reused, for the last (or current) pipeline call."""
     controller = getattr(pipe, _ATTR, None)
     if controller is None:
-        raise RuntimeError("lemica caching is not enabled on this pipeline")
+        raise CacheStateError("lemica caching is not enabled on this pipeline (enable_cache was not called, or "
+                              "disable_cache was)")
     return controller.stats
 
 
