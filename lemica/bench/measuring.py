@@ -3,10 +3,14 @@ middle block, ``lemica.bench.counting``), FLOPs and the videos; vanilla as the r
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 
+from lemica._io import atomic_write_bytes, atomic_write_json, json_safe, read_json
 from lemica.bench.counting import measure
 from lemica.bench.methods import Setting, reference_method
 from lemica.runtime import cache_stats
@@ -87,17 +91,83 @@ def run_setting(workload, setting: Setting, samples, timed: bool = True, flops: 
     return out
 
 
-def run_interleaved(workload, settings: list[tuple[Setting, str]], samples, progress=None) -> list[Measured]:
+def setting_identity(setting: Setting) -> str:
+    """Everything that makes a setting what it is (its schedule and fill rules included, which a knob alone may
+    not name), as a stable string."""
+    schedule = setting.schedule.to_dict() if setting.schedule is not None else None
+    return json.dumps({"method": setting.method, "label": setting.label, "knob": setting.knob,
+                       "schedule": schedule, "overrides": setting.overrides}, sort_keys=True, default=repr)
+
+
+class EvaluationStore:
+    """Finished evaluation runs on disk, one per (setting, sample): the video (``.npy``, bit-exact) and its
+    measurements (``.json``). A bench that is interrupted and run again reuses them, so it loses at most the run in
+    progress. Entries are keyed by ``fingerprint`` (the workload and tuning) and the setting's identity."""
+
+    def __init__(self, folder: Path, fingerprint: str):
+        self.folder, self.fingerprint = Path(folder), fingerprint
+        self.reused = 0
+
+    def key(self, setting: Setting, sample, flops: bool) -> str:
+        text = json.dumps([self.fingerprint, setting_identity(setting), sample.key, sample.prompt, sample.seed, flops],
+                          default=repr)
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    def get(self, key: str) -> dict | None:
+        meta, video = self.folder / f"{key}.json", self.folder / f"{key}.npy"
+        if not (meta.is_file() and video.is_file()):
+            return None
+        record = read_json(meta)
+        record["video"] = np.load(video, allow_pickle=False)
+        self.reused += 1
+        return record
+
+    def put(self, key: str, record: dict, video: np.ndarray) -> None:
+        import io
+
+        buffer = io.BytesIO()
+        np.save(buffer, video, allow_pickle=False)
+        atomic_write_bytes(self.folder / f"{key}.npy", buffer.getvalue())  # the video first: json marks it done
+        atomic_write_json(self.folder / f"{key}.json", json_safe(record))
+
+
+def _append(out: Measured, record: dict, timed: bool) -> None:
+    if timed:
+        out.times.append(record["time"])
+    out.block_runs.append(record["block_runs"])
+    out.own_runs.append(record["own_runs"])
+    if record["flops"] is not None:
+        out.flops.append(record["flops"])
+    out.deterministic = out.deterministic and record["deterministic"]
+    out.videos.append(record["video"])
+
+
+def run_interleaved(workload, settings: list[tuple[Setting, str]], samples, progress=None,
+                    store: EvaluationStore | None = None) -> list[Measured]:
     """Sample-major: all settings on the first sample, then all on the second ... so that load changes on a shared
     CPU hit every method alike. The flop policy per setting is "all" samples, "first" (compute that cannot vary
-    between samples: static schedules, fixed intervals) or "none"."""
+    between samples: static schedules, fixed intervals) or "none". With ``store``, every finished (setting, sample)
+    run is kept on disk and reused by a later run of the same bench."""
     results = [_empty() for _ in settings]
-    workload.warm_up(samples)
+    warmed = False
     for k, sample in enumerate(samples):
         for (setting, flop_policy), out in zip(settings, results):
-            with setting.install(workload.pipe):
-                _run_once(workload, setting, sample, out, True, flop_policy == "all" or (flop_policy == "first"
-                                                                                         and k == 0))
+            flops = flop_policy == "all" or (flop_policy == "first" and k == 0)
+            key = store.key(setting, sample, flops) if store is not None else None
+            record = store.get(key) if store is not None else None
+            if record is None:
+                if not warmed:
+                    workload.warm_up(samples)
+                    warmed = True
+                one = _empty()
+                with setting.install(workload.pipe):
+                    _run_once(workload, setting, sample, one, True, flops)
+                record = {"time": one.times[0], "block_runs": one.block_runs[0], "own_runs": one.own_runs[0],
+                          "flops": one.flops[0] if one.flops else None, "deterministic": one.deterministic,
+                          "video": one.videos[0]}
+                if store is not None:
+                    store.put(key, {k_: v for k_, v in record.items() if k_ != "video"}, record["video"])
+            _append(out, record, True)
             if progress is not None:
                 progress.update()
     return results

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from lemica._io import json_safe
 from lemica.bench.context import BenchContext
 from lemica.bench.errors import MethodUnavailable
-from lemica.bench.measuring import Measured, Reference, reference, run_interleaved, run_setting
+from lemica.bench.measuring import EvaluationStore, Measured, Reference, reference, run_interleaved, run_setting
 from lemica.bench.methods import REGISTRY, Kind, Method, Setting, reference_method
 from lemica.bench.tuning import QUALITY_CRITERION, Matcher
 from lemica.calibration import encode_prompts_once
@@ -88,15 +88,17 @@ class BenchResult:
 
 def run_bench(ctx: BenchContext, methods: list[str], budgets: list[int], match: str = "steps",
               progress: bool = True, log: Callable[[str], None] = print,
-              tuning_store: Path | None = None) -> BenchResult:
+              tuning_store: Path | None = None, evaluation_store: Path | None = None) -> BenchResult:
     """Tune every method to every budget on the tuning samples, then evaluate all of them interleaved.
-    With ``tuning_store`` the tuning runs survive an interruption (``lemica.bench.tuning.TuningStore``)."""
+    With ``tuning_store`` the tuning runs survive an interruption (``lemica.bench.tuning.TuningStore``), with
+    ``evaluation_store`` (a folder) every finished evaluation video does (``EvaluationStore``)."""
     with encode_prompts_once(ctx.workload.pipe):  # text prompts are encoded once, outside every timed run
-        return _run_bench(ctx, methods, budgets, match, progress, log, tuning_store)
+        return _run_bench(ctx, methods, budgets, match, progress, log, tuning_store, evaluation_store)
 
 
 def _run_bench(ctx: BenchContext, methods: list[str], budgets: list[int], match: str, progress: bool,
-               log: Callable[[str], None], tuning_store: Path | None) -> BenchResult:
+               log: Callable[[str], None], tuning_store: Path | None,
+               evaluation_store: Path | None = None) -> BenchResult:
     workload = ctx.workload
     unknown = [m for m in methods if m not in REGISTRY]
     if unknown:
@@ -133,9 +135,11 @@ def _run_bench(ctx: BenchContext, methods: list[str], budgets: list[int], match:
         key = (method.name, json.dumps(setting.knob, sort_keys=True, default=str))
         distinct.setdefault(key, (setting, "all" if method.kind is Kind.THRESHOLD else "first"))
     log(f"evaluating {len(distinct)} settings on {len(workload.samples)} samples")
+    store = EvaluationStore(evaluation_store, matcher.store.fingerprint) if evaluation_store is not None else None
     bar = tqdm(total=len(distinct) * len(workload.samples), desc="evaluating", disable=not progress)
     try:
-        measured = dict(zip(distinct, run_interleaved(workload, list(distinct.values()), workload.samples, bar)))
+        measured = dict(zip(distinct, run_interleaved(workload, list(distinct.values()), workload.samples, bar,
+                                                      store)))
     finally:
         bar.close()
     vanilla_runs = measured[vanilla_key]
@@ -162,6 +166,7 @@ def _run_bench(ctx: BenchContext, methods: list[str], budgets: list[int], match:
             "call_kwargs": {k: v for k, v in workload.call_kwargs.items() if isinstance(v, (int, float, str))},
             "pipeline_restored_after_all_methods": restored, "context": ctx.info(),
             "tuning_runs": sum("event" not in e for e in matcher.log), "tuning_runs_reused": matcher.reused,
+            "evaluation_runs_reused": store.reused if store is not None else 0,
             "tuning_criterion": QUALITY_CRITERION, "seeds": {"evaluation": workload.evaluation_seeds,
                                                              "calibration": list(workload.calibration_seeds)}}
     return BenchResult(meta, vanilla, rows, unavailable, videos, matcher.log)

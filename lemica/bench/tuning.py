@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from lemica._io import atomic_write_json
+from lemica._io import atomic_write_json, read_json
 from lemica.bench.errors import MethodUnavailable
 from lemica.bench.measuring import Measured, Reference, run_setting
 from lemica.bench.methods import Kind, Method, Setting, reference_method

@@ -243,7 +243,7 @@ def bench_command(
                                                   graph=the_graph, log=info, warn=warn)
         ctx = BenchContext(workload, the_graph, teacache_coefficients, out=out)
         result = run_bench(ctx, chosen, targets, match=match, progress=progress, log=info,
-                           tuning_store=out / "tuning_cache.json")
+                           tuning_store=out / "tuning_cache.json", evaluation_store=out / "evaluation_cache")
     except KeyboardInterrupt:
         tuning, calibration = out / "tuning_cache.json", out / "calibration"
         kept = ([f"finished tuning runs in {tuning}"] if tuning.exists() else []) + \
