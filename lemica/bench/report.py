@@ -25,6 +25,32 @@ COLUMNS = [
     ("LPIPS ↓", "lpips", "{:.4f}", False),
 ]
 VBENCH_KEYS = ("color", "shape", "motion", "relation", "temporal")
+# The row every other row is compared with, video by video: lemica's tuned row (its objective and fill rules are
+# chosen on the tuning samples, among candidates that include every lemica-* schedule), else the paper's objective.
+ANCHOR_PREFERENCE = ("lemica-fill", "lemica-lexminimax")
+OVER_BUDGET = 0.3  # full steps above the budget from which a row is said to run at its own, larger compute
+
+
+def anchor_of(rows: list[dict]) -> str | None:
+    """The anchor method among ``rows`` (``ANCHOR_PREFERENCE``), or None."""
+    present = {r["method"] for r in rows}
+    return next((m for m in ANCHOR_PREFERENCE if m in present), None)
+
+
+def drift_table(rows: list[dict], budget: int) -> str:
+    """Compute on the tuning samples (where the setting was chosen) vs on the evaluation samples, per tuned row;
+    rows more than ``OVER_BUDGET`` full steps above the budget are flagged (compared at their own compute)."""
+    lines = ["| method | setting | tuning compute | evaluation compute | drift | over budget |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["budget"] != budget or r.get("full_steps") is None:
+            continue
+        tuned = (r.get("tuning") or {}).get("tuning_compute")
+        evaluated = r["full_steps"]
+        drift = "–" if tuned is None else f"{100 * (evaluated - tuned) / tuned:+.1f} %"
+        over = evaluated - budget > OVER_BUDGET
+        lines.append(f"| {r['title']} | {r['setting']} | {'–' if tuned is None else f'{tuned:.2f}'} | "
+                     f"{evaluated:.2f} | {drift} | {'**yes: +%.2f steps, compared at its own compute**' % (evaluated - budget) if over else 'no'} |")
+    return "\n".join(lines)
 
 
 def _fmt(value, fmt: str) -> str:
@@ -112,9 +138,20 @@ def write_markdown(result: dict, path: Path) -> Path:
              + (f" Evaluation seeds {seeds['evaluation']}; every calibration and tuning used seeds "
                 f"{seeds['calibration']} on the calibration prompts." if seeds else "")]
     for budget in meta["budgets"]:
+        rows = [r for r in result["rows"] if r["budget"] == budget]
         parts += [f"\n## Budget B = {budget} of {meta['num_steps']} steps\n",
                   budget_table(result["rows"], budget, result["vanilla"]),
                   f"\nPer sample (B = {budget}):\n", robustness_table(result["rows"], budget)]
+        anchor = anchor_of(rows)
+        if anchor is not None:
+            from lemica.bench.stats import comparison_table
+
+            table, _ = comparison_table(rows, anchor)
+            parts += [f"\nPaired against {anchor}, video by video (B = {budget}; positive: {anchor} better; "
+                      f"95 % paired bootstrap interval of the mean difference; the verdict is 'ahead'/'behind' only "
+                      f"when the interval excludes 0):\n", table]
+        parts += [f"\nCompute on the tuning vs the evaluation samples (B = {budget}):\n",
+                  drift_table(result["rows"], budget)]
     if result["unavailable"]:
         parts.append("\n## Not run\n")
         parts += [f"- {u['method']} (B={u['budget']}): {u['reason']}" for u in result["unavailable"]]
@@ -154,20 +191,23 @@ def plot_quality_vs_latency(result: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
+    from lemica.bench.stats import as_values
+
+    fig, axes = plt.subplots(2, 3, figsize=(20, 8.5))
     methods = list(dict.fromkeys(r["method"] for r in result["rows"]))
     markers = "os^vD<>phX*P8"
     for i, method in enumerate(methods):
         rows = sorted((r for r in result["rows"] if r["method"] == method),
                       key=lambda r: (r.get("equivalent_steps") or 0, r.get("time_s") or 0))
         style = dict(marker=markers[i % len(markers)], label=rows[0]["title"],
-                     linewidth=2.5 if method == "lemica-lexminimax" else 1.0)
+                     linewidth=2.5 if method in ANCHOR_PREFERENCE else 1.0)
         for row_axes, x_key in zip(axes, ("time_s", "equivalent_steps")):
             for ax, key in zip(row_axes, ("psnr", "ssim", "lpips")):
-                points = [(r[x_key], r[key]) for r in rows
+                points = [(r[x_key], r[key], _interval(r, key, as_values)) for r in rows
                           if r.get(x_key) is not None and r.get(key) is not None and math.isfinite(r[key])]
                 if points:
-                    ax.plot(*zip(*points), **style)
+                    xs, ys, bars = zip(*points)
+                    ax.errorbar(xs, ys, yerr=np.array(bars).T, capsize=2, **style)
     vanilla = result["vanilla"]
     for row_axes, x_key, x_label in zip(axes, ("time_s", "full_steps"),
                                         ("wall time per video (s, median)", "compute (FLOP-equivalent full steps)")):
@@ -179,14 +219,28 @@ def plot_quality_vs_latency(result: dict, path: Path) -> Path:
             if title.startswith("LPIPS"):
                 ax.set_yscale("log")  # the attention-only caches sit an order of magnitude above the rest
             ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7, loc="best")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(0.745, 0.5))  # outside every panel
     fig.suptitle(f"{result['meta']['workload']}: quality vs latency and compute (T={result['meta']['num_steps']}, "
                  f"budgets {result['meta']['budgets']})")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.74, 1))
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
     return atomic_write_bytes(path, buffer.getvalue())
+
+
+def _interval(r: dict, key: str, as_values) -> tuple[float, float]:
+    """Error bar of a row's mean: its 95 % bootstrap interval over the evaluation videos (0 when there is one)."""
+    from lemica.bench.stats import paired
+
+    values = [s.get(key) for s in r.get("per_sample") or []]
+    if len(values) < 2:
+        return (0.0, 0.0)
+    x = as_values(values, key)
+    p = paired(x, np.zeros_like(x), "psnr")  # orientation-free: the interval of the mean of x itself
+    mean = float(x.mean())
+    return (max(0.0, mean - p.low), max(0.0, p.high - mean))
 
 
 def write_gif(videos: dict, rows: list[dict], budget: int, path: Path, sample: int = 0) -> Path | None:
@@ -223,13 +277,19 @@ def summary_lines(result: dict) -> list[str]:
     lines = []
     for budget in result["meta"]["budgets"]:
         rows = [r for r in result["rows"] if r["budget"] == budget]
-        ours = next((r for r in rows if r["method"] == "lemica-lexminimax"), None)
+        anchor = anchor_of(rows)
+        ours = next((r for r in rows if r["method"] == anchor), None)
         for key, higher in (("psnr", True), ("ssim", True), ("lpips", False)):
             valid = [r for r in rows if r.get(key) is not None and np.isfinite(r[key])]
             if not valid:
                 continue
             best = (max if higher else min)(valid, key=lambda r: r[key])
-            mine = "" if ours is None else f"; lemica lexminimax {ours[key]:.4g}"
+            mine = "" if ours is None else f"; {anchor} {ours[key]:.4g}"
+            if ours is not None and best is not ours and ours.get("per_sample") and best.get("per_sample"):
+                from lemica.bench.stats import paired
+
+                p = paired([v.get(key) for v in ours["per_sample"]], [v.get(key) for v in best["per_sample"]], key)
+                mine += f" ({p.verdict}: {p.mean:+.4g} [{p.low:+.4g}, {p.high:+.4g}], wins {p.wins}/{p.n})"
             lines.append(f"B={budget} {key}: best {best['method']} {best[key]:.4g}{mine}")
     return lines
 

@@ -18,6 +18,7 @@ __all__ = ["PSNR_CAP", "Paired", "paired", "verdict", "summarize"]
 # An identical video has PSNR = inf; a finite cap keeps means and differences defined. 100 dB is far above any
 # cached video (the 8-bit quantisation floor alone is ~58 dB), so the cap only ever applies to exact copies.
 PSNR_CAP = 100.0
+MIN_VIDEOS = 5  # below this a bootstrap interval says nothing: no verdict is given
 HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "lpips": False}
 
 
@@ -36,7 +37,7 @@ class Paired:
 
     @property
     def verdict(self) -> str:
-        return verdict(self.low, self.high)
+        return "too few videos" if self.n < MIN_VIDEOS else verdict(self.low, self.high)
 
     def to_dict(self) -> dict:
         return {**dataclasses.asdict(self), "verdict": self.verdict}
@@ -127,8 +128,8 @@ def comparison_table(rows: list[dict], anchor: str, *, metrics: Sequence[str] = 
                                  f"{len(per_video(ours, m))}: paired comparison impossible")
             p = paired(per_video(ours, m), per_video(r, m), m, confidence=confidence)
             diff = f"{fmt.format(p.mean)} [{fmt.format(p.low)}, {fmt.format(p.high)}]"
-            cells += [diff, f"{p.wins} / {p.losses}", {"ahead": "anchor ahead", "behind": "anchor behind",
-                                                        "within noise": "within noise"}[p.verdict]]
+            cells += [diff, f"{p.wins} / {p.losses}", {"ahead": "anchor ahead", "behind": "anchor behind"}.get(
+                p.verdict, p.verdict)]
             record[m]["vs_anchor"] = p.to_dict()
         lines.append("| " + " | ".join(cells) + " |")
         records.append(record)

@@ -103,8 +103,10 @@ class Workload:
 def tiny_t2v_workload(prompts: int = 4, seeds: tuple[int, ...] = DEFAULT_EVALUATION_SEEDS[:1], tuning_prompts: int = 1,
                       num_steps: int | None = None, guidance_scale: float | None = None, shift: float | None = None,
                       pipe=None, prompt_seed: int = 0,
-                      calibration_seeds: tuple[int, ...] = DEFAULT_CALIBRATION_SEEDS) -> Workload:
-    """The embedded text-to-video model on its held-out prompts (scored by mini-VBench).
+                      calibration_seeds: tuple[int, ...] = DEFAULT_CALIBRATION_SEEDS,
+                      prompt_offset: int = 0) -> Workload:
+    """The embedded text-to-video model on its held-out prompts ``prompt_offset`` .. ``prompt_offset + prompts - 1``
+    (scored by mini-VBench); a second evaluation set is another range of them with other seeds.
 
     Tuning samples are the first ``tuning_prompts`` calibration prompts (the prompts the shipped graph was
     calibrated on, in the same order) with every calibration seed; evaluation seeds must avoid them."""
@@ -121,8 +123,10 @@ def tiny_t2v_workload(prompts: int = 4, seeds: tuple[int, ...] = DEFAULT_EVALUAT
     def encode(caption: str) -> dict:
         return {"prompt_embeds": encoder([caption]), "negative_prompt_embeds": negative}
 
-    scenes = tiny_t2v.heldout_prompts(prompts, seed=prompt_seed)
-    samples = [Sample(f"p{i}-s{seed}", scene.caption, seed, encode(scene.caption), scene)
+    if prompt_offset < 0:
+        raise ValueError(f"prompt_offset must be >= 0, got {prompt_offset}")
+    scenes = tiny_t2v.heldout_prompts(prompt_offset + prompts, seed=prompt_seed)[prompt_offset:]
+    samples = [Sample(f"p{prompt_offset + i}-s{seed}", scene.caption, seed, encode(scene.caption), scene)
                for i, scene in enumerate(scenes) for seed in seeds]
     captions = tiny_t2v.calibration_prompts(max(1, tuning_prompts), seed=prompt_seed)
     tuning = [Sample(f"cal{i}-s{seed}", caption, seed, encode(caption)) for i, caption in enumerate(captions)

@@ -50,7 +50,7 @@ def default_budgets(num_steps: int) -> list[int]:
 
 
 def _workload(pipeline, prompts, prompts_file, calibration_prompts_file, seeds, calibration_seeds, tuning_prompts,
-              calibration_samples, T, guidance, shift, device, dtype, size):
+              calibration_samples, T, guidance, shift, device, dtype, size, prompt_offset=0):
     """The embedded model on its held-out prompts, or a pipeline (the embedded one included) on the user's."""
     from lemica.bench.workload import tiny_t2v_workload
 
@@ -61,10 +61,13 @@ def _workload(pipeline, prompts, prompts_file, calibration_prompts_file, seeds, 
                  "come with their own calibration prompts)", code=2)
         try:
             return tiny_t2v_workload(DEFAULT_PROMPTS if prompts is None else prompts, seeds, tuning_prompts,
-                                     num_steps=T, shift=shift,
-                                     guidance_scale=guidance, calibration_seeds=calibration_seeds)
+                                     num_steps=T, shift=shift, guidance_scale=guidance,
+                                     calibration_seeds=calibration_seeds, prompt_offset=prompt_offset)
         except FileNotFoundError as e:
             fail(str(e))
+    if prompt_offset:
+        fail("--prompt-offset selects among the embedded model's held-out prompts; with --prompts-file, give the "
+             "prompts you want in the file", code=2)
     lines = read_prompts_file(prompts_file, "--prompts-file")
     evaluation = lines[:take_prompts(prompts, len(lines), prompts_file, DEFAULT_PROMPTS)]
     if calibration_prompts_file is not None:
@@ -122,6 +125,9 @@ def bench_command(
     prompts: Annotated[Optional[int], typer.Option(
         "--num-prompts", "--prompts", min=1, help="Held-out prompts to evaluate (default 3), the first ones of "
                                                   "--prompts-file if given.")] = None,
+    prompt_offset: Annotated[int, typer.Option(
+        min=0, help="Start at this held-out prompt of the embedded model (a second evaluation set: other prompts and "
+                    "--seeds).")] = 0,
     seeds: Annotated[str, typer.Option(help="Comma-separated distinct evaluation seeds; every prompt runs with every "
                                             "seed. Must differ from the calibration seeds.",
                                        callback=seeds_list)] = "1,2",
@@ -142,7 +148,7 @@ def bench_command(
         min=2, help="Longest cached segment when calibrating here, at most T-1 (default 10, or T-1 if smaller).")]
     = None,
     tuning_prompts: Annotated[int, typer.Option(min=1, help="Calibration prompts (x calibration seeds) that tune "
-                                                            "thresholds and choose grid points.")] = 2,
+                                                            "thresholds and choose grid points.")] = 8,
     match: Annotated[str, typer.Option(help="Match budgets on 'steps' (full block-stack runs) or 'flops'.")] = "steps",
     teacache_coefficients: Annotated[str, typer.Option(
         help="'fit' (TeaCache's own calibration on tuning prompts), 'identity', or a published model name.",
@@ -234,7 +240,7 @@ def bench_command(
 
     torch.set_num_threads(threads)
     workload = _workload(pipeline, prompts, prompts_file, calibration_prompts_file, seed_list, calibration_seed_list,
-                         tuning_prompts, calibration_samples, T, guidance, shift, device, dtype, size)
+                         tuning_prompts, calibration_samples, T, guidance, shift, device, dtype, size, prompt_offset)
     start = time.perf_counter()
     graph_info = None
     try:
