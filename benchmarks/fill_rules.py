@@ -9,11 +9,17 @@ set at B ~ T/2, T/3, T/4 and compares
 * realised error: mean |x_final(schedule) - x_final(vanilla)| on held-out prompts with evaluation seeds never used
   in calibration (the graph's own metric, so the two are in the same units).
 
+Rule sets: residual only (LeMiCa), the path-consistent rules (whose history lies inside the segment's computed
+start step: residual and mean-velocity:1, i.e. reuse of the start step's residual or velocity, exact along any
+path), and sets with history rules (extrapolate, mean-velocity:k >= 2) that read cached steps along a path. Plans
+end on a skip where the graph has terminal edges (``--graph`` of an older calibration gets them measured first:
+one reference run per calibration sample).
+
 It also reports which rules the plans chose. Resumable: the graph's calibration keeps its samples in
 OUT/graph.work/, and every (rule set, budget, objective, sample) result is written to OUT/results.json as it lands.
 
 Run: python benchmarks/fill_rules.py [--out benchmarks/results/fill_rules] [--cal-prompts 2] [--max-skip 8]
-     [--eval-prompts 4] [--eval-seeds 1,2] [--objectives lexminimax,peak:2]
+     [--eval-prompts 4] [--eval-seeds 1,2] [--objectives lexminimax,peak:2] [--graph GRAPH.json]
 """
 from __future__ import annotations
 
@@ -37,6 +43,7 @@ from lemica.runtime import cached
 
 RULE_SETS = {
     "residual (LeMiCa)": "residual",
+    "path-consistent (residual, mean-velocity:1)": "residual,mean-velocity:1",
     "residual+extrapolate": "residual,extrapolate",
     "mean-velocity:1-5 (MeanCache fill)": "mean-velocity:1-5",
     "all rules": "all",
@@ -66,6 +73,9 @@ def main() -> None:
     parser.add_argument("--objectives", default="lexminimax,peak:2")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--calibrate-only", action="store_true")
+    parser.add_argument("--graph", type=Path, default=None,
+                        help="start from this multi-rule graph (calibrated on --cal-prompts x --cal-seeds) instead of "
+                             "calibrating; its terminal edges are measured if it has none")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -87,6 +97,16 @@ def main() -> None:
     graph_path = args.out / "graph.json"
     if graph_path.exists():
         graph = ErrorGraph.load(graph_path)
+    elif args.graph is not None:
+        from lemica.calibration.exact import add_terminal_edges
+
+        graph = ErrorGraph.load(args.graph)
+        if not graph.has_terminal_edges:
+            started = time.perf_counter()
+            prompts = tiny_t2v.calibration_prompts(args.cal_prompts)  # as the bench calibrates: captions
+            graph = add_terminal_edges(graph, pipe, prompts, cal_seeds, guidance_scale=guidance)
+            graph.meta["terminal_edges_wall_s"] = time.perf_counter() - started
+        graph.save(graph_path)
     else:
         started = time.perf_counter()
         prompts = [encode(c) for c in tiny_t2v.calibration_prompts(args.cal_prompts)]

@@ -135,7 +135,8 @@ def test_commands_that_cannot_run_here_still_name_what_exists():
 def _options_of(subcommand: str) -> set[str]:
     group = typer.main.get_command(app)
     command = group.commands[subcommand]
-    return {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
+    options = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
+    return options | {"--help"}  # every command has it (typer's default help option)
 
 
 def _check_spelling(command: str) -> None:
