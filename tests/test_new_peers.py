@@ -297,7 +297,7 @@ def _runs(work, setting):
 
 
 def test_sencache_smoke_counts_block_runs(wan):
-    from lemica.bench.methods import BenchContext
+    from lemica.bench.context import BenchContext
     ctx = BenchContext(wan)
     sens = sencache.sensitivity_of(ctx)
     assert len(sens.timesteps) == 10 and all(v > 0 for v in sens.j_x)
@@ -307,9 +307,9 @@ def test_sencache_smoke_counts_block_runs(wan):
 
 
 def test_scm_dynamic_smoke_counts_block_runs(wan):
-    from lemica.bench.methods import _cache_dit_static
+    from lemica.bench.methods.cache_dit_static import make as cache_dit_static
     ctx = types.SimpleNamespace(num_steps=10, pipe=wan.pipe, planned=lambda b, objective: Schedule.uniform(10, b))
-    static = _runs(wan, _cache_dit_static(ctx, 4))
+    static = _runs(wan, cache_dit_static(ctx, 4))
     assert static == 2 * 4
     assert _runs(wan, scm_dynamic.make_setting(ctx, 1e9, 4)) == static  # every masked step passes the check
     assert _runs(wan, scm_dynamic.make_setting(ctx, 1e-9, 4)) == 2 * 10  # none does
@@ -325,7 +325,7 @@ def test_taylorseer_grid_setting_smoke(wan):
 
 
 def test_faithful_meancache_setting_smoke(wan):
-    from lemica.bench.methods import BenchContext
+    from lemica.bench.context import BenchContext
     from lemica.graph import Edge, ErrorGraph
     T = 10
     by_rule = {f"mean-velocity:{k}": {(i, j): Edge(0.01 * k + 0.001 * (j - i) ** 2)

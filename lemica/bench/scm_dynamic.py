@@ -89,7 +89,7 @@ def cache_dit_config(mask: list[int], num_steps: int, knobs: ScmDynamicKnobs) ->
 def make_setting(ctx, threshold: float, budget: int, mask_fraction: float = 1.0):
     """The SCM-dynamic row: lemica's lexminimax mask at round(mask_fraction B), DBCache's check on the rest."""
     from lemica.bench.methods import Setting
-    from lemica.bench.peer_installers import cache_dit_installer
+    from lemica.bench.methods.common import cache_dit_installer
 
     knobs = ScmDynamicKnobs(threshold=threshold, mask_fraction=mask_fraction)
     mask_budget = knobs.mask_budget(budget)

@@ -103,7 +103,7 @@ class SeaCacheOfficialPolicy(StepPolicy):
 
     def bind(self, pipe) -> None:
         from lemica.bench.counting import transformers_of
-        from lemica.errors import MethodUnavailable
+        from lemica.bench.errors import MethodUnavailable
         from lemica.runtime.hooks import find_blocks
 
         self._scheduler = pipe.scheduler
@@ -162,7 +162,7 @@ class SeaCacheOfficialPolicy(StepPolicy):
 def make_setting(ctx, threshold: float, budget: int, use_ret_steps: bool = True):
     """The official Wan2.1 SeaCache at ``--seacache_thresh threshold`` (bisected to the budget)."""
     from lemica.bench.methods import Setting
-    from lemica.bench.peer_installers import policy_installer
+    from lemica.bench.methods.common import policy_installer
 
     knobs = SeaCacheOfficialKnobs(threshold, use_ret_steps)
     forced = f"{knobs.forced_first()} first steps" + (", last step" if knobs.forces_last() else "")

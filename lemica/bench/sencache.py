@@ -303,7 +303,7 @@ def make_setting(ctx, threshold: float, budget: int, start_ratio: float = 0.07, 
                  per_branch: bool = False):
     """A SenCache setting; ``threshold`` is ``threshold_main`` (per element), the runner bisects it."""
     from lemica.bench.methods import Setting
-    from lemica.bench.peer_installers import policy_installer
+    from lemica.bench.methods.common import policy_installer
 
     knobs = SenCacheKnobs(threshold, start_ratio, max_skips, per_branch)
     policy = SenCachePolicy(sensitivity_of(ctx), knobs)
