@@ -358,3 +358,61 @@ def test_sencache_calibration_leaves_the_trajectory_unchanged(wan):
     sens = recorder.sensitivity()
     assert len(sens.timesteps) == 10 and sens.timesteps[0] > sens.timesteps[-1]
     assert all(v > 0 for v in sens.j_t)
+
+
+# ------------------------------------------------------------------------------------------ the bench rows
+NEW_ROWS = ["sencache", "cache-dit-dynamic", "seacache-official", "taylorseer"]
+
+
+def test_new_rows_are_registered_next_to_their_families():
+    from lemica.bench.methods import REGISTRY, Kind, parse_methods
+    names = list(REGISTRY)
+    for name in NEW_ROWS:
+        assert name in parse_methods("all")[0]
+    assert names.index("cache-dit-dynamic") == names.index("cache-dit-static") + 1
+    assert names.index("seacache-official") == names.index("seacache") + 1
+    assert names.index("sencache") == names.index("easycache") + 1
+    assert {REGISTRY[n].kind for n in ("sencache", "cache-dit-dynamic", "seacache-official")} == {Kind.THRESHOLD}
+    assert REGISTRY["taylorseer"].kind is Kind.DISCRETE and REGISTRY["taylorseer"].per_budget
+    assert REGISTRY["seacache"].title.startswith("SeaCache (diffusers variant")
+    assert REGISTRY["meancache"].title == "MeanCache"
+
+
+def test_new_rows_in_the_cli_help():
+    from typer.testing import CliRunner
+
+    from lemica.cli.app import app
+    result = CliRunner().invoke(app, ["bench", "--help"], env={"COLUMNS": "400", "TERMINAL_WIDTH": "400"})
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    for name in NEW_ROWS:
+        assert name in text
+
+
+@pytest.fixture(scope="module")
+def small_bench(wan6):
+    from lemica.bench.context import BenchContext
+    from lemica.bench.runner import run_bench
+    from lemica.calibration import calibrate
+    graph = calibrate(wan6.pipe, wan6.calibration_prompts(1), wan6.calibration_seeds,
+                      num_inference_steps=wan6.num_steps, max_skip=3, progress=False, **wan6.call_kwargs)
+    return run_bench(BenchContext(wan6, graph), ["vanilla", *NEW_ROWS], [3], progress=False, log=lambda _: None)
+
+
+@pytest.fixture(scope="module")
+def wan6():
+    from lemica.bench.workload import tiny_pipeline_workload
+    return tiny_pipeline_workload("wan", prompts=1, seeds=(0,), num_steps=6)
+
+
+def test_new_rows_run_in_the_bench(small_bench):
+    rows = {r["method"]: r for r in small_bench.rows}
+    assert set(rows) == set(NEW_ROWS), small_bench.unavailable
+    for name, r in rows.items():
+        assert r["deterministic"] and r["psnr"] > 0 and r["tuning"]["target"] == 3
+        assert 1 <= r["full_steps"] <= 6
+    assert abs(rows["taylorseer"]["full_steps"] - 3) <= 1  # N matched to the budget per d
+    grid = rows["taylorseer"]["tuning"]["grid"]
+    assert {g["point"]["order"] for g in grid} == {1, 2} and len({g["point"]["warmup"] for g in grid}) >= 2
+    assert rows["seacache-official"]["knob"]["use_ret_steps"] is False  # B=3 leaves no room for 5 retention steps
+    assert small_bench.meta["pipeline_restored_after_all_methods"]
