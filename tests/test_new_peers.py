@@ -13,6 +13,11 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from lemica.bench import meancache_windows, scm_dynamic, seacache_official, sencache, taylorseer_grid  # noqa: E402
+from lemica.bench.methods.cache_dit_dynamic import make as CACHE_DIT_DYNAMIC  # noqa: E402
+from lemica.bench.methods.meancache import meancache_setting  # noqa: E402
+from lemica.bench.methods.seacache_official import make as SEACACHE_OFFICIAL  # noqa: E402
+from lemica.bench.methods.sencache import make as SENCACHE  # noqa: E402
+from lemica.bench.methods.taylorseer import taylorseer_setting  # noqa: E402
 from lemica.bench.sencache import SenCacheKnobs, SenCachePolicy, Sensitivity  # noqa: E402
 from lemica.runtime import Action  # noqa: E402
 from lemica.schedule import Schedule  # noqa: E402
@@ -266,9 +271,9 @@ def test_sea_filter_is_identity_on_singleton_axes_and_keeps_shape():
 
 def test_official_seacache_smoke_counts_block_runs(wan):
     ctx = types.SimpleNamespace(num_steps=10, pipe=wan.pipe)
-    assert _runs(wan, seacache_official.make_setting(ctx, 1e9, 6, use_ret_steps=True)) == 2 * 5
-    assert _runs(wan, seacache_official.make_setting(ctx, 1e9, 6, use_ret_steps=False)) == 2 * 2
-    assert _runs(wan, seacache_official.make_setting(ctx, 0.0, 6)) == 2 * 10
+    assert _runs(wan, SEACACHE_OFFICIAL(ctx, 1e9, 6, use_ret_steps=True)) == 2 * 5
+    assert _runs(wan, SEACACHE_OFFICIAL(ctx, 1e9, 6, use_ret_steps=False)) == 2 * 2
+    assert _runs(wan, SEACACHE_OFFICIAL(ctx, 0.0, 6)) == 2 * 10
 
 
 # ------------------------------------------------------------------------------------------ TaylorSeer grid
@@ -301,9 +306,9 @@ def test_sencache_smoke_counts_block_runs(wan):
     ctx = BenchContext(wan)
     sens = sencache.sensitivity_of(ctx)
     assert len(sens.timesteps) == 10 and all(v > 0 for v in sens.j_x)
-    assert _runs(wan, sencache.make_setting(ctx, 0.0, 5)) == 2 * 10  # nothing is below a zero threshold
+    assert _runs(wan, SENCACHE(ctx, 0.0, 5)) == 2 * 10  # nothing is below a zero threshold
     # an unreachable threshold: the K cap alone decides, both branches follow: 0, 4, 8 computed
-    assert _runs(wan, sencache.make_setting(ctx, 1e9, 5, max_skips=3)) == 2 * 3
+    assert _runs(wan, SENCACHE(ctx, 1e9, 5, max_skips=3)) == 2 * 3
 
 
 def test_scm_dynamic_smoke_counts_block_runs(wan):
@@ -311,15 +316,15 @@ def test_scm_dynamic_smoke_counts_block_runs(wan):
     ctx = types.SimpleNamespace(num_steps=10, pipe=wan.pipe, planned=lambda b, objective: Schedule.uniform(10, b))
     static = _runs(wan, cache_dit_static(ctx, 4))
     assert static == 2 * 4
-    assert _runs(wan, scm_dynamic.make_setting(ctx, 1e9, 4)) == static  # every masked step passes the check
-    assert _runs(wan, scm_dynamic.make_setting(ctx, 1e-9, 4)) == 2 * 10  # none does
-    between = _runs(wan, scm_dynamic.make_setting(ctx, 0.08, 4))
+    assert _runs(wan, CACHE_DIT_DYNAMIC(ctx, 1e9, 4)) == static  # every masked step passes the check
+    assert _runs(wan, CACHE_DIT_DYNAMIC(ctx, 1e-9, 4)) == 2 * 10  # none does
+    between = _runs(wan, CACHE_DIT_DYNAMIC(ctx, 0.08, 4))
     assert static <= between <= 2 * 10
 
 
 def test_taylorseer_grid_setting_smoke(wan):
     ctx = types.SimpleNamespace(num_steps=10, pipe=wan.pipe)
-    setting = taylorseer_grid.make_setting(ctx, 5, first_enhance=3, cache_interval=3, order=1)
+    setting = taylorseer_setting(ctx, first_enhance=3, cache_interval=3, order=1)
     assert setting.knob["computed_steps"] == len(taylorseer_grid.computed_steps(3, 3, 10)) == 5
     assert _runs(wan, setting) == 2 * 5
 
@@ -334,7 +339,7 @@ def test_faithful_meancache_setting_smoke(wan):
     ctx = BenchContext(wan)
     ctx._cache["fill_graph"] = ErrorGraph(T, 4, by_rule=by_rule)  # stands in for the calibrated multi-rule graph
     knobs = meancache_windows.WindowKnobs(gamma=2.0, k_head=2, k_tail=4)
-    setting = meancache_windows.make_setting(ctx, 5, knobs)
+    setting = meancache_setting(ctx, 5, knobs)
     schedule = setting.schedule
     assert schedule.budget == 5 and setting.knob["k_head"] == 2
     for i, j, rule in schedule.segment_rules():

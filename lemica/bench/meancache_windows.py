@@ -1,9 +1,9 @@
 """Faithful MeanCache: the history window k of each segment as the authors' released tables choose it.
 
 The released schedules (UnicomAI/MeanCache ``MeanCache4Qwen-Image/Mc_qwenimage.py:377-400`` and
-``Mc_qwenimage_2512.py:372-395``: ``mapping_rules``, ``calc_dict``, ``edge_source``) give, per budget, the computed steps and one rule per segment
-(``chain`` on 1-step segments, ``v_diff_mean`` = window 1, ``v_diff_mean_jvp1_sk`` = window k, applied at
-``Mc_qwenimage.py:409-420``). Read over all six tables (T = 50, B = 25 / 17 / 10), the windows follow one rule
+``Mc_qwenimage_2512.py:372-395``: ``mapping_rules``, ``calc_dict``, ``edge_source``) give, per budget, the computed
+steps and one rule per segment (``chain`` on 1-step segments, ``v_diff_mean`` = window 1,
+``v_diff_mean_jvp1_sk`` = window k, applied at ``Mc_qwenimage.py:409-420``). Read over all six tables (T = 50, B = 25 / 17 / 10), the windows follow one rule
 that depends only on where a segment starts and how long it is:
 
 * **tail**: a segment starting in the last fifth of the trajectory (start >= 0.8 (T-1)) uses a long window
@@ -114,21 +114,3 @@ def faithful_schedule(ctx, budget: int, knobs: WindowKnobs):
                     keep_last_step=True).schedule
     except (PlanningError, ValueError) as e:
         raise MethodUnavailable(str(e)) from None
-
-
-def make_setting(ctx, budget: int, knobs: WindowKnobs | None = None):
-    """One MeanCache setting; without ``knobs`` the grid point (gamma, k_head, k_tail) best on the tuning samples
-    (``lemica.bench.fill_graph.tune_schedule``)."""
-    from lemica.bench.fill_graph import describe, tune_schedule
-    from lemica.bench.methods import Setting
-    from lemica.bench.methods.common import lemica_installer
-
-    if knobs is None:
-        candidates = [(dataclasses.asdict(k), faithful_schedule(ctx, budget, k)) for k in FAITHFUL_GRID]
-        schedule, record = tune_schedule(ctx, f"meancache_B{budget}", candidates)
-        knob = dict(record["chosen"])
-    else:
-        schedule, knob = faithful_schedule(ctx, budget, knobs), dataclasses.asdict(knobs)
-    knob |= {"budget": budget, **describe(schedule)}
-    return Setting("meancache", f"B={budget} γ={knob['gamma']:g} k_head={knob['k_head']} k_tail={knob['k_tail']}",
-                   knob, lemica_installer(schedule), schedule=schedule)

@@ -159,19 +159,6 @@ class SeaCacheOfficialPolicy(StepPolicy):
         return f"SeaCacheOfficialPolicy({self.knobs})"
 
 
-def make_setting(ctx, threshold: float, budget: int, use_ret_steps: bool = True):
-    """The official Wan2.1 SeaCache at ``--seacache_thresh threshold`` (bisected to the budget)."""
-    from lemica.bench.methods import Setting
-    from lemica.bench.methods.common import policy_installer
-
-    knobs = SeaCacheOfficialKnobs(threshold, use_ret_steps)
-    forced = f"{knobs.forced_first()} first steps" + (", last step" if knobs.forces_last() else "")
-    return Setting("seacache-official", f"δ={threshold:.3g} {'ret_steps' if use_ret_steps else 'default'}",
-                   {"threshold": threshold, "use_ret_steps": use_ret_steps, "signal": "first block modulated input",
-                    "forced": forced}, policy_installer(SeaCacheOfficialPolicy(knobs)),
-                   title="SeaCache (official Wan2.1: SEA-filtered first-block modulated input, use_ret_steps)")
-
-
 def grid(ctx, budget: int) -> list[dict]:
     """The ``--use_ret_steps`` point only (5 retention steps need a budget above 5)."""
     return [{"use_ret_steps": True}] if budget > 5 else [{"use_ret_steps": False}]

@@ -43,34 +43,3 @@ def grid_points(num_steps: int, budget: int) -> list[dict]:
     """Every (d, N matched, order) point at this budget."""
     return [{"first_enhance": d, "cache_interval": matched_interval(d, num_steps, budget), "order": order}
             for order in ORDERS for d in first_enhance_grid(num_steps, budget)]
-
-
-def make_setting(ctx, budget: int, first_enhance: int, cache_interval: int, order: int):
-    """One TaylorSeer setting with the official placement (every attention and feed-forward output predicted, the
-    model family's targets, ``lemica.families``)."""
-    import torch
-    from diffusers import TaylorSeerCacheConfig
-
-    from lemica.bench.counting import transformers_of
-    from lemica.bench.diffusers_peers import taylorseer_official_placement
-    from lemica.bench.methods import Setting
-    from lemica.bench.methods.common import diffusers_installer
-    from lemica.families import adapter_for
-
-    transformers = transformers_of(ctx.pipe)
-    identifiers = adapter_for(next(iter(transformers.values()))).taylorseer_identifiers(transformers)
-    config = dict(cache_interval=cache_interval, disable_cache_before_step=first_enhance, max_order=order,
-                  taylor_factors_dtype=torch.float32, cache_identifiers=identifiers)
-    full = computed_steps(first_enhance, cache_interval, ctx.num_steps)
-    return Setting("taylorseer", f"N={cache_interval} d={first_enhance} order={order}",
-                   {"cache_interval": cache_interval, "warmup": first_enhance, "order": order,
-                    "placement": "official", "computed_steps": len(full)},
-                   diffusers_installer(lambda pipe: TaylorSeerCacheConfig(**config),
-                                       adapt=lambda module: taylorseer_official_placement(
-                                           module, first_enhance, cache_interval)))
-
-
-def settings(ctx, budget: int) -> list:
-    """The grid at one budget (the runner keeps the best on the tuning samples)."""
-    return [make_setting(ctx, budget, p["first_enhance"], p["cache_interval"], p["order"])
-            for p in grid_points(ctx.num_steps, budget)]

@@ -17,13 +17,31 @@
 """
 from __future__ import annotations
 
+import dataclasses
+
 from lemica.bench.methods.base import Kind, Setting, register
+from lemica.bench.methods.common import lemica_installer
+
+
+def meancache_setting(ctx, budget: int, knobs=None) -> Setting:
+    """One MeanCache setting (``knobs``: a ``meancache_windows.WindowKnobs``); without ``knobs`` the grid point
+    (gamma, k_head, k_tail) best on the tuning samples (``lemica.bench.fill_graph.tune_schedule``)."""
+    from lemica.bench.fill_graph import describe, tune_schedule
+    from lemica.bench.meancache_windows import FAITHFUL_GRID, faithful_schedule
+
+    if knobs is None:
+        candidates = [(dataclasses.asdict(k), faithful_schedule(ctx, budget, k)) for k in FAITHFUL_GRID]
+        schedule, record = tune_schedule(ctx, f"meancache_B{budget}", candidates)
+        knob = dict(record["chosen"])
+    else:
+        schedule, knob = faithful_schedule(ctx, budget, knobs), dataclasses.asdict(knobs)
+    knob |= {"budget": budget, **describe(schedule)}
+    return Setting("meancache", f"B={budget} γ={knob['gamma']:g} k_head={knob['k_head']} k_tail={knob['k_tail']}",
+                   knob, lemica_installer(schedule), schedule=schedule)
 
 
 @register("meancache", "MeanCache", Kind.STATIC, needs_graph=True,
           note="mean-velocity:k with the released tables' windows, peak-suppressed shortest path on its measured "
                "costs, last step computed; gamma and end windows tuned")
 def make(ctx, budget: int) -> Setting:
-    from lemica.bench import meancache_windows
-
-    return meancache_windows.make_setting(ctx, budget)
+    return meancache_setting(ctx, budget)

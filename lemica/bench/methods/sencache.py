@@ -5,6 +5,7 @@ grid point: start ratio {0.07, 0.0225} x K {3, 10}, the published settings' valu
 from __future__ import annotations
 
 from lemica.bench.methods.base import Kind, Setting, register
+from lemica.bench.methods.common import policy_installer
 
 
 def grid(ctx, budget: int) -> list[dict]:
@@ -16,7 +17,14 @@ def grid(ctx, budget: int) -> list[dict]:
 @register("sencache", "SenCache (official Wan2.1 rule, re-implemented)", Kind.THRESHOLD, threshold_range=(1e-3, 10.0),
           grid=grid, note="offline per-timestep sensitivity (own calibration on the tuning samples), drift test on "
                           "the cond call, both branches follow; no forced last step")
-def make(ctx, threshold: float, budget: int, start_ratio: float = 0.07, max_skips: int = 10) -> Setting:
-    from lemica.bench import sencache
+def make(ctx, threshold: float, budget: int, start_ratio: float = 0.07, max_skips: int = 10,
+         per_branch: bool = False) -> Setting:
+    """``threshold`` is ``threshold_main`` (per element); ``per_branch`` gives each branch its own drift test (the
+    official code shares the cond decision)."""
+    from lemica.bench.sencache import SenCacheKnobs, SenCachePolicy, sensitivity_of
 
-    return sencache.make_setting(ctx, threshold, budget, start_ratio, max_skips)
+    knobs = SenCacheKnobs(threshold, start_ratio, max_skips, per_branch)
+    policy = SenCachePolicy(sensitivity_of(ctx), knobs)
+    return Setting("sencache", f"δ={threshold:.3g} start×{start_ratio:g} K={max_skips}",
+                   {"threshold": threshold, "threshold_start": knobs.threshold_start, "start_ratio": start_ratio,
+                    "max_skips": max_skips, "per_branch": per_branch}, policy_installer(policy))
