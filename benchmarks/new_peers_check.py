@@ -17,8 +17,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from lemica.bench import meancache_windows, scm_dynamic, seacache_official, sencache, taylorseer_grid  # noqa: E402,F401
-from lemica.bench.methods import REGISTRY, BenchContext  # noqa: E402
+from lemica.bench import scm_dynamic, sencache  # noqa: E402
+from lemica.bench.context import BenchContext  # noqa: E402
+from lemica.bench.methods import REGISTRY  # noqa: E402
 from lemica.bench.runner import run_setting  # noqa: E402
 from lemica.bench.workload import tiny_t2v_workload  # noqa: E402
 from lemica.graph import ErrorGraph  # noqa: E402
@@ -51,14 +52,14 @@ def main(argv=None) -> None:
     row(REGISTRY["cache-dit-static"].make(ctx, B))
     for threshold in (0.3, 1.0, 3.0):
         for point in sencache.SENCACHE_GRID:
-            row(sencache.make_setting(ctx, threshold, B, **point))
+            row(REGISTRY["sencache"].make(ctx, threshold, B, **point))
     for threshold in (0.1, 0.2, 0.4):
-        row(seacache_official.make_setting(ctx, threshold, B))
+        row(REGISTRY["seacache-official"].make(ctx, threshold, B))
     for threshold in (0.08, 0.2, 0.5):
         for point in scm_dynamic.grid(ctx, B):
-            row(scm_dynamic.make_setting(ctx, threshold, B, **point))
-    for point in taylorseer_grid.grid_points(ctx.num_steps, B):
-        row(taylorseer_grid.make_setting(ctx, B, **point))
+            row(REGISTRY["cache-dit-dynamic"].make(ctx, threshold, B, **point))
+    for setting in REGISTRY["taylorseer"].make(ctx, B):
+        row(setting)
     print(f"{len(samples)} tuning sample(s), T={work.num_steps}, {time.time() - start:.0f} s")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import types
 
 import numpy as np
 import pytest
@@ -419,3 +420,57 @@ def test_mag_ratio_recorder_equals_diffusers_magcache_calibration():
         logger.setLevel(level)
     assert len(logged) == len(recorder.runs) >= 1 and len(ours) == 6
     assert ours == [float(v) for v in np.mean(np.array(logged), axis=0)]
+
+
+def test_discrete_per_budget_builds_its_grid_for_the_budget():
+    seen = []
+
+    def make(ctx, budget):  # a grid point per "order", its interval matched to the budget by the method itself
+        seen.append(budget)
+        return [Setting("d", f"{o}", {"threshold": budget + o, "order": o}, None) for o in (0, 1)]
+
+    method = Method("d", "d", Kind.DISCRETE, make, budget_knob="threshold", per_budget=True)
+    setting, info = _FakeMatcher(lambda v: v).tune(method, 7)
+    assert seen == [7] and setting.knob == {"threshold": 7, "order": 0}
+    assert [g["point"] for g in info["grid"]] == [{"order": 0}, {"order": 1}]
+
+
+def _calls(steps, branches=2):
+    return [s * branches + b for s in steps for b in range(branches)]
+
+
+def test_a_threshold_row_that_reduces_to_a_static_mask_says_so(monkeypatch):
+    from lemica.bench import runner
+    from lemica.bench.measuring import Measured
+    mask = [0, 1, 2, 3, 4, 5, 10, 15, 20, 25]
+    ref = Reference(measured=None, branches=2, step_flops=1.0)
+    assert ref.fixed_steps([_calls(mask), _calls(mask)]) == mask  # same steps on both videos and branches
+    assert ref.fixed_steps([_calls(mask), _calls(mask + [29])]) is None  # the videos differ
+    assert ref.fixed_steps([_calls(mask)[:-1]]) is None  # the branches differ at step 25
+    assert runner.step_ranges(mask) == "0-5,10,15,20,25" and runner.step_ranges([3]) == "3"
+
+    # the matcher reads the per-call record kept with each tuning run
+    matcher = _FakeMatcher(lambda v: v)
+    matcher.ref = ref
+    method = _threshold_method()
+    setting = Setting("fake", "τ=1", {"threshold": 1.0}, None)
+    matcher.store.put(("fake", '{"threshold": 1.0}'), 10.0, 30.0, [_calls(mask), _calls(mask)])
+    assert matcher.fixed_steps(method, setting) == mask
+
+    monkeypatch.setattr(runner, "quality", lambda ref, measured: {})
+    measured = Measured([], [1.0], [20], [], [None], True)
+    timing = Reference(Measured([], [1.0], [60], [], [None], True), 2, 1.0)
+    r = runner.row(method, setting, 10, measured, timing, types.SimpleNamespace(score=None),
+                   {"static_mask": mask})
+    assert r["setting"] == "τ=1 ≡ static mask [0-5,10,15,20,25]" and r["static_mask"] == mask
+    plain = runner.row(method, setting, 10, measured, timing, types.SimpleNamespace(score=None), {"static_mask": None})
+    assert plain["setting"] == "τ=1" and plain["static_mask"] is None
+
+
+def test_block_run_counter_records_the_calls_that_computed(workload):
+    from lemica.bench.methods.common import lemica_installer
+    schedule = Schedule.uniform(6, 3)
+    setting = Setting("s", "s", {}, lemica_installer(schedule))
+    measured = run_setting(workload, setting, workload.tuning, timed=False, flops=False)
+    ref = Reference(measured=None, branches=2, step_flops=1.0)
+    assert ref.fixed_steps(measured.calls_run) == list(schedule.full_steps)

@@ -11,10 +11,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from lemica.bench.context import BenchContext  # noqa: E402
 from lemica.bench.fill_graph import FillGraphOptions, fill_graph  # noqa: E402
 from lemica.bench.methods import REGISTRY  # noqa: E402
-from lemica.bench.methods import lemica_fill, meancache  # noqa: E402
+from lemica.bench import meancache_windows  # noqa: E402
+from lemica.bench.methods import lemica_fill  # noqa: E402
 from lemica.bench.runner import run_bench  # noqa: E402
 from lemica.bench.workload import tiny_pipeline_workload  # noqa: E402
+from lemica.bench.stats import prefer_simpler  # noqa: E402
 from lemica.graph import ErrorGraph  # noqa: E402
+from lemica.rules import rule_history  # noqa: E402
 
 OPTIONS = FillGraphOptions(prompts=1, max_skip=3, rules="residual,extrapolate,mean-velocity:1-2")
 
@@ -39,10 +42,13 @@ def test_rows_run_at_the_budget_with_their_rules(result):
     for row in rows.values():
         assert row["full_steps"] == 3 and row["own_block_runs"] == 6 and row["deterministic"]
     mc = rows["meancache"]["knob"]
-    assert mc["objective"] == "peak" and mc["gamma"] in meancache.MEANCACHE_GAMMAS
+    assert mc["gamma"] in meancache_windows.GAMMAS and mc["k_head"] in meancache_windows.K_HEADS
     assert mc["rules"] and all(" mean-velocity:" in r for r in mc["rules"])
-    assert rows["lemica-fill"]["knob"]["objective"] in {o for o, _ in lemica_fill.FILL_OBJECTIVES}
-    assert rows["lemica-fill"]["knob"]["rule_set"] in lemica_fill.FILL_RULE_SETS
+    assert mc["full_steps"][-1] == 5  # MeanCache computes the last step, as its released tables do
+    fill = rows["lemica-fill"]["knob"]
+    assert fill["objective"] in {o for o, _ in lemica_fill.FILL_OBJECTIVES}
+    assert fill["rule_set"] in lemica_fill.FILL_RULE_SETS
+    assert all(rule_history(r.split()[-1]) == 0 for r in fill["rules"])  # path-consistent rules only
     assert res.meta["pipeline_restored_after_all_methods"]
     json.dumps(res.to_dict(), allow_nan=False)  # the report writes it as strict JSON
 
@@ -51,12 +57,16 @@ def test_tuning_is_on_tuning_samples_and_lemica_fill_sees_meancaches_candidates(
     res, ctx, out = result
     context = res.meta["context"]
     mc, fill = context["meancache_B3_tuning"], context["lemica_fill_B3_tuning"]
-    assert [c["gamma"] for c in mc["candidates"]] == list(meancache.MEANCACHE_GAMMAS)
+    assert [(c["gamma"], c["k_head"], c["k_tail"]) for c in mc["candidates"]] == \
+        [(k.gamma, k.k_head, k.k_tail) for k in meancache_windows.FAITHFUL_GRID]
     assert len(fill["candidates"]) == len(lemica_fill.FILL_OBJECTIVES) * len(lemica_fill.FILL_RULE_SETS)
+    assert all(c["tuning_psnr"] is None or c["tuning_psnr"] > 0 for c in fill["candidates"])
+    assert [c["vs_simplest"] for c in fill["candidates"]].count("simplest") == 1
+    simplest = next(c for c in fill["candidates"] if c["vs_simplest"] == "simplest")
+    assert simplest["rule_set"] == "residual" and simplest["objective"] == "lexminimax"
     assert fill["tuning_samples"] == 1
-    best = lambda record: max(c["tuning_psnr"] or float("inf") for c in record["candidates"])  # noqa: E731
-    assert best(fill) >= best(mc)  # every rule, every objective: a superset of MeanCache's candidates
     info = context["fill_graph_info"]
+    assert fill_graph(ctx).has_terminal_edges  # calibrated with terminal edges: lemica-fill's plans may end on a skip
     assert info["seeds"] == [1000] and info["rules"] == ["residual", "extrapolate", "mean-velocity:1",
                                                          "mean-velocity:2"]
 
@@ -89,3 +99,27 @@ def test_lemica_fill_also_plans_on_the_residual_graph_of_the_lemica_rows(result,
     extra = [c for c in record["candidates"] if c["rule_set"] == "residual (lemica-* graph)"]
     assert [c["objective"] for c in extra] == ["lexminimax", "minimax", "shortest"]
     assert len(record["candidates"]) == len(lemica_fill.FILL_OBJECTIVES) * len(lemica_fill.FILL_RULE_SETS) + 3
+
+
+def test_history_rules_join_lemica_fills_candidates_only_when_asked(result, workload):
+    res, ctx, out = result
+    given = BenchContext(workload, None, out=out, fill_graph_options=OPTIONS)
+    lemica_fill.lemica_fill_schedule(given, 3, lemica_fill.LemicaFillConfig(history_rules=True))
+    record = given.once("lemica_fill_B3_tuning", lambda: None)
+    assert {"all", "residual,mean-velocity:1-5"} <= {c["rule_set"] for c in record["candidates"]}
+
+
+def test_tie_rule_prefers_the_simpler_candidate_within_noise():
+    simple = [20.0, 24.0, 22.0, 26.0, 21.0, 25.0, 23.0, 27.0]
+    noisy = [s + d for s, d in zip(simple, [0.6, -0.5, 0.4, -0.6, 0.5, -0.4, 0.3, -0.2])]  # mean +0.0125
+    better = [s + 2.0 + 0.1 * (n % 3) for n, s in enumerate(simple)]  # ahead on every video
+    keys = [(2, 0), (1, 0), (3, 4)]  # rules, objective rank: the second is the simplest
+    chosen, verdicts = prefer_simpler([noisy, simple, simple], keys)
+    assert chosen == 1 and verdicts == ["within noise", "simplest", "within noise"]
+    chosen, verdicts = prefer_simpler([noisy, simple, better], keys)
+    assert chosen == 2 and verdicts[2] == "ahead"  # clearly better: the complex one
+    assert prefer_simpler([better, simple], [(1, 1), (1, 0)])[0] == 0  # the objective rank breaks rule-count ties
+    keys = [lemica_fill.simplicity(knob, rules) for knob, rules in (
+        ({"objective": "lexminimax"}, 1), ({"objective": "minimax"}, 1), ({"objective": "peak", "gamma": 2.0}, 1),
+        ({"objective": "lexminimax"}, 2))]
+    assert keys == sorted(keys) and len(set(keys)) == 4

@@ -13,6 +13,11 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from lemica.bench import meancache_windows, scm_dynamic, seacache_official, sencache, taylorseer_grid  # noqa: E402
+from lemica.bench.methods.cache_dit_dynamic import make as CACHE_DIT_DYNAMIC  # noqa: E402
+from lemica.bench.methods.meancache import meancache_setting  # noqa: E402
+from lemica.bench.methods.seacache_official import make as SEACACHE_OFFICIAL  # noqa: E402
+from lemica.bench.methods.sencache import make as SENCACHE  # noqa: E402
+from lemica.bench.methods.taylorseer import taylorseer_setting  # noqa: E402
 from lemica.bench.sencache import SenCacheKnobs, SenCachePolicy, Sensitivity  # noqa: E402
 from lemica.runtime import Action  # noqa: E402
 from lemica.schedule import Schedule  # noqa: E402
@@ -266,9 +271,9 @@ def test_sea_filter_is_identity_on_singleton_axes_and_keeps_shape():
 
 def test_official_seacache_smoke_counts_block_runs(wan):
     ctx = types.SimpleNamespace(num_steps=10, pipe=wan.pipe)
-    assert _runs(wan, seacache_official.make_setting(ctx, 1e9, 6, use_ret_steps=True)) == 2 * 5
-    assert _runs(wan, seacache_official.make_setting(ctx, 1e9, 6, use_ret_steps=False)) == 2 * 2
-    assert _runs(wan, seacache_official.make_setting(ctx, 0.0, 6)) == 2 * 10
+    assert _runs(wan, SEACACHE_OFFICIAL(ctx, 1e9, 6, use_ret_steps=True)) == 2 * 5
+    assert _runs(wan, SEACACHE_OFFICIAL(ctx, 1e9, 6, use_ret_steps=False)) == 2 * 2
+    assert _runs(wan, SEACACHE_OFFICIAL(ctx, 0.0, 6)) == 2 * 10
 
 
 # ------------------------------------------------------------------------------------------ TaylorSeer grid
@@ -297,35 +302,35 @@ def _runs(work, setting):
 
 
 def test_sencache_smoke_counts_block_runs(wan):
-    from lemica.bench.methods import BenchContext
+    from lemica.bench.context import BenchContext
     ctx = BenchContext(wan)
     sens = sencache.sensitivity_of(ctx)
     assert len(sens.timesteps) == 10 and all(v > 0 for v in sens.j_x)
-    assert _runs(wan, sencache.make_setting(ctx, 0.0, 5)) == 2 * 10  # nothing is below a zero threshold
+    assert _runs(wan, SENCACHE(ctx, 0.0, 5)) == 2 * 10  # nothing is below a zero threshold
     # an unreachable threshold: the K cap alone decides, both branches follow: 0, 4, 8 computed
-    assert _runs(wan, sencache.make_setting(ctx, 1e9, 5, max_skips=3)) == 2 * 3
+    assert _runs(wan, SENCACHE(ctx, 1e9, 5, max_skips=3)) == 2 * 3
 
 
 def test_scm_dynamic_smoke_counts_block_runs(wan):
-    from lemica.bench.methods import _cache_dit_static
+    from lemica.bench.methods.cache_dit_static import make as cache_dit_static
     ctx = types.SimpleNamespace(num_steps=10, pipe=wan.pipe, planned=lambda b, objective: Schedule.uniform(10, b))
-    static = _runs(wan, _cache_dit_static(ctx, 4))
+    static = _runs(wan, cache_dit_static(ctx, 4))
     assert static == 2 * 4
-    assert _runs(wan, scm_dynamic.make_setting(ctx, 1e9, 4)) == static  # every masked step passes the check
-    assert _runs(wan, scm_dynamic.make_setting(ctx, 1e-9, 4)) == 2 * 10  # none does
-    between = _runs(wan, scm_dynamic.make_setting(ctx, 0.08, 4))
+    assert _runs(wan, CACHE_DIT_DYNAMIC(ctx, 1e9, 4)) == static  # every masked step passes the check
+    assert _runs(wan, CACHE_DIT_DYNAMIC(ctx, 1e-9, 4)) == 2 * 10  # none does
+    between = _runs(wan, CACHE_DIT_DYNAMIC(ctx, 0.08, 4))
     assert static <= between <= 2 * 10
 
 
 def test_taylorseer_grid_setting_smoke(wan):
     ctx = types.SimpleNamespace(num_steps=10, pipe=wan.pipe)
-    setting = taylorseer_grid.make_setting(ctx, 5, first_enhance=3, cache_interval=3, order=1)
+    setting = taylorseer_setting(ctx, first_enhance=3, cache_interval=3, order=1)
     assert setting.knob["computed_steps"] == len(taylorseer_grid.computed_steps(3, 3, 10)) == 5
     assert _runs(wan, setting) == 2 * 5
 
 
 def test_faithful_meancache_setting_smoke(wan):
-    from lemica.bench.methods import BenchContext
+    from lemica.bench.context import BenchContext
     from lemica.graph import Edge, ErrorGraph
     T = 10
     by_rule = {f"mean-velocity:{k}": {(i, j): Edge(0.01 * k + 0.001 * (j - i) ** 2)
@@ -334,7 +339,7 @@ def test_faithful_meancache_setting_smoke(wan):
     ctx = BenchContext(wan)
     ctx._cache["fill_graph"] = ErrorGraph(T, 4, by_rule=by_rule)  # stands in for the calibrated multi-rule graph
     knobs = meancache_windows.WindowKnobs(gamma=2.0, k_head=2, k_tail=4)
-    setting = meancache_windows.make_setting(ctx, 5, knobs)
+    setting = meancache_setting(ctx, 5, knobs)
     schedule = setting.schedule
     assert schedule.budget == 5 and setting.knob["k_head"] == 2
     for i, j, rule in schedule.segment_rules():
@@ -358,3 +363,61 @@ def test_sencache_calibration_leaves_the_trajectory_unchanged(wan):
     sens = recorder.sensitivity()
     assert len(sens.timesteps) == 10 and sens.timesteps[0] > sens.timesteps[-1]
     assert all(v > 0 for v in sens.j_t)
+
+
+# ------------------------------------------------------------------------------------------ the bench rows
+NEW_ROWS = ["sencache", "cache-dit-dynamic", "seacache-official", "taylorseer"]
+
+
+def test_new_rows_are_registered_next_to_their_families():
+    from lemica.bench.methods import REGISTRY, Kind, parse_methods
+    names = list(REGISTRY)
+    for name in NEW_ROWS:
+        assert name in parse_methods("all")[0]
+    assert names.index("cache-dit-dynamic") == names.index("cache-dit-static") + 1
+    assert names.index("seacache-official") == names.index("seacache") + 1
+    assert names.index("sencache") == names.index("easycache") + 1
+    assert {REGISTRY[n].kind for n in ("sencache", "cache-dit-dynamic", "seacache-official")} == {Kind.THRESHOLD}
+    assert REGISTRY["taylorseer"].kind is Kind.DISCRETE and REGISTRY["taylorseer"].per_budget
+    assert REGISTRY["seacache"].title.startswith("SeaCache (diffusers variant")
+    assert REGISTRY["meancache"].title == "MeanCache"
+
+
+def test_new_rows_in_the_cli_help():
+    from typer.testing import CliRunner
+
+    from lemica.cli.app import app
+    result = CliRunner().invoke(app, ["bench", "--help"], env={"COLUMNS": "400", "TERMINAL_WIDTH": "400"})
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    for name in NEW_ROWS:
+        assert name in text
+
+
+@pytest.fixture(scope="module")
+def small_bench(wan6):
+    from lemica.bench.context import BenchContext
+    from lemica.bench.runner import run_bench
+    from lemica.calibration import calibrate
+    graph = calibrate(wan6.pipe, wan6.calibration_prompts(1), wan6.calibration_seeds,
+                      num_inference_steps=wan6.num_steps, max_skip=3, progress=False, **wan6.call_kwargs)
+    return run_bench(BenchContext(wan6, graph), ["vanilla", *NEW_ROWS], [3], progress=False, log=lambda _: None)
+
+
+@pytest.fixture(scope="module")
+def wan6():
+    from lemica.bench.workload import tiny_pipeline_workload
+    return tiny_pipeline_workload("wan", prompts=1, seeds=(0,), num_steps=6)
+
+
+def test_new_rows_run_in_the_bench(small_bench):
+    rows = {r["method"]: r for r in small_bench.rows}
+    assert set(rows) == set(NEW_ROWS), small_bench.unavailable
+    for name, r in rows.items():
+        assert r["deterministic"] and r["psnr"] > 0 and r["tuning"]["target"] == 3
+        assert 1 <= r["full_steps"] <= 6
+    assert abs(rows["taylorseer"]["full_steps"] - 3) <= 1  # N matched to the budget per d
+    grid = rows["taylorseer"]["tuning"]["grid"]
+    assert {g["point"]["order"] for g in grid} == {1, 2} and len({g["point"]["warmup"] for g in grid}) >= 2
+    assert rows["seacache-official"]["knob"]["use_ret_steps"] is False  # B=3 leaves no room for 5 retention steps
+    assert small_bench.meta["pipeline_restored_after_all_methods"]

@@ -65,19 +65,35 @@ def probe_linear(transformer: torch.nn.Module) -> tuple[str, torch.nn.Linear]:
 
 
 class BlockRunCounter:
-    """Number of real executions of one middle block, summed over the pipeline's transformers."""
+    """Number of real executions of one middle block, summed over the pipeline's transformers, and the transformer
+    calls (numbered from 0 in call order, outermost calls only) in which it ran: which steps and branches computed."""
 
     def __init__(self, pipe):
         self.count = 0
         self.probes = []
+        self.calls = 0
+        self.calls_run: list[int] = []
+        self._depth = 0
         self._handles = []
         for transformer in transformers_of(pipe).values():
             name, layer = probe_linear(transformer)
             self.probes.append(name)
             self._handles.append(layer.register_forward_hook(self._hit))
+            self._handles.append(transformer.register_forward_pre_hook(self._enter))
+            self._handles.append(transformer.register_forward_hook(self._exit))
+
+    def _enter(self, module, args) -> None:
+        self._depth += 1
+
+    def _exit(self, module, args, output) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            self.calls += 1
 
     def _hit(self, module, args, output) -> None:
         self.count += 1
+        if not self.calls_run or self.calls_run[-1] != self.calls:
+            self.calls_run.append(self.calls)
 
     def close(self) -> None:
         for handle in self._handles:
@@ -125,6 +141,7 @@ class Compute:
     block_runs: int
     transformer_calls: int | None = None
     flops: int | None = None
+    calls_run: tuple[int, ...] = ()  # the transformer calls in which the block stack ran
 
 
 class measure:
@@ -144,5 +161,5 @@ class measure:
         if self._flops is not None:
             self._flops.close()
         self.compute = Compute(self._counter.count, self._flops.calls if self._flops else None,
-                               self._flops.flops if self._flops else None)
+                               self._flops.flops if self._flops else None, tuple(self._counter.calls_run))
 

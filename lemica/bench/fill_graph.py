@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lemica.bench.errors import MethodUnavailable
+from lemica.bench.stats import prefer_simpler
 from lemica.bench.workload import check_disjoint_seeds
 from lemica.calibration import calibrate, calibrate_fast, check_graph_matches, stable_hash
 from lemica.errors import PlanningError
@@ -89,9 +90,12 @@ def _tuning_reference(ctx) -> tuple:
     return ctx.once("tuning_vanilla_videos", run)
 
 
-def tune_schedule(ctx, key: str, candidates: list[tuple[dict, Schedule]]) -> tuple[Schedule, dict]:
-    """The candidate whose runs on the tuning samples are closest to vanilla: highest mean PSNR, then lowest LPIPS.
-    Identical schedules are run once. Returns the schedule and a record of every candidate's score."""
+def tune_schedule(ctx, key: str, candidates: list[tuple[dict, Schedule]],
+                  simplicity: list[tuple] | None = None) -> tuple[Schedule, dict]:
+    """The candidate whose runs on the tuning samples are closest to vanilla: highest mean PSNR, then lowest LPIPS;
+    with ``simplicity`` (one sort key per candidate, smaller = simpler), the simplest unless another is ahead of it
+    on the tuning videos' paired PSNR (``lemica.bench.stats.prefer_simpler``). Identical schedules are run once.
+    Returns the schedule and a record of every candidate's score."""
     def run() -> tuple[Schedule, dict]:
         reference = _tuning_reference(ctx)
         scored, seen = [], {}
@@ -101,14 +105,24 @@ def tune_schedule(ctx, key: str, candidates: list[tuple[dict, Schedule]]) -> tup
                 with cached(ctx.pipe, schedule):
                     videos = [ctx.workload.generate(sample) for sample in ctx.workload.tuning]
                 q = mean_quality(reference, videos)
-                seen[ident] = (q["psnr"], q["lpips"])
-            psnr, lpips = seen[ident]
-            scored.append((knob, schedule, psnr, lpips))
-        best = max(range(len(scored)), key=lambda n: (scored[n][2], -scored[n][3], -n))
+                seen[ident] = (q["psnr"], q["lpips"], [s["psnr"] for s in q["per_sample"]])
+            psnr, lpips, per_video = seen[ident]
+            scored.append((knob, schedule, psnr, lpips, per_video))
+        record = {"tuning_samples": len(reference)}
+        if simplicity is None:
+            best = max(range(len(scored)), key=lambda n: (scored[n][2], -scored[n][3], -n))
+            record["criterion"] = "mean PSNR vs vanilla on the tuning samples, then LPIPS"
+            verdicts = [None] * len(scored)
+        else:
+            best, verdicts = prefer_simpler([s[4] for s in scored], simplicity)
+            record["criterion"] = ("the simplest candidate (fewest rules, then lexminimax) unless another is ahead "
+                                   "of it on the tuning videos' paired PSNR (95% bootstrap interval above 0); of "
+                                   "those ahead, the best mean")
         knob, schedule = scored[best][0], scored[best][1]
-        record = {"chosen": knob, "criterion": "mean PSNR vs vanilla on the tuning samples, then LPIPS",
-                  "tuning_samples": len(reference),
-                  "candidates": [dict(k, tuning_psnr=_finite(p), tuning_lpips=l) for k, _, p, l in scored]}
+        record["chosen"] = knob
+        record["candidates"] = [dict(k, tuning_psnr=_finite(p), tuning_lpips=l,
+                                     **({} if v is None else {"vs_simplest": v}))
+                                for (k, _, p, l, _), v in zip(scored, verdicts)]
         ctx.once(f"{key}_tuning", lambda: record)  # reported in the bench's meta.context
         return schedule, record
     return ctx.once(key, run)

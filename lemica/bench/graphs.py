@@ -55,5 +55,9 @@ def resolve_graph(workload, graph_path: Path | None, out: Path, samples: int, ma
     problems = check_graph_matches(graph, workload.pipe, workload.num_steps, workload.call_kwargs)
     for problem in problems:
         warn(f"the graph does not match this run: {problem}")
+    if not graph.has_terminal_edges:
+        log(f"the graph {source} stores no terminal edges: the lemica-* plans compute the last step (a graph "
+            f"calibrated by this lemica, given with --graph, lets them end on a skip)")
     return graph, {"source": source, "num_steps": graph.num_steps, "max_skip": graph.max_skip,
-                   "samples": (graph.meta or {}).get("samples"), "seeds": graph_seeds, "mismatches": problems}
+                   "samples": (graph.meta or {}).get("samples"), "seeds": graph_seeds, "mismatches": problems,
+                   "terminal_edges": graph.has_terminal_edges}

@@ -1,10 +1,9 @@
 """Faithful MeanCache: the history window k of each segment as the authors' released tables choose it.
 
 The released schedules (UnicomAI/MeanCache ``MeanCache4Qwen-Image/Mc_qwenimage.py:377-400`` and
-``Mc_qwenimage_2512.py:372-395``: ``mapping_rules``, ``calc_dict``, ``edge_source``; a copy of the first in
-/work/shared/reference/meancache_schedules.json) give, per budget, the computed steps and one rule per segment
-(``chain`` on 1-step segments, ``v_diff_mean`` = window 1, ``v_diff_mean_jvp1_sk`` = window k, applied at
-``Mc_qwenimage.py:409-420``). Read over all six tables (T = 50, B = 25 / 17 / 10), the windows follow one rule
+``Mc_qwenimage_2512.py:372-395``: ``mapping_rules``, ``calc_dict``, ``edge_source``) give, per budget, the computed
+steps and one rule per segment (``chain`` on 1-step segments, ``v_diff_mean`` = window 1,
+``v_diff_mean_jvp1_sk`` = window k, applied at ``Mc_qwenimage.py:409-420``). Read over all six tables (T = 50, B = 25 / 17 / 10), the windows follow one rule
 that depends only on where a segment starts and how long it is:
 
 * **tail**: a segment starting in the last fifth of the trajectory (start >= 0.8 (T-1)) uses a long window
@@ -18,11 +17,11 @@ that depends only on where a segment starts and how long it is:
 One published segment group departs from it: ``Mc_qwenimage_2512.py`` B=25 uses k=2 on 15->23, 23->31, 31->37
 (the rule gives 1); ``tests/test_new_peers.py`` checks the rule against every other skipping segment exactly.
 
-Scheduler: the paper's peak-suppressed shortest path, argmin over B-step paths of sum C(e)^gamma (the formula
-lemica.bench.meancache already plans with, ``objective="peak"``); here each edge carries only the window the
-rule gives it, so the planner chooses the steps and the tables' rule chooses the windows — the planner can no
-longer pick k=2-5 on long segments, which the tables never do. C(e) comes from the multi-rule graph of
-``lemica.bench.meancache.fill_graph`` (mean-velocity:1..5 edges measured on the calibration prompts).
+Scheduler: the paper's peak-suppressed shortest path, argmin over B-step paths of sum C(e)^gamma
+(``objective="peak"``), the last step always computed as in every released table; here each edge carries only
+the window the rule gives it, so the planner chooses the steps and the tables' rule chooses the windows — the
+planner cannot pick k=2-5 on long segments, which the tables never do. C(e) comes from the multi-rule graph of
+``lemica.bench.fill_graph`` (mean-velocity:1..5 edges measured on the calibration prompts).
 Knobs (tuned on the tuning samples like every peer): gamma x k_head x k_tail (``FAITHFUL_GRID``).
 """
 from __future__ import annotations
@@ -102,31 +101,16 @@ def _all_segments(graph: ErrorGraph):
 
 
 def faithful_schedule(ctx, budget: int, knobs: WindowKnobs):
-    """MeanCache's plan at budget B: peak objective (gamma) on the windowed graph; windows from the tables' rule."""
-    from lemica.bench import meancache
-    from lemica.errors import MethodUnavailable, PlanningError
+    """MeanCache's plan at budget B: peak objective (gamma) on the windowed graph; windows from the tables' rule.
+    The last step is always computed (``keep_last_step``), as in every published MeanCache schedule."""
+    from lemica.bench.errors import MethodUnavailable
+    from lemica.bench.fill_graph import fill_graph
+    from lemica.errors import PlanningError
     from lemica.planner import plan
 
-    graph = windowed_graph(meancache.fill_graph(ctx), knobs.k_head, knobs.k_tail)
     try:
-        return plan(graph, budget, objective="peak", gamma=knobs.gamma, rules=graph.rules).schedule
-    except PlanningError as e:
+        graph = windowed_graph(fill_graph(ctx), knobs.k_head, knobs.k_tail)
+        return plan(graph, budget, objective="peak", gamma=knobs.gamma, rules=graph.rules,
+                    keep_last_step=True).schedule
+    except (PlanningError, ValueError) as e:
         raise MethodUnavailable(str(e)) from None
-
-
-def make_setting(ctx, budget: int, knobs: WindowKnobs | None = None):
-    """One faithful-MeanCache setting; without ``knobs`` the grid point best on the tuning samples."""
-    from lemica.bench import meancache
-    from lemica.bench.methods import Setting
-    from lemica.bench.peer_installers import lemica_installer
-
-    if knobs is None:
-        candidates = [(dataclasses.asdict(k), faithful_schedule(ctx, budget, k)) for k in FAITHFUL_GRID]
-        schedule, record = meancache.tune_schedule(ctx, f"meancache_faithful_B{budget}", candidates)
-        knob = dict(record["chosen"])
-    else:
-        schedule, knob = faithful_schedule(ctx, budget, knobs), dataclasses.asdict(knobs)
-    knob |= {"budget": budget, "full_steps": list(schedule.full_steps),
-             "rules": [f"{i}->{j} {r}" for i, j, r in schedule.segment_rules() if r is not None]}
-    return Setting("meancache-faithful", f"B={budget} γ={knob['gamma']:g} k_head={knob['k_head']} "
-                   f"k_tail={knob['k_tail']}", knob, lemica_installer(schedule), schedule=schedule)

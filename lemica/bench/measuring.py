@@ -26,6 +26,7 @@ class Measured:
     flops: list[int]
     own_runs: list[int | None]
     deterministic: bool  # the timed and the counted run gave the same video
+    calls_run: list[tuple[int, ...]] = dataclasses.field(default_factory=list)  # per sample (``Compute.calls_run``)
 
     def mean(self, values) -> float:
         return float(np.mean(values)) if len(values) else float("nan")
@@ -44,6 +45,15 @@ class Reference:
 
     def equivalent_steps(self, flops: float) -> float:
         return flops / self.step_flops
+
+    def fixed_steps(self, calls_run: list) -> list[int] | None:
+        """The computed steps when every sample computed the same steps on every branch (the method then reduces
+        to a static step mask on these samples), else None. Calls alternate over the branches within a step."""
+        if not calls_run or any(list(c) != list(calls_run[0]) for c in calls_run):
+            return None
+        per_branch = [sorted(c // self.branches for c in calls_run[0] if c % self.branches == b)
+                      for b in range(self.branches)]
+        return per_branch[0] if all(s == per_branch[0] for s in per_branch) else None
 
 
 def _own_runs(pipe) -> int | None:
@@ -65,6 +75,7 @@ def _run_once(workload, setting: Setting, sample, out: Measured, timed: bool, fl
     if timed:
         out.times.append(elapsed)
     out.block_runs.append(meter.compute.block_runs)
+    out.calls_run.append(meter.compute.calls_run)
     out.own_runs.append(_own_runs(pipe))
     if flops:
         with measure(pipe) as counted:

@@ -40,14 +40,29 @@ def quality(ref: Reference, measured: Measured) -> dict:
     return mean_quality(ref.measured.videos, measured.videos)
 
 
+def step_ranges(steps: list[int]) -> str:
+    """[0, 1, 2, 3, 4, 5, 10, 15] -> "0-5,10,15"."""
+    parts, start = [], None
+    for n, s in enumerate(steps):
+        if start is None:
+            start = s
+        if n + 1 == len(steps) or steps[n + 1] != s + 1:
+            parts.append(str(s) if s == start else f"{start}-{s}")
+            start = None
+    return ",".join(parts)
+
+
 def row(method: Method, setting: Setting, budget: int | None, measured: Measured, ref: Reference, workload,
         tuning: dict | None = None) -> dict:
     """Everything the report shows about one setting at one budget."""
     t_ref = float(np.median(ref.measured.times)) if ref.measured.times else None
     t = float(np.median(measured.times)) if measured.times else None
     flops = measured.mean(measured.flops) if measured.flops else None
+    static_mask = (tuning or {}).get("static_mask")
+    label = setting.label if not static_mask else f"{setting.label} ≡ static mask [{step_ranges(static_mask)}]"
     return {
-        "method": method.name, "title": setting.title or method.title, "budget": budget, "setting": setting.label,
+        "method": method.name, "title": setting.title or method.title, "budget": budget, "setting": label,
+        "static_mask": static_mask,
         "knob": setting.knob,
         "full_steps": ref.full_steps(measured.mean(measured.block_runs)),
         "equivalent_steps": ref.equivalent_steps(flops) if flops is not None else None,

@@ -18,9 +18,9 @@ cache-dit 1.5.3 (``cache_dit/caching/...``, the installed package):
   dynamic policy and the DBCache threshold, so a dynamic run computes the mask's steps *plus* whichever masked
   steps fail the residual check.
 
-The bench row: the same DBCache config as the static row (``lemica.bench.methods._cache_dit_static``: F1B0, no
-warm-up, cache-dit's installer ``_cache_dit_installer``) with the policy "dynamic" and lemica's lexminimax mask
-planned at ``mask_budget`` <= B; the threshold is matched so the total compute lands at the budget (threshold
+The bench row (``lemica.bench.methods.cache_dit_dynamic``): the same DBCache config as the static row
+(``lemica.bench.methods.cache_dit_static``: F1B0, no warm-up, ``lemica.bench.methods.common.cache_dit_installer``)
+with the policy "dynamic" and lemica's lexminimax mask planned at ``mask_budget`` <= B; the threshold is matched so the total compute lands at the budget (threshold
 kind, bisected), grid over ``mask_budget`` as a fraction of B (``MASK_FRACTIONS``; 1.0 reduces to the static
 row when the threshold is matched from below).
 
@@ -84,21 +84,6 @@ def cache_dit_config(mask: list[int], num_steps: int, knobs: ScmDynamicKnobs) ->
                 max_continuous_cached_steps=knobs.max_continuous_cached_steps,
                 residual_diff_threshold=knobs.threshold, num_inference_steps=num_steps,
                 steps_computation_mask=list(mask), steps_computation_policy="dynamic")
-
-
-def make_setting(ctx, threshold: float, budget: int, mask_fraction: float = 1.0):
-    """The SCM-dynamic row: lemica's lexminimax mask at round(mask_fraction B), DBCache's check on the rest."""
-    from lemica.bench.methods import Setting
-    from lemica.bench.peer_installers import cache_dit_installer
-
-    knobs = ScmDynamicKnobs(threshold=threshold, mask_fraction=mask_fraction)
-    mask_budget = knobs.mask_budget(budget)
-    schedule = ctx.planned(mask_budget, "lexminimax")
-    config = cache_dit_config(schedule.to_cache_dit_mask(), ctx.num_steps, knobs)
-    return Setting("cache-dit-dynamic", f"lemica mask B={mask_budget} τ={threshold:.3g}",
-                   {"threshold": threshold, "mask_budget": mask_budget, "mask_fraction": mask_fraction,
-                    "mask_steps": list(schedule.full_steps), "Fn_compute_blocks": 1},
-                   cache_dit_installer(config))  # no `schedule`: the compute is decided at run time
 
 
 def grid(ctx, budget: int) -> list[dict]:

@@ -103,7 +103,7 @@ class SeaCacheOfficialPolicy(StepPolicy):
 
     def bind(self, pipe) -> None:
         from lemica.bench.counting import transformers_of
-        from lemica.errors import MethodUnavailable
+        from lemica.bench.errors import MethodUnavailable
         from lemica.runtime.hooks import find_blocks
 
         self._scheduler = pipe.scheduler
@@ -157,19 +157,6 @@ class SeaCacheOfficialPolicy(StepPolicy):
 
     def __repr__(self) -> str:
         return f"SeaCacheOfficialPolicy({self.knobs})"
-
-
-def make_setting(ctx, threshold: float, budget: int, use_ret_steps: bool = True):
-    """The official Wan2.1 SeaCache at ``--seacache_thresh threshold`` (bisected to the budget)."""
-    from lemica.bench.methods import Setting
-    from lemica.bench.peer_installers import policy_installer
-
-    knobs = SeaCacheOfficialKnobs(threshold, use_ret_steps)
-    forced = f"{knobs.forced_first()} first steps" + (", last step" if knobs.forces_last() else "")
-    return Setting("seacache-official", f"δ={threshold:.3g} {'ret_steps' if use_ret_steps else 'default'}",
-                   {"threshold": threshold, "use_ret_steps": use_ret_steps, "signal": "first block modulated input",
-                    "forced": forced}, policy_installer(SeaCacheOfficialPolicy(knobs)),
-                   title="SeaCache (official Wan2.1: SEA-filtered first-block modulated input, use_ret_steps)")
 
 
 def grid(ctx, budget: int) -> list[dict]:

@@ -299,19 +299,6 @@ def sensitivity_of(ctx) -> Sensitivity:
         ctx.pipe, ctx.workload.generate, ctx.workload.tuning).to_dict()))
 
 
-def make_setting(ctx, threshold: float, budget: int, start_ratio: float = 0.07, max_skips: int = 10,
-                 per_branch: bool = False):
-    """A SenCache setting; ``threshold`` is ``threshold_main`` (per element), the runner bisects it."""
-    from lemica.bench.methods import Setting
-    from lemica.bench.peer_installers import policy_installer
-
-    knobs = SenCacheKnobs(threshold, start_ratio, max_skips, per_branch)
-    policy = SenCachePolicy(sensitivity_of(ctx), knobs)
-    return Setting("sencache", f"δ={threshold:.3g} start×{start_ratio:g} K={max_skips}",
-                   {"threshold": threshold, "threshold_start": knobs.threshold_start, "start_ratio": start_ratio,
-                    "max_skips": max_skips, "per_branch": per_branch}, policy_installer(policy))
-
-
 def grid(ctx, budget: int) -> list[dict]:
     """start ratio {0.07, 0.0225} x K {3, 10}: the two published settings' values (module doc)."""
     return [dict(point) for point in SENCACHE_GRID]

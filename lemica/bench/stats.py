@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["PSNR_CAP", "Paired", "paired", "verdict", "summarize"]
+__all__ = ["PSNR_CAP", "Paired", "paired", "prefer_simpler", "verdict", "summarize"]
 
 # An identical video has PSNR = inf; a finite cap keeps means and differences defined. 100 dB is far above any
 # cached video (the 8-bit quantisation floor alone is ~58 dB), so the cap only ever applies to exact copies.
@@ -83,6 +83,29 @@ def verdict(low: float, high: float) -> str:
     if high < 0:
         return "behind"
     return "within noise"
+
+
+def prefer_simpler(per_video: Sequence[Sequence[float | None]], simplicity: Sequence[tuple], metric: str = "psnr",
+                   *, confidence: float = 0.95) -> tuple[int, list[str]]:
+    """A choice among candidates that does not chase noise: the simplest candidate (least ``simplicity``; ties: the
+    first) unless another is *ahead* of it video by video (``paired`` interval above zero); of those ahead, the
+    best mean. ``per_video[n]``: candidate n's values on the same videos. Returns the chosen index and each
+    candidate's verdict against the simplest ("simplest" for itself). With one video the interval is a point:
+    any gain then counts as ahead."""
+    if not per_video or len(per_video) != len(simplicity):
+        raise ValueError(f"need one simplicity key per candidate, got {len(per_video)} and {len(simplicity)}")
+    simplest = min(range(len(per_video)), key=lambda n: (simplicity[n], n))
+    verdicts, ahead = [], []
+    for n, values in enumerate(per_video):
+        if n == simplest:
+            verdicts.append("simplest")
+            continue
+        p = paired(values, per_video[simplest], metric, confidence=confidence)
+        verdicts.append(p.verdict)
+        if p.verdict == "ahead":
+            ahead.append((p.mean, -n))
+    chosen = -max(ahead)[1] if ahead else simplest
+    return chosen, verdicts
 
 
 def summarize(values: Sequence[float | None], metric: str) -> dict:

@@ -3,10 +3,10 @@
 TaylorSeer's knobs (Shenyi-Z/TaylorSeer ``cache_init.py`` per model: ``first_enhance``, ``interval`` (=
 ``fresh_threshold``), ``max_order``; full steps {0 .. d-1} ∪ {d-1 + kN} by ``cal_type.py:3-30``; diffusers
 ``TaylorSeerCacheConfig``: ``disable_cache_before_step``, ``cache_interval``, ``max_order``, with the official
-placement restored by ``lemica.runtime.diffusers_compat.taylorseer_official_placement``).
+placement restored by ``lemica.bench.diffusers_peers.taylorseer_official_placement``).
 
-The bench's first grid tried d in {1, 3} only (the official Wan2.1 and FLUX values), which at T=30 leaves the
-interval as the only way to spend the budget: near-uniform spacing. Here d spans a fraction of T —
+d in {1, 3} alone (the official Wan2.1 and FLUX values) leaves the interval as the only way to spend the budget
+at T=30: near-uniform spacing. Here d spans a fraction of T —
 {1, 2, 3, 4, 6, 8, 10, 12} at T=30, scaled to other T (``first_enhance_grid``) — and for each d the interval N is
 the one whose number of computed steps is nearest the budget (``matched_interval``, exact count
 ``computed_steps``), order in {1, 2}. All of d, order are chosen on the tuning samples like every grid.
@@ -43,31 +43,3 @@ def grid_points(num_steps: int, budget: int) -> list[dict]:
     """Every (d, N matched, order) point at this budget."""
     return [{"first_enhance": d, "cache_interval": matched_interval(d, num_steps, budget), "order": order}
             for order in ORDERS for d in first_enhance_grid(num_steps, budget)]
-
-
-def make_setting(ctx, budget: int, first_enhance: int, cache_interval: int, order: int):
-    """One TaylorSeer setting, built as the bench's ``_taylorseer`` builds its (official placement, every
-    attention and feed-forward output predicted)."""
-    import torch
-    from diffusers import TaylorSeerCacheConfig
-
-    from lemica.bench.methods import Setting
-    from lemica.bench.peer_installers import block_names, diffusers_installer
-    from lemica.runtime.diffusers_compat import taylorseer_official_placement
-
-    identifiers = [rf"({block_names(ctx.pipe)})\.\d+\.(attn\d?|ffn|ff)"]
-    config = dict(cache_interval=cache_interval, disable_cache_before_step=first_enhance, max_order=order,
-                  taylor_factors_dtype=torch.float32, cache_identifiers=identifiers)
-    full = computed_steps(first_enhance, cache_interval, ctx.num_steps)
-    return Setting("taylorseer", f"N={cache_interval} d={first_enhance} order={order}",
-                   {"cache_interval": cache_interval, "warmup": first_enhance, "order": order,
-                    "placement": "official", "computed_steps": len(full)},
-                   diffusers_installer(lambda pipe: TaylorSeerCacheConfig(**config),
-                                        adapt=lambda module: taylorseer_official_placement(
-                                            module, first_enhance, cache_interval)))
-
-
-def settings(ctx, budget: int) -> list:
-    """The grid at one budget (the runner keeps the best on the tuning samples)."""
-    return [make_setting(ctx, budget, p["first_enhance"], p["cache_interval"], p["order"])
-            for p in grid_points(ctx.num_steps, budget)]

@@ -54,21 +54,23 @@ class TuningStore:
         self.path, self.fingerprint = path, fingerprint
         self.compute: dict[tuple, float] = {}
         self.quality: dict[tuple, float | None] = {}
+        self.calls_run: dict[tuple, list | None] = {}  # per tuning sample, the transformer calls that computed
         if path is not None and path.exists():
             saved = read_json(path)
             if saved.get("fingerprint") == fingerprint:
                 for e in saved["entries"]:
                     self.compute[(e["method"], e["knob_key"])] = e["compute"]
                     self.quality[(e["method"], e["knob_key"])] = e.get("tuning_psnr")
+                    self.calls_run[(e["method"], e["knob_key"])] = e.get("calls_run")
 
     def has(self, key: tuple) -> bool:
         return key in self.compute and self.quality.get(key) is not None
 
-    def put(self, key: tuple, compute: float, quality: float | None) -> None:
-        self.compute[key], self.quality[key] = compute, quality
+    def put(self, key: tuple, compute: float, quality: float | None, calls_run: list | None = None) -> None:
+        self.compute[key], self.quality[key], self.calls_run[key] = compute, quality, calls_run
         if self.path is not None:
-            entries = [{"method": m, "knob_key": k, "compute": c, "tuning_psnr": self.quality.get((m, k))}
-                       for (m, k), c in self.compute.items()]
+            entries = [{"method": m, "knob_key": k, "compute": c, "tuning_psnr": self.quality.get((m, k)),
+                        "calls_run": self.calls_run.get((m, k))} for (m, k), c in self.compute.items()]
             atomic_write_json(self.path, {"fingerprint": self.fingerprint, "entries": entries})
 
 
@@ -175,13 +177,20 @@ class Matcher:
             measured = run_setting(self.ctx.workload, setting, self.ctx.workload.tuning, timed=False,
                                    flops=self._by_flops(method))
             self.store.put(key, self.compute_of(method, measured),
-                           tuning_psnr(self.vanilla_tuning_videos(), measured.videos))
+                           tuning_psnr(self.vanilla_tuning_videos(), measured.videos),
+                           [list(c) for c in measured.calls_run])
         self.log.append({"method": method.name, "knob": setting.knob, "compute": self.store.compute[key],
                          "tuning_psnr": self.store.quality.get(key), "reused": reused})
         return self.store.compute[key]
 
     def quality_of(self, method: Method, setting: Setting) -> float | None:
         return self.store.quality.get(setting_key(method, setting))
+
+    def fixed_steps(self, method: Method, setting: Setting) -> list[int] | None:
+        """The steps the setting computed when they were the same on every tuning sample and branch (an adaptive
+        method that reduces to a static mask there), else None (also when the store kept no per-call record)."""
+        calls_run = self.store.calls_run.get(setting_key(method, setting))
+        return self.ref.fixed_steps(calls_run) if calls_run else None
 
     def tune(self, method: Method, budget: int) -> tuple[Setting, dict]:
         info = {"target": budget, "matched_on": self.key_name(method)}
@@ -205,6 +214,8 @@ class Matcher:
         grid = [c.describe(budget) for c in candidates]
         for entry, c in zip(grid, candidates):
             entry["chosen"] = c is chosen
+        if method.kind is Kind.THRESHOLD:
+            info["static_mask"] = self.fixed_steps(method, chosen.setting)
         self.log.append({"event": "choice", "method": method.name, "budget": budget, "matched_on": info["matched_on"],
                          "criterion": how, "chosen": chosen.point, "setting": chosen.setting.knob, "grid": grid})
         return chosen.setting, dict(
@@ -218,7 +229,8 @@ class Matcher:
         out = []
         if method.kind is Kind.DISCRETE:
             groups: dict[str, list[Setting]] = {}
-            for setting in method.make(self.ctx):
+            settings = method.make(self.ctx, budget) if method.per_budget else method.make(self.ctx)
+            for setting in settings:
                 point = {k: v for k, v in setting.knob.items() if k != method.budget_knob}
                 groups.setdefault(json.dumps(point, sort_keys=True, default=str), []).append(setting)
             for key, settings in groups.items():

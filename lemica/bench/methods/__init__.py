@@ -7,8 +7,9 @@ How each peer runs, with the official code it follows, is in each file's docstri
 from __future__ import annotations
 
 from lemica.bench.methods import (vanilla, lemica_objectives, lemica_fill, meancache,  # noqa: F401 (registers)
-                                  uniform, fewer_steps, cache_dit_static, teacache, fbcache, magcache, dbcache,
-                                  seacache, easycache, taylorseer, smoothcache, pab, fastercache)
+                                  uniform, fewer_steps, cache_dit_static, cache_dit_dynamic, teacache, fbcache,
+                                  magcache, dbcache, seacache, seacache_official, easycache, sencache, taylorseer,
+                                  smoothcache, pab, fastercache)
 from lemica.bench.methods.base import (REGISTRY, Kind, Method, Setting, method_names, parse_methods,
                                        reference_method, register)
 from lemica.bench.methods.common import output_cache_setting, schedule_setting

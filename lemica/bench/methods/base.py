@@ -11,8 +11,9 @@ How a method is tuned to a budget depends on its ``Kind`` (``lemica.bench.tuning
 * ``THRESHOLD`` methods have a continuous threshold that is searched until the compute on the tuning samples lands
   nearest the budget, for every point of ``grid(ctx, budget)`` (their other knobs):
   ``make(ctx, threshold, budget, **point) -> Setting``;
-* ``DISCRETE`` methods have a handful of settings: ``make(ctx) -> list[Setting]``; per grid point (every knob but
-  ``budget_knob``) the setting nearest the budget is taken;
+* ``DISCRETE`` methods have a handful of settings: ``make(ctx) -> list[Setting]``, or with ``per_budget=True``
+  ``make(ctx, budget) -> list[Setting]`` (a grid built for the budget, e.g. an interval matched to it per other
+  knob); per grid point (every knob but ``budget_knob``) the setting nearest the budget is taken;
 * ``REFERENCE`` is vanilla: ``make(ctx) -> Setting``.
 
 A ``Setting`` is one runnable configuration: ``install(pipe)`` returns a context manager that enables it and
@@ -59,6 +60,7 @@ class Method:
     note: str = ""
     grid: Callable | None = None  # threshold methods: (ctx, budget) -> grid points (the other knobs' values)
     budget_knob: str | None = None  # discrete methods: the knob that sets the compute; the others form the grid
+    per_budget: bool = False  # discrete methods: make(ctx, budget), the settings depend on the budget
     needs_graph: bool = False  # plans on lemica's error graph (the bench resolves one before tuning)
 
     def __post_init__(self):

@@ -1,46 +1,84 @@
-"""lemica with fill rules: on MeanCache's multi-rule graph (``lemica.bench.fill_graph``), the best (objective,
-rule set) on the tuning samples by the mean PSNR of the tuned runs against vanilla (ties: lower LPIPS).
+"""lemica with fill rules: on the multi-rule graph (``lemica.bench.fill_graph``, with terminal edges: plans may end
+on a skip), an (objective, rule set) chosen on the tuning samples.
 
-Candidates: lexminimax, minimax, shortest, and peak with gamma in {1, 2, 3}, each with every rule (residual,
-extrapolate, mean-velocity:1..5), without extrapolate, mean-velocity only, or residual only. MeanCache's three
-candidates (peak, mean-velocity only), LeMiCa's on this graph and the lemica-* rows' plans on the residual graph
-(``ctx.graph``) are therefore among lemica-fill's: on the tuning samples it is at least as good by construction;
-the evaluation samples are held out.
+Candidates: lexminimax, minimax, shortest, and peak with gamma in {1, 2, 3}, each with the path-consistent rule
+sets (``FILL_RULE_SETS``): rules whose history lies inside the segment's computed start step (``lemica.rules``
+history 0: residual reuse, ``mean-velocity:1`` = velocity reuse), so the error the graph measured for an edge is
+the error it has on any path. History rules (``extrapolate``, ``mean-velocity:k`` with k >= 2) read steps before
+the start, measured on the reference trajectory but run on the schedule's: their planned errors are not true
+along the path, and the planner prefers them where they fail; they join the candidates only with
+``LemicaFillConfig(history_rules=True)``. The lemica-* rows' plans on the residual graph (``ctx.graph``) are
+candidates too.
+
+The choice does not chase tuning noise: the simplest candidate (fewest rules, then lexminimax before the other
+objectives) unless another is ahead of it on the tuning videos' paired PSNR (``lemica.bench.stats.prefer_simpler``).
 """
 from __future__ import annotations
 
+import dataclasses
+
+from lemica.bench.errors import MethodUnavailable
 from lemica.bench.methods.base import Kind, Setting, register
 from lemica.bench.methods.common import PEAK_GAMMAS, fill_rule_setting
 from lemica.graph import expand_rules
 
 FILL_OBJECTIVES = (("lexminimax", None), ("minimax", None), ("shortest", None),
                    *(("peak", g) for g in PEAK_GAMMAS))
-# The rule sets lemica-fill may plan with (the graph's rules among them). The set is a planning knob chosen on the
-# tuning samples like the objective: benchmarks/fill_rules.py found extrapolate's edges optimistic (its history in
-# calibration is the reference's step i-1, in a schedule the previous computed step, often further back).
-FILL_RULE_SETS = ("all", "residual,mean-velocity:1-5", "mean-velocity:1-5", "residual")
+FILL_RULE_SETS = ("residual", "mean-velocity:1", "residual,mean-velocity:1")  # path-consistent
+HISTORY_RULE_SETS = ("all", "residual,mean-velocity:1-5", "mean-velocity:1-5")  # with history rules
+RESIDUAL_GRAPH_SET = "residual (lemica-* graph)"
 
 
-def lemica_fill_schedule(ctx, budget: int):
-    """lemica with the graph's fill rules: the best (objective, rule set) on the tuning samples."""
+@dataclasses.dataclass(frozen=True)
+class LemicaFillConfig:
+    history_rules: bool = False  # also plan with extrapolate and mean-velocity:k>=2 (path-inconsistent errors)
+
+    @property
+    def rule_sets(self) -> tuple[str, ...]:
+        return FILL_RULE_SETS + (HISTORY_RULE_SETS if self.history_rules else ())
+
+
+CONFIG = LemicaFillConfig()
+
+
+def simplicity(knob: dict, rules: int) -> tuple[int, int]:
+    """Fewer rules first, then lexminimax before the other objectives (in ``FILL_OBJECTIVES`` order)."""
+    gamma = knob.get("gamma")
+    return rules, [o for o, g in FILL_OBJECTIVES].index(knob["objective"]) + (
+        PEAK_GAMMAS.index(gamma) if gamma is not None else 0)
+
+
+def lemica_fill_schedule(ctx, budget: int, config: LemicaFillConfig = CONFIG):
+    """lemica with the graph's fill rules: the (objective, rule set) chosen on the tuning samples."""
     from lemica.bench.fill_graph import describe, fill_graph, plans, tune_schedule
 
     graph = fill_graph(ctx)
-    candidates = []
-    for rule_set in FILL_RULE_SETS:
-        allowed = [r for r in expand_rules(rule_set) if r in graph.by_rule]
-        if allowed:
-            candidates += plans(graph, budget, FILL_OBJECTIVES, allowed, rule_set)
+    candidates, keys, sets_seen = [], [], set()
+    for rule_set in config.rule_sets:
+        allowed = tuple(r for r in expand_rules(rule_set) if r in graph.by_rule)
+        if allowed and allowed not in sets_seen:
+            sets_seen.add(allowed)
+            try:
+                made = plans(graph, budget, FILL_OBJECTIVES, list(allowed), rule_set)
+            except MethodUnavailable:  # this rule set has no path at B; the others may
+                continue
+            candidates += made
+            keys += [simplicity(knob, len(allowed)) for knob, _ in made]
     residual_graph = ctx.graph
     if residual_graph is not None and residual_graph is not graph and "residual" in residual_graph.by_rule:
         # The residual-only graph of the lemica-* rows (often calibrated on more samples than the multi-rule one):
         # its plans are lemica's too, so LeMiCa's schedules are among lemica-fill's candidates.
-        candidates += plans(residual_graph, budget, FILL_OBJECTIVES[:3], ["residual"], "residual (lemica-* graph)")
-    schedule, record = tune_schedule(ctx, f"lemica_fill_B{budget}", candidates)
+        made = plans(residual_graph, budget, FILL_OBJECTIVES[:3], ["residual"], RESIDUAL_GRAPH_SET)
+        candidates += made
+        keys += [simplicity(knob, 1) for knob, _ in made]
+    if not candidates:
+        raise MethodUnavailable(f"no rule set of lemica-fill has a path with B={budget} on the graph")
+    schedule, record = tune_schedule(ctx, f"lemica_fill_B{budget}", candidates, keys)
     return schedule, {"budget": budget, **record["chosen"], **describe(schedule)}
 
 
-@register("lemica-fill", "lemica with fill rules (best objective)", Kind.STATIC, needs_graph=True,
-          note="residual, extrapolate, mean-velocity:1-5 per segment; objective chosen on the tuning samples")
+@register("lemica-fill", "lemica with fill rules (chosen on the tuning samples)", Kind.STATIC, needs_graph=True,
+          note="path-consistent fills (residual, velocity reuse) per segment, terminal edges where the graph has "
+               "them; objective and rule set chosen on the tuning samples, the simpler within noise")
 def make(ctx, budget: int) -> Setting:
     return fill_rule_setting("lemica-fill", *lemica_fill_schedule(ctx, budget))

@@ -26,7 +26,7 @@ def grid(ctx, budget: int) -> list[dict]:
             for order in CONFIG.residual_order for cap in CONFIG.max_consecutive_cached]
 
 
-@register("seacache", "diffusers SeaCache (order x max-consecutive grid)", Kind.THRESHOLD,
+@register("seacache", "SeaCache (diffusers variant; order x max-consecutive grid)", Kind.THRESHOLD,
           threshold_range=CONFIG.threshold_range, grid=grid,
           note="diffusers' variant (SEA-filtered raw latents, per-context state); the official Wan script uses the "
                "first block's modulated input and order 0")
