@@ -143,6 +143,8 @@ class AdaptivePrior:
         self._edge_index = {e: k for k, e in enumerate(self.edges)}
         self._pair_index = {p: k for k, p in enumerate(self.pairs)}
         self._log_signals = {k: np.log(v + _LOG_EPS) for k, v in self.signals.items()}
+        self._edge_array = np.array(self.edges, dtype=np.int64).reshape(-1, 2)
+        self._starts = self._edge_array[:, 0]
         self._mean = self.graph(np.ones(n))
 
     @property
@@ -161,6 +163,17 @@ class AdaptivePrior:
             std = math.sqrt(max(0.0, math.fsum((w * (column - mean) ** 2).tolist()) / total))
             edges[(i, j)] = Edge(mean, std, self.num_samples)
         return ErrorGraph(self.num_steps, self.max_skip, meta=self.meta, by_rule={RESIDUAL: edges})
+
+    def posterior_sub_graph(self, weights: np.ndarray, start: int) -> ErrorGraph:
+        """``sub_graph(self.graph(weights), start)`` without the rest of the graph, in numpy (the per-step decision:
+        its cost is what the policy adds to a computed step). Weighted means only (std 0)."""
+        w = np.asarray(weights, dtype=np.float64)
+        keep = self._starts >= start
+        means = (w @ self.errors[:, keep]) / w.sum()
+        edges = {(i - start, j - start): Edge(e, 0.0, self.num_samples)
+                 for (i, j), e in zip(self._edge_array[keep].tolist(), means.tolist())}
+        T = self.num_steps - start
+        return ErrorGraph(T, min(self.max_skip, T - 1), meta=self.meta, by_rule={RESIDUAL: edges})
 
     def mean_graph(self) -> ErrorGraph:
         """The calibrated graph (every sample weighs the same): what the static plan is planned on."""
@@ -329,15 +342,14 @@ class Replanner:
             return tuple(self.full)  # equal weights: the posterior is the graph the current plan was made on
         if self.samples is not None:
             w = _spread(self.prior.num_samples, self.samples, w)
-        graph = self.prior.graph(w)
         position = self.full.index(step)
         remaining = self.budget - position - 1
-        current = self.full[position:]
-        candidate = replan(graph, step, remaining, objective=self.objective)
+        sub = self.prior.posterior_sub_graph(w, step)  # steps step..T-1, renumbered from 0
+        current = [s - step for s in self.full[position:]]
+        candidate = replan(sub, 0, remaining, objective=self.objective)
         self.replans += 1
-        if path_key(path_errors(graph, candidate), self.objective) < path_key(path_errors(graph, current),
-                                                                             self.objective):
-            self.full = self.full[:position] + list(candidate)
+        if path_key(path_errors(sub, candidate), self.objective) < path_key(path_errors(sub, current), self.objective):
+            self.full = self.full[:position] + [s + step for s in candidate]
         return tuple(self.full)
 
 

@@ -21,6 +21,11 @@ filled steps only), so it adds (max_skip − 1) replays per rule and sample at 0
 embeddings and output head of the T − 1 − i filled steps (none for a served mean-velocity fill) and the pipeline's
 loop, small against one edge run to the end.
 
+Each sample also keeps its reference trajectory's signals (``lemica.runtime.signals.reference_signals``: the
+relative change of the transformer output and of the block-stack residual between every pair of steps at most
+max_skip apart, first guidance branch), read off the reference record: no extra block-stack runs. With the
+per-sample edge errors they form the adaptive prior of ``lemica-adaptive`` (``lemica.replanning``).
+
 Every finished sample is written atomically to the work directory, so a killed run resumes where it stopped
 and produces the same graph; under ``torchrun`` samples are sharded across ranks and merged on rank 0.
 """
