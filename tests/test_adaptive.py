@@ -201,3 +201,24 @@ def test_wrong_step_count_is_refused(wan_prior):
     with cached(tp.pipe, AdaptivePolicy(prior, 4, temperature=1.0, signal="output")):
         with pytest.raises(ScheduleMismatchError, match="adaptive prior"):
             tp.run(cfg=True, num_inference_steps=T + 1)
+
+
+# ------------------------------------------------------------------------------ the CLI
+def test_generate_with_prior(saved_tiny_t2v, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    prior_path = synthetic_prior(samples=3, num_steps=6, max_skip=3).save(tmp_path / "prior.json")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+
+    def lemica_cli(*args):
+        return subprocess.run([sys.executable, "-m", "lemica", "generate", "--pipeline", str(saved_tiny_t2v),
+                               "--prompt", "a red circle", "--guidance", "3.0", *map(str, args)], env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    run = lemica_cli("--prior", prior_path, "--budget", 4, "--out", tmp_path / "v.gif")
+    assert run.returncode == 0, run.stderr
+    assert "lemica-adaptive computed steps [0," in run.stderr and "8 block-stack runs" in run.stderr  # B x 2 branches
+    refused = lemica_cli("--prior", prior_path, "--out", tmp_path / "w.gif")
+    assert refused.returncode == 2 and "--prior needs --budget" in refused.stderr
