@@ -231,3 +231,14 @@ def test_generate_with_prior(saved_tiny_t2v, tmp_path):
     assert "lemica-adaptive computed steps [0," in run.stderr and "8 block-stack runs" in run.stderr  # B x 2 branches
     refused = lemica_cli("--prior", prior_path, "--out", tmp_path / "w.gif")
     assert refused.returncode == 2 and "--prior needs --budget" in refused.stderr
+
+
+def test_bench_setting_factory():
+    from types import SimpleNamespace
+
+    from lemica.runtime.adaptive import make_adaptive_setting
+
+    name, policy = make_adaptive_setting(SimpleNamespace(adaptive_prior=synthetic_prior()), 5)
+    assert name == "lemica-adaptive" and isinstance(policy, AdaptivePolicy) and len(policy.static_steps) == 5
+    with pytest.raises(lemica.InvalidArgumentError, match="adaptive prior"):
+        make_adaptive_setting(SimpleNamespace(), 5)

@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from lemica.errors import ScheduleMismatchError
+from lemica.errors import InvalidArgumentError, ScheduleMismatchError
 from lemica.replanning import AdaptivePrior, Replanner, prior_from_workdir
 from lemica.runtime.policies import Action, StepPolicy
 from lemica.runtime.signals import relative_change, signal_tensors
@@ -104,6 +104,6 @@ def make_adaptive_setting(ctx, budget: int):
     """
     prior = getattr(ctx, "adaptive_prior", None)
     if prior is None:
-        raise ValueError("lemica-adaptive needs an adaptive prior (lemica.replanning.prior_from_workdir of an exact "
+        raise InvalidArgumentError("lemica-adaptive needs an adaptive prior (lemica.replanning.prior_from_workdir of an exact "
                          "calibration's work directory)")
     return "lemica-adaptive", AdaptivePolicy(prior, budget)
