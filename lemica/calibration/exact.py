@@ -21,6 +21,11 @@ filled steps only), so it adds (max_skip − 1) replays per rule and sample at 0
 embeddings and output head of the T − 1 − i filled steps (none for a served mean-velocity fill) and the pipeline's
 loop, small against one edge run to the end.
 
+Each sample also keeps its reference trajectory's signals (``lemica.runtime.signals.reference_signals``: the
+relative change of the transformer output and of the block-stack residual between every pair of steps at most
+max_skip apart, first guidance branch), read off the reference record: no extra block-stack runs. With the
+per-sample edge errors they form the adaptive prior of ``lemica-adaptive`` (``lemica.replanning``).
+
 Every finished sample is written atomically to the work directory, so a killed run resumes where it stopped
 and produces the same graph; under ``torchrun`` samples are sharded across ranks and merged on rank 0.
 """
@@ -43,6 +48,7 @@ from lemica.errors import CalibrationError
 from lemica.graph import RESIDUAL, ErrorGraph, rule_available, sort_rules
 from lemica.runtime import cache_stats, cached
 from lemica.runtime.fill import Filler, known_rule
+from lemica.runtime.signals import reference_signals
 
 __all__ = ["calibrate", "edges_for", "exact_cost", "rule_edges", "check_rules", "rule_meta", "mean_rule_edges",
            "terminal_starts", "rule_terminal_starts", "mean_terminal_edges", "terminal_meta", "add_terminal_edges"]
@@ -127,7 +133,8 @@ def mean_rule_edges(results: dict[int, dict], edges, rules) -> dict:
     return by_rule
 
 
-def _measure_sample(pipe, kwargs_factory, edges, progress, offload=False, rules=DEFAULT_RULES, starts=()) -> dict:
+def _measure_sample(pipe, kwargs_factory, edges, progress, offload=False, rules=DEFAULT_RULES, starts=(), *,
+                    max_skip: int) -> dict:
     record = RecordPolicy(offload)
     with cached(pipe, record):
         reference = final_latents(pipe, kwargs_factory())
@@ -151,7 +158,8 @@ def _measure_sample(pipe, kwargs_factory, edges, progress, offload=False, rules=
             terminal_errors[rule][str(i)] = error
         else:
             (errors if rule == RESIDUAL else rule_errors[rule])[f"{i},{j}"] = error
-    out = {"errors": errors, "block_stack_runs": runs, "branches": branches}
+    out = {"errors": errors, "block_stack_runs": runs, "branches": branches,
+           "signals": reference_signals(record, T, max_skip)}  # the adaptive prior's evidence: no extra runs
     if rule_errors:
         out["rule_errors"] = rule_errors
     if terminal_errors is not None:
@@ -192,7 +200,7 @@ def calibrate(pipe, prompts: Sequence[str | dict], seeds: Iterable[int] = (0,), 
     def measure(k: int) -> dict:
         p, seed = samples[k]
         factory = lambda: sample_kwargs(prompts[p], seed, device, T, call_kwargs)  # noqa: E731
-        sample = _measure_sample(pipe, factory, edges, progress, offload, rules, starts)
+        sample = _measure_sample(pipe, factory, edges, progress, offload, rules, starts, max_skip=L)
         return sample | {"prompt_index": p, "seed": seed}
 
     with encode_prompts_once(pipe):  # the text encoder's output is the same for every replay of a prompt
@@ -233,7 +241,7 @@ def add_terminal_edges(graph: ErrorGraph, pipe, prompts: Sequence[str | dict], s
     with encode_prompts_once(pipe):
         for k, (p, seed) in enumerate(tqdm(samples, desc="terminal edges", disable=not progress)):
             factory = lambda: sample_kwargs(prompts[p], seed, device, T, call_kwargs)  # noqa: E731
-            results[k] = _measure_sample(pipe, factory, [], False, offload, rules, starts)
+            results[k] = _measure_sample(pipe, factory, [], False, offload, rules, starts, max_skip=L)
     meta.update(terminal_meta(rules, starts))
     return ErrorGraph(num_steps=T, max_skip=L, meta=meta, by_rule=graph.by_rule,
                       terminal=mean_terminal_edges(results, starts, rules))

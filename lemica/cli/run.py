@@ -154,6 +154,9 @@ def generate_command(
     keep_last_step: Annotated[bool, typer.Option(
         "--keep-last-step", help="Plan with the last step computed, as LeMiCa does (--graph/--budget/--speedup).")]
     = False,
+    prior_path: Annotated[Optional[Path], typer.Option(
+        "--prior", help="Adaptive prior JSON (lemica.replanning): run lemica-adaptive, re-planning the rest of the "
+                        "schedule after every computed step, exactly --budget full steps.")] = None,
     strict: Annotated[bool, typer.Option(help="Refuse (instead of warn) when the graph was calibrated elsewhere.")]
     = False,
     scale: Annotated[Optional[int], typer.Option(
@@ -171,10 +174,26 @@ def generate_command(
         fail("give either --schedule or --graph/--budget/--speedup, not both", code=2)
     if graph_path is not None and budget is None and speedup is None:
         fail("--graph needs --budget or --speedup", code=2)
+    if prior_path is not None and (schedule_path is not None or graph_path is not None or speedup is not None
+                                   or budget is None):
+        fail("--prior needs --budget (and no --schedule, --graph or --speedup)", code=2)
 
     # The schedule (or the graph it is planned on) fixes T: read it before anything is loaded.
-    schedule = graph = None
-    if schedule_path is not None:
+    schedule = graph = prior = None
+    if prior_path is not None:
+        from lemica.replanning import AdaptivePrior
+
+        try:
+            prior = AdaptivePrior.load(prior_path)
+        except FileNotFoundError:
+            fail(f"--prior file not found: {prior_path}")
+        except (LemicaError, OSError) as e:
+            fail(f"invalid adaptive prior: {e}")
+        if steps is not None and steps != prior.num_steps:
+            fail(f"the prior {prior_path} is for {prior.num_steps} denoising steps but the pipeline runs {steps} "
+                 f"(--steps); leave --steps out", code=2)
+        steps = prior.num_steps
+    elif schedule_path is not None:
         schedule = load_schedule_or_exit(schedule_path)
         source, planned_for = f"the schedule {schedule_path}", schedule.num_steps
     elif budget is not None or speedup is not None:
@@ -242,6 +261,22 @@ def generate_command(
                 if schedule.ends_on_skip else "")
              + ("" if schedule.is_residual_only else "; fill rules " + ", ".join(
                  f"{i}->{j} {rule}" for i, j, rule in schedule.segment_rules() if rule is not None)))
+    policy = None
+    if prior is not None:
+        from lemica.runtime.adaptive import AdaptivePolicy
+
+        try:
+            policy = AdaptivePolicy(prior, budget)
+        except LemicaError as e:
+            fail(str(e))
+        problems = check_graph_matches(prior.mean_graph(), pipe, T, call) if prior.meta else []
+        if problems:
+            message = "the adaptive prior was calibrated under other settings: " + "; ".join(problems)
+            if strict:
+                fail(message)
+            warn(message)
+        enable_cache(pipe, policy)
+        info(f"lemica-adaptive: B={budget} of T={prior.num_steps} steps, starting from {list(policy.static_steps)}")
     started = time.perf_counter()
     try:
         with torch.no_grad():
@@ -261,7 +296,9 @@ def generate_command(
         save_video(written, out, fps=fps)
     except (OSError, LemicaError) as e:
         fail(f"cannot write {out}: {e}")
-    runs = cache_stats(pipe).block_stack_runs if schedule is not None else None
+    runs = cache_stats(pipe).block_stack_runs if schedule is not None or policy is not None else None
+    if policy is not None:
+        info(f"lemica-adaptive computed steps {list(policy.full_steps)}")
     count = f"{written.shape[0]} frame{'s' if written.shape[0] != 1 else ''}"
     upscaled = f", upscaled x{factor} from {frames.shape[1]}x{frames.shape[2]}" if factor != 1 else ""
     info(f"wrote {out} ({count} {written.shape[1]}x{written.shape[2]} height x width{upscaled}) in {seconds:.2f} s "

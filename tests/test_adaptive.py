@@ -1,0 +1,244 @@
+"""lemica-adaptive: re-planning per video (pure math with hypothesis, and the policy on a tiny Wan pipeline)."""
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import lemica
+from lemica.calibration import calibrate
+from lemica.errors import ScheduleMismatchError
+from lemica.graph import ErrorGraph
+from lemica.replanning import (AdaptivePrior, Replanner, path_errors, path_key, prior_from_samples,
+                               prior_from_workdir, replan, select, simulate)
+from lemica.runtime import cache_stats, cached
+from lemica.runtime.adaptive import AdaptivePolicy
+from lemica.runtime.hooks import find_blocks
+from lemica.testing.tiny_pipelines import make_pipeline
+
+T, L = 8, 3
+
+
+# ------------------------------------------------------------------------------ pure re-planning
+@st.composite
+def graphs(draw):
+    n = draw(st.integers(4, 8))
+    skip = draw(st.integers(2, n - 1))
+    values = st.floats(0, 10, allow_nan=False, allow_infinity=False) | st.sampled_from([0.0, 1.0, 2.0])
+    edges = {(i, j): lemica.Edge(draw(values)) for i in range(n) for j in range(i + 2, min(i + skip, n - 1) + 1)}
+    return ErrorGraph(n, skip, by_rule={"residual": edges})
+
+
+def brute_force(graph: ErrorGraph, current: int, remaining: int, objective: str):
+    n = graph.num_steps
+    best = None
+    for middle in itertools.combinations(range(current + 1, n - 1), remaining - 1):
+        path = (current, *middle, n - 1)
+        if all(graph.has_edge(i, j) for i, j in zip(path, path[1:])):
+            key = path_key(path_errors(graph, path), objective)
+            best = key if best is None or key < best else best
+    return best
+
+
+@settings(max_examples=60, deadline=None)
+@given(graphs(), st.data(), st.sampled_from(["lexminimax", "shortest", "minimax"]))
+def test_replan_is_optimal_against_brute_force(graph, data, objective):
+    n = graph.num_steps
+    current = data.draw(st.integers(0, n - 2))
+    remaining = data.draw(st.integers(1, n - 1 - current))
+    best = brute_force(graph, current, remaining, objective)
+    if best is None:
+        with pytest.raises(lemica.PlanningError):
+            replan(graph, current, remaining, objective=objective)
+        return
+    path = replan(graph, current, remaining, objective=objective)
+    assert path[0] == current and path[-1] == n - 1 and len(path) == remaining + 1
+    assert path_key(path_errors(graph, path), objective) == best
+
+
+def synthetic_prior(samples: int = 5, num_steps: int = 12, max_skip: int = 4, seed: int = 0,
+                    constant_signals: bool = False) -> AdaptivePrior:
+    """Per-sample graphs that differ in where the trajectory moves fast, with signals that reveal it (or not)."""
+    rng = np.random.default_rng(seed)
+    results = []
+    for n in range(samples):
+        speed = 0.02 + np.abs(rng.normal(0, 1, num_steps)) * (1 + n)
+        errors = {f"{i},{j}": float(speed[i:j].sum() * (j - i - 1)) for i in range(num_steps)
+                  for j in range(i + 2, min(i + max_skip, num_steps - 1) + 1)}
+        signal = {f"{i},{j}": 0.1 if constant_signals else float(speed[i:j].sum())
+                  for i in range(num_steps) for j in range(i + 1, min(i + max_skip, num_steps - 1) + 1)}
+        results.append({"errors": errors, "signals": {"branch": "cond", "output": signal, "residual": signal}})
+    return prior_from_samples(results, num_steps, max_skip)
+
+
+def test_equal_weights_give_the_calibrated_mean_graph_exactly():
+    prior = synthetic_prior()
+    mean = prior.mean_graph()
+    for (i, j), edge in mean.edges.items():
+        k = prior.edges.index((i, j))
+        assert edge.error == math.fsum(prior.errors[:, k].tolist()) / prior.num_samples
+    assert prior.graph(np.ones(prior.num_samples)).edges == mean.edges
+
+
+@pytest.mark.parametrize("budget", [4, 5, 7])
+def test_constant_evidence_reduces_to_the_static_plan(budget):
+    prior = synthetic_prior(constant_signals=True)
+    static = lemica.plan(prior.mean_graph(), budget=budget).full_steps
+    for video in range(prior.num_samples):
+        for temperature in (1e-6, 0.1, 10.0):
+            path = simulate(prior, budget, video, temperature=temperature, signal="output")
+            loo_static = Replanner(prior, budget, temperature=math.inf,
+                                   samples=np.array([n for n in range(prior.num_samples) if n != video])).static
+            assert path == loo_static
+    r = Replanner(prior, budget, temperature=0.1)
+    assert r.static == static
+    step, previous = 0, None
+    path = r.observe(0, None)
+    while step < prior.num_steps - 1:
+        previous, step = step, path[path.index(step) + 1]
+        path = r.observe(step, 0.1)
+    assert path == static
+    assert select(prior, budget)[0][1] == math.inf  # leave-one-out keeps the static plan
+
+
+def test_informative_evidence_changes_plans_and_keeps_the_budget():
+    prior = synthetic_prior()
+    paths = {simulate(prior, 5, video, temperature=0.01, signal="output") for video in range(prior.num_samples)}
+    assert len(paths) > 1
+    assert all(len(p) == 5 and p[0] == 0 and p[-1] == prior.num_steps - 1 for p in paths)
+
+
+def test_prior_round_trips_through_json(tmp_path):
+    prior = synthetic_prior()
+    prior.temperatures[5] = ("output", math.inf)
+    prior.temperatures[6] = ("residual", 0.3)
+    loaded = AdaptivePrior.load(prior.save(tmp_path / "prior.json"))
+    assert loaded.edges == prior.edges and loaded.pairs == prior.pairs
+    assert np.array_equal(loaded.errors, prior.errors) and loaded.temperatures == prior.temperatures
+    assert loaded.mean_graph().edges == prior.mean_graph().edges
+
+
+def test_samples_without_signals_are_refused():
+    with pytest.raises(lemica.CalibrationError, match="no reference signals"):
+        prior_from_samples([{"errors": {}}], 6, 3)
+
+
+# ------------------------------------------------------------------------------ the policy on a pipeline
+@pytest.fixture(scope="module")
+def wan_prior(tmp_path_factory, one_thread):
+    tp = make_pipeline("wan", seed=0)
+    prompts = [tp.conditioning(100 + p) | tp.conditioning(100 + p, negative=True) for p in range(3)]
+    work = tmp_path_factory.mktemp("adaptive_calibration")
+    graph = calibrate(tp.pipe, prompts, [1000], num_inference_steps=T, max_skip=L, workdir=work, progress=False,
+                      **tp.extra, **tp.size, **tp.cfg_on)
+    return tp, prior_from_workdir(work), graph
+
+
+def block_calls(tp, policy, seed, prompt):
+    block = find_blocks(tp.pipe.transformer)[0][1]
+    linear = next(m for m in block.modules() if isinstance(m, torch.nn.Linear))  # runs only when the block computes
+    calls = []
+    handle = linear.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        with cached(tp.pipe, policy):
+            out = tp.run(cfg=True, num_inference_steps=T, seed=seed, prompt=prompt)
+            stats = cache_stats(tp.pipe)
+    finally:
+        handle.remove()
+    return out, stats, len(calls)
+
+
+def test_prior_mean_graph_is_the_calibrated_graph(wan_prior):
+    _, prior, graph = wan_prior
+    assert prior.mean_graph().edges == graph.edges
+    assert prior.num_samples == 3 and set(prior.signals) == {"output", "residual"}
+
+
+def varied(prior: AdaptivePrior) -> AdaptivePrior:
+    """The same prior with samples whose later edges differ a lot (random tiny models barely differ), so that
+    evidence that favours one sample moves the plan."""
+    starts = np.array([i for i, _ in prior.edges])
+    pattern = np.stack([1 + 20 * ((starts + n) % 3 == 0) for n in range(prior.num_samples)])
+    return AdaptivePrior(prior.num_steps, prior.max_skip, prior.edges, prior.errors * pattern, prior.pairs,
+                         prior.signals)
+
+
+def test_exactly_budget_block_stack_runs_per_branch_on_every_video(wan_prior):
+    tp, calibrated, _ = wan_prior
+    moved = 0
+    for prior, budget in [(calibrated, 4), (calibrated, 5), (varied(calibrated), 5), (varied(calibrated), 6)]:
+        for seed, prompt in [(1, 0), (2, 1), (3, 2)]:
+            policy = AdaptivePolicy(prior, budget, temperature=1e-3, signal="output")
+            out, stats, calls = block_calls(tp, policy, seed, prompt)
+            assert torch.isfinite(out).all()
+            assert len(stats.branches) == 2 and not stats.forced
+            for branch in stats.branches:
+                assert stats.computed_steps(branch) == list(policy.full_steps)
+            assert len(policy.full_steps) == budget and calls == 2 * budget  # the first block ran B times per branch
+            assert policy.full_steps[0] == 0 and policy.full_steps[-1] == T - 1
+            moved += policy.full_steps != policy.static_steps
+    assert moved  # some videos did move the plan off the static one
+
+
+def test_infinite_temperature_is_the_static_schedule_bit_for_bit(wan_prior):
+    tp, prior, graph = wan_prior
+    static = lemica.plan(graph, budget=4, keep_last_step=True).schedule  # the prior has no terminal edges
+    with cached(tp.pipe, static):
+        expected = tp.run(cfg=True, num_inference_steps=T, seed=5, prompt=3)
+    out, stats, _ = block_calls(tp, AdaptivePolicy(prior, 4, temperature=math.inf, signal="output"), 5, 3)
+    assert torch.equal(out, expected)
+    assert stats.computed_steps("cond") == list(static.full_steps)
+
+
+def test_policy_is_deterministic_and_resets_between_calls(wan_prior):
+    tp, prior, _ = wan_prior
+    policy = AdaptivePolicy(prior, 4, temperature=1e-3, signal="residual")
+    first, _, _ = block_calls(tp, policy, 7, 4)
+    history = list(policy.history)
+    block_calls(tp, policy, 8, 5)
+    again, _, _ = block_calls(tp, policy, 7, 4)
+    assert torch.equal(first, again) and policy.history == history
+
+
+def test_wrong_step_count_is_refused(wan_prior):
+    tp, prior, _ = wan_prior
+    with cached(tp.pipe, AdaptivePolicy(prior, 4, temperature=1.0, signal="output")):
+        with pytest.raises(ScheduleMismatchError, match="adaptive prior"):
+            tp.run(cfg=True, num_inference_steps=T + 1)
+
+
+# ------------------------------------------------------------------------------ the CLI
+def test_generate_with_prior(saved_tiny_t2v, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    prior_path = synthetic_prior(samples=3, num_steps=6, max_skip=3).save(tmp_path / "prior.json")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+
+    def lemica_cli(*args):
+        return subprocess.run([sys.executable, "-m", "lemica", "generate", "--pipeline", str(saved_tiny_t2v),
+                               "--prompt", "a red circle", "--guidance", "3.0", *map(str, args)], env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    run = lemica_cli("--prior", prior_path, "--budget", 4, "--out", tmp_path / "v.gif")
+    assert run.returncode == 0, run.stderr
+    assert "lemica-adaptive computed steps [0," in run.stderr and "8 block-stack runs" in run.stderr  # B x 2 branches
+    refused = lemica_cli("--prior", prior_path, "--out", tmp_path / "w.gif")
+    assert refused.returncode == 2 and "--prior needs --budget" in refused.stderr
+
+
+def test_bench_setting_factory():
+    from types import SimpleNamespace
+
+    from lemica.runtime.adaptive import make_adaptive_setting
+
+    name, policy = make_adaptive_setting(SimpleNamespace(adaptive_prior=synthetic_prior()), 5)
+    assert name == "lemica-adaptive" and isinstance(policy, AdaptivePolicy) and len(policy.static_steps) == 5
+    with pytest.raises(lemica.InvalidArgumentError, match="adaptive prior"):
+        make_adaptive_setting(SimpleNamespace(), 5)
