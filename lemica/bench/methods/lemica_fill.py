@@ -54,6 +54,14 @@ def lemica_fill_schedule(ctx, budget: int, config: LemicaFillConfig = CONFIG):
 
     graph = fill_graph(ctx)
     candidates, keys, sets_seen = [], [], set()
+    residual_graph = ctx.graph
+    if residual_graph is not None and residual_graph is not graph and "residual" in residual_graph.by_rule:
+        # The residual-only graph of the lemica-* rows (often calibrated on more samples than the multi-rule one):
+        # its plans are lemica's too, so LeMiCa's schedules are among lemica-fill's candidates. Listed first: of
+        # equally simple candidates the first is kept, and the better-sampled graph is the safer default.
+        made = plans(residual_graph, budget, FILL_OBJECTIVES[:3], ["residual"], RESIDUAL_GRAPH_SET)
+        candidates += made
+        keys += [simplicity(knob, 1) for knob, _ in made]
     for rule_set in config.rule_sets:
         allowed = tuple(r for r in expand_rules(rule_set) if r in graph.by_rule)
         if allowed and allowed not in sets_seen:
@@ -64,13 +72,6 @@ def lemica_fill_schedule(ctx, budget: int, config: LemicaFillConfig = CONFIG):
                 continue
             candidates += made
             keys += [simplicity(knob, len(allowed)) for knob, _ in made]
-    residual_graph = ctx.graph
-    if residual_graph is not None and residual_graph is not graph and "residual" in residual_graph.by_rule:
-        # The residual-only graph of the lemica-* rows (often calibrated on more samples than the multi-rule one):
-        # its plans are lemica's too, so LeMiCa's schedules are among lemica-fill's candidates.
-        made = plans(residual_graph, budget, FILL_OBJECTIVES[:3], ["residual"], RESIDUAL_GRAPH_SET)
-        candidates += made
-        keys += [simplicity(knob, 1) for knob, _ in made]
     if not candidates:
         raise MethodUnavailable(f"no rule set of lemica-fill has a path with B={budget} on the graph")
     schedule, record = tune_schedule(ctx, f"lemica_fill_B{budget}", candidates, keys)
