@@ -94,11 +94,26 @@ def cache_dit_installer(config_kwargs: dict):
         with quiet():
             cache_dit.enable_cache(target, cache_config=config)
         try:
-            yield
+            with _cache_dit_errors_only():  # it warns about diffusers' hook registry on every call
+                yield
         finally:
             with quiet():
                 cache_dit.disable_cache(pipe)
     return install
+
+
+@contextlib.contextmanager
+def _cache_dit_errors_only() -> Iterator[None]:
+    loggers = [logging.getLogger(n) for n in list(logging.root.manager.loggerDict)
+               if n.split(".")[0] in ("cache_dit", "CACHE_DIT")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 @contextlib.contextmanager
