@@ -170,7 +170,7 @@ class _FakeMatcher(Matcher):
         self.ctx, self.match, self.store, self.log = None, "steps", TuningStore(), []
         self.steps_of = steps_of
 
-    def evaluate(self, method, setting):
+    def evaluate(self, method, setting, search=False):
         return self.steps_of(setting.knob["threshold"])
 
 

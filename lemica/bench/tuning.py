@@ -25,10 +25,15 @@ from lemica.bench.methods import Kind, Method, Setting, reference_method
 from lemica.calibration import pipeline_fingerprint, stable_hash
 
 SEARCH_STEPS = 9
+# A threshold (or a discrete method's compute knob) is searched on the first SEARCH_VIDEOS tuning samples; the
+# setting found is then run on all of them, and its compute and quality there are what the grid choice and the
+# report use. The search only has to land near the budget; the choice needs every tuning video.
+SEARCH_VIDEOS = 2
 MATCH_TOLERANCE = 0.5  # a grid point is "at the budget" when its tuning compute is within this many steps
 QUALITY_CRITERION = ("mean over the tuning (calibration) samples of the video PSNR against vanilla (from the "
                      "video's MSE, capped at 100 dB), among grid points whose tuning compute is within "
-                     f"{MATCH_TOLERANCE} of the target; else the point nearest the target")
+                     f"{MATCH_TOLERANCE} of the target; else the point nearest the target (each grid point's "
+                     f"threshold is searched on the first {SEARCH_VIDEOS} tuning samples, then run on all of them)")
 PSNR_CAP = 100.0
 STORE_VERSION = 2  # tuning cache entries carry compute and tuning quality
 
@@ -164,9 +169,17 @@ class Matcher:
                                                flops=False).videos
         return self._vanilla_videos
 
-    def evaluate(self, method: Method, setting: Setting) -> float:
-        """The setting's compute on the tuning samples (measured once; its tuning quality is kept alongside)."""
-        key = setting_key(method, setting)
+    def _search_samples(self) -> list:
+        tuning = self.ctx.workload.tuning
+        return tuning[:SEARCH_VIDEOS] if len(tuning) > SEARCH_VIDEOS else tuning
+
+    def evaluate(self, method: Method, setting: Setting, search: bool = False) -> float:
+        """The setting's compute on the tuning samples (measured once; its tuning quality is kept alongside); with
+        ``search``, on the search samples only (``SEARCH_VIDEOS``)."""
+        samples = self._search_samples() if search else self.ctx.workload.tuning
+        search = search and len(samples) < len(self.ctx.workload.tuning)
+        name, knob_key = setting_key(method, setting)
+        key = (name, knob_key + (f"@search{len(samples)}" if search else ""))
         if key in self._seen:
             return self.store.compute[key]
         self._seen.add(key)
@@ -174,13 +187,13 @@ class Matcher:
         if reused:  # measured by an earlier, interrupted run of the same bench
             self.reused += 1
         else:
-            measured = run_setting(self.ctx.workload, setting, self.ctx.workload.tuning, timed=False,
-                                   flops=self._by_flops(method))
+            measured = run_setting(self.ctx.workload, setting, samples, timed=False, flops=self._by_flops(method))
             self.store.put(key, self.compute_of(method, measured),
-                           tuning_psnr(self.vanilla_tuning_videos(), measured.videos),
+                           tuning_psnr(self.vanilla_tuning_videos()[:len(samples)], measured.videos),
                            [list(c) for c in measured.calls_run])
         self.log.append({"method": method.name, "knob": setting.knob, "compute": self.store.compute[key],
-                         "tuning_psnr": self.store.quality.get(key), "reused": reused})
+                         "tuning_psnr": self.store.quality.get(key), "reused": reused,
+                         "samples": len(samples)})
         return self.store.compute[key]
 
     def quality_of(self, method: Method, setting: Setting) -> float | None:
@@ -234,8 +247,9 @@ class Matcher:
                 point = {k: v for k, v in setting.knob.items() if k != method.budget_knob}
                 groups.setdefault(json.dumps(point, sort_keys=True, default=str), []).append(setting)
             for key, settings in groups.items():
-                tried = [(s, self.evaluate(method, s)) for s in settings]
-                setting, compute = nearest(tried, budget)
+                tried = [(s, self.evaluate(method, s, search=True)) for s in settings]
+                setting, _ = nearest(tried, budget)
+                compute = self.evaluate(method, setting)
                 out.append(Candidate(json.loads(key), setting, compute, self.quality_of(method, setting), len(tried)))
             return out
         points = method.grid(self.ctx, budget) if method.grid is not None else [{}]
@@ -244,11 +258,12 @@ class Matcher:
 
             def compute_of(threshold: float, point=point) -> float:
                 setting = method.make(self.ctx, threshold, budget, **point)
-                value = self.evaluate(method, setting)
+                value = self.evaluate(method, setting, search=True)
                 tried.append((setting, value))
                 return value
 
             bisect_threshold(compute_of, method.threshold_range, budget)
-            setting, compute = nearest(tried, budget)
+            setting, _ = nearest(tried, budget)
+            compute = self.evaluate(method, setting)  # on every tuning sample: what the choice and report use
             out.append(Candidate(point, setting, compute, self.quality_of(method, setting), len(tried)))
         return out
