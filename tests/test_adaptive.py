@@ -305,12 +305,38 @@ def test_generate_with_prior(saved_tiny_t2v, tmp_path):
     assert refused.returncode == 2 and "--prior needs --budget" in refused.stderr
 
 
-def test_bench_setting_factory():
-    from types import SimpleNamespace
+def test_bench_row_runs_exactly_budget_per_branch(tmp_path, one_thread):
+    from lemica.bench.context import BenchContext
+    from lemica.bench.errors import MethodUnavailable
+    from lemica.bench.runner import run_bench
+    from lemica.bench.workload import tiny_pipeline_workload
 
-    from lemica.runtime.adaptive import make_adaptive_setting
+    workload = tiny_pipeline_workload("wan", prompts=1, seeds=(1,), num_steps=6)
+    calibrate(workload.pipe, workload.calibration_prompts(2), workload.calibration_seeds, num_inference_steps=6,
+              max_skip=3, workdir=tmp_path / "work", progress=False, **workload.call_kwargs)
+    prior = prior_from_workdir(tmp_path / "work")
+    with pytest.raises(MethodUnavailable, match="--prior"):  # the shipped prior is for the embedded model only
+        BenchContext(workload).resolved_adaptive_prior()
+    ctx = BenchContext(workload, adaptive_prior=prior.save(tmp_path / "prior.json"))
+    result = run_bench(ctx, ["vanilla", "lemica-adaptive"], [3], progress=False, log=lambda _: None)
+    (row,) = [r for r in result.rows if r["method"] == "lemica-adaptive"]
+    assert row["full_steps"] == 3 and row["own_block_runs"] == 6  # B on each of the two guidance branches
+    assert row["knob"]["prior"] == prior.identity() and row["deterministic"]
+    assert ctx.info()["adaptive_prior"]["terminal_edges"]
 
-    name, policy = make_adaptive_setting(SimpleNamespace(adaptive_prior=synthetic_prior()), 5)
-    assert name == "lemica-adaptive" and isinstance(policy, AdaptivePolicy) and len(policy.static_steps) == 5
-    with pytest.raises(lemica.InvalidArgumentError, match="adaptive prior"):
-        make_adaptive_setting(SimpleNamespace(), 5)
+
+def test_shipped_prior_matches_the_shipped_graph():
+    from lemica.pipelines import default_graph_path
+    from lemica.replanning import VERSION
+
+    path = default_graph_path().with_name("tiny_t2v_prior.json")
+    assert json.loads(path.read_text())["version"] == VERSION
+    prior, graph = AdaptivePrior.load(path), ErrorGraph.load(default_graph_path())
+    assert prior.has_terminal_edges and prior.num_samples == 16
+    mean = prior.mean_graph()
+    assert set(mean.terminal_edges()) == set(graph.terminal_edges())
+    for i, e in graph.terminal_edges().items():
+        assert mean.terminal_edges()[i].error == pytest.approx(e.error, rel=1e-6)
+    for budget in (8, 10):  # its static plan is the shipped graph's, ending on a skip
+        steps = Replanner(prior, budget, temperature=math.inf).static
+        assert steps == lemica.plan(graph, budget=budget).full_steps and steps[-1] < 29
