@@ -22,6 +22,7 @@ Pure numpy (no torch): the runtime policy is ``lemica.runtime.adaptive.AdaptiveP
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -319,6 +320,13 @@ class AdaptivePrior:
             return cls.from_dict(read_json(path))
         except ValueError as e:
             raise CalibrationError(f"{path}: {e}") from None
+
+    def identity(self) -> str:
+        """A short hash of what the prior measured (edges, errors, signals, terminal edges, meta), not of the
+        leave-one-out choices it caches: two priors with one identity plan every video alike."""
+        d = self.to_dict()
+        d.pop("temperatures")
+        return hashlib.sha256(json.dumps(d, sort_keys=True, allow_nan=False).encode("utf-8")).hexdigest()[:16]
 
     # --- the choice of signal and temperature ---------------------------------------------------------------
     def choice(self, budget: int) -> tuple[str, float]:
