@@ -340,3 +340,16 @@ def test_shipped_prior_matches_the_shipped_graph():
     for budget in (8, 10):  # its static plan is the shipped graph's, ending on a skip
         steps = Replanner(prior, budget, temperature=math.inf).static
         assert steps == lemica.plan(graph, budget=budget).full_steps and steps[-1] < 29
+
+
+def test_bench_cli_refuses_a_damaged_prior_before_loading_a_model(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    bad = tmp_path / "prior.json"
+    bad.write_text('{"format": "lemica-adaptive-prior", "version": 9}')
+    run = subprocess.run([sys.executable, "-m", "lemica", "bench", "--methods", "lemica-adaptive", "--prior", str(bad),
+                          "--out", str(tmp_path / "out")], env=dict(os.environ, HF_HUB_OFFLINE="1"),
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "--prior" in run.stderr and "version" in run.stderr
