@@ -1,13 +1,14 @@
 """Static plan vs ``lemica-adaptive`` on the embedded model, with the leave-one-out choice and its ablations.
 
 1. The adaptive prior comes from an exact calibration's work directory (``benchmarks/adaptive_calibrate.py``: the
-   calibration prompts with seed 0 only). Its signal and temperature are chosen per budget by leave-one-out on those
+   calibration prompts with seed 0 only; terminal errors added by ``benchmarks/adaptive_terminal.py``). Its signal and temperature are chosen per budget by leave-one-out on those
    calibration samples (``lemica.replanning.select``); the table of every candidate is written out, with the
    same proxy (total edge error of the path on the held-out sample's own graph) for the static plan and for the
    per-sample optimum (plan on the sample's own graph: the ceiling on calibration data).
 2. Evaluation sets, fixed before any evaluation video was generated: A = held-out prompts 0-2 x seeds 1, 2 (the
    bench's held-out prompts and evaluation seeds); B = held-out prompts 3-5 x seeds 3, 4. Every video is compared
-   with its uncached video (PSNR, SSIM, LPIPS). Settings per budget: the static plan of the calibrated graph,
+   with its uncached video (PSNR, SSIM, LPIPS). Settings per budget: the static plan of the shipped graph (the
+   planner's default: terminal edges, so it may end on a skip),
    ``lemica-adaptive`` (the leave-one-out choice), and ablations at fixed signals and temperatures (reported, never
    used to choose anything).
 
@@ -25,6 +26,7 @@ from pathlib import Path
 import torch
 
 import lemica
+from lemica.bench.stats import paired
 from lemica.bench.workload import tiny_t2v_workload
 from lemica.metrics.quality import compare_videos
 from lemica.replanning import path_errors, prior_from_samples, prior_from_workdir, select
@@ -33,16 +35,13 @@ from lemica.runtime.adaptive import AdaptivePolicy
 
 SETS = {"A": ((0, 1, 2), (1, 2)), "B": ((3, 4, 5), (3, 4))}
 ABLATIONS = [("output", 0.03), ("output", 0.3), ("residual", 0.03), ("residual", 0.3)]
-T_QUANTILE_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
-                  10: 2.228, 11: 2.201, 12: 2.179}
 
 
-def paired(diffs: list[float]) -> dict:
-    n = len(diffs)
-    mean = statistics.fmean(diffs)
-    half = T_QUANTILE_975.get(n - 1, 1.96) * statistics.stdev(diffs) / math.sqrt(n) if n > 1 else math.nan
-    return {"mean": mean, "ci95": [mean - half, mean + half], "wins": sum(d > 0 for d in diffs),
-            "losses": sum(d < 0 for d in diffs), "n": n}
+def paired_dict(a: list[float], b: list[float], metric: str) -> dict:
+    """``lemica.bench.stats.paired`` (a against b, positive = a better) as the study's JSON stores it."""
+    p = paired(a, b, metric)
+    return {"mean": p.mean, "ci95": [p.low, p.high], "wins": p.wins, "losses": p.losses, "n": p.n,
+            "verdict": p.verdict}
 
 
 def loo_table(prior, budget: int) -> dict:
@@ -81,6 +80,10 @@ def main() -> None:
         prior = prior_from_workdir(args.workdir)
     shipped = lemica.ErrorGraph.load(Path(lemica.__file__).parent / "data" / "tiny_t2v_graph.json")
     same_as_shipped = prior.mean_graph().edges == shipped.edges
+    static_plans = {b: lemica.plan(shipped, budget=b) for b in budgets}
+    for b, p in static_plans.items():
+        prior_static = lemica.plan(prior.mean_graph(), budget=b).full_steps
+        print(f"B={b}: shipped graph's plan {p.full_steps}; the prior's mean graph plans {prior_static}")
     loo = {b: loo_table(prior, b) for b in budgets}
     prior.save(out / "prior_T30.json")
     print(f"prior: {prior.num_samples} samples; mean graph == shipped graph: {same_as_shipped}")
@@ -95,7 +98,7 @@ def main() -> None:
     workload.pipe.set_progress_bar_config(disable=True)
     settings = {}
     for b in budgets:
-        static = lemica.plan(prior.mean_graph(), budget=b).schedule
+        static = static_plans[b].schedule
         settings[f"static B={b}"] = (b, lambda s=static: SchedulePolicy(s))
         settings[f"adaptive B={b}"] = (b, lambda b=b: AdaptivePolicy(prior, b))
         if not args.no_ablations:
@@ -136,10 +139,12 @@ def main() -> None:
             base = f"static B={b}"
             entry = {"psnr": statistics.fmean(psnr), "lpips": statistics.fmean(lpips)}
             if name != base:
-                entry["psnr_vs_static"] = paired([x - v["settings"][base]["psnr"] for x, v in zip(psnr, rows)])
-                entry["lpips_vs_static"] = paired([v["settings"][base]["lpips"] - x for x, v in zip(lpips, rows)])
+                entry["psnr_vs_static"] = paired_dict(psnr, [v["settings"][base]["psnr"] for v in rows], "psnr")
+                entry["lpips_vs_static"] = paired_dict(lpips, [v["settings"][base]["lpips"] for v in rows], "lpips")
             summary.setdefault(set_name, {})[name] = entry
     result = {"prior": {"samples": prior.num_samples, "mean_graph_is_shipped_graph": same_as_shipped,
+                        "terminal_edges": prior.has_terminal_edges,
+                        "static_plans": {str(b): list(p.full_steps) for b, p in static_plans.items()},
                         "calibration_workdir": args.workdir},
               "leave_one_out": {str(b): t for b, t in loo.items()}, "videos": videos, "summary": summary,
               "cpu_seconds": time.process_time() - cpu0}

@@ -24,6 +24,9 @@ class BenchContext:
     teacache_coefficients: str = "fit"  # "fit", "identity" or a published model name
     out: Path | None = None  # where the multi-rule graph of MeanCache / lemica-fill is cached (None: not cached)
     fill_graph_options: FillGraphOptions = FillGraphOptions()
+    # lemica-adaptive's prior: a lemica.replanning.AdaptivePrior or the path of one (``lemica bench --prior``);
+    # None: the shipped prior (lemica/data/tiny_t2v_prior.json) where it was calibrated for this pipeline
+    adaptive_prior: Any = None
     _cache: dict[str, Any] = dataclasses.field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self):
@@ -52,6 +55,39 @@ class BenchContext:
             return plan(self.graph, budget=budget, objective=objective, rules=("residual",)).schedule
         except PlanningError as e:
             raise MethodUnavailable(str(e)) from None
+
+    def resolved_adaptive_prior(self):
+        """lemica-adaptive's prior for this workload, loaded once; MethodUnavailable (with what to do) when there is
+        none or it was calibrated for other settings."""
+        return self.once("adaptive_prior_loaded", self._load_adaptive_prior)
+
+    def _load_adaptive_prior(self):
+        from importlib import resources
+
+        from lemica.calibration.fingerprint import check_graph_matches
+        from lemica.replanning import AdaptivePrior
+
+        given = self.adaptive_prior
+        if isinstance(given, AdaptivePrior):
+            prior, source = given, "given"
+        elif given is not None:
+            prior, source = AdaptivePrior.load(given), str(given)
+        else:
+            shipped = resources.files("lemica").joinpath("data/tiny_t2v_prior.json")
+            prior = AdaptivePrior.load(str(shipped)) if shipped.is_file() else None
+            if prior is None or check_graph_matches(prior.meta, self.pipe, self.num_steps,
+                                                    self.workload.call_kwargs):
+                raise MethodUnavailable(
+                    "no adaptive prior for this pipeline (the shipped one is for the embedded model at its default "
+                    "settings): pass `lemica bench --prior FILE`, an AdaptivePrior saved from an exact calibration's "
+                    "work directory (lemica.replanning.prior_from_workdir)")
+            source = "shipped"
+        if prior.num_steps != self.num_steps:
+            raise MethodUnavailable(f"the adaptive prior is for T={prior.num_steps} steps but the bench runs "
+                                    f"T={self.num_steps}")
+        self._cache["adaptive_prior"] = {"source": source, "identity": prior.identity(),
+                                         "samples": prior.num_samples, "terminal_edges": prior.has_terminal_edges}
+        return prior
 
     def info(self) -> dict:
         return {k: v for k, v in self._cache.items() if isinstance(v, (dict, list, float, int, str))}

@@ -142,6 +142,9 @@ def bench_command(
     methods: Annotated[str, typer.Option(help=f"Comma-separated subset of: {', '.join(method_names())}.")] = "all",
     graph: Annotated[Optional[Path], typer.Option(help="Error graph for lemica's schedules (default: shipped or "
                                                        "calibrated here).")] = None,
+    prior: Annotated[Optional[Path], typer.Option(
+        help="Adaptive prior of lemica-adaptive (lemica.replanning.AdaptivePrior JSON; default: the shipped one, "
+             "for the embedded model only).")] = None,
     calibration_samples: Annotated[int, typer.Option(min=1, help="Prompts for the graph when it must be "
                                                                  "calibrated here.")] = 2,
     max_skip: Annotated[Optional[int], typer.Option(
@@ -197,6 +200,16 @@ def bench_command(
     if the_graph is not None and not needs_graph:
         warn(f"--graph {graph} is not used: none of the chosen methods plans on a graph")
         the_graph = None
+    the_prior = None
+    if prior is not None:  # checked before the model loads
+        from lemica.replanning import AdaptivePrior
+
+        try:
+            the_prior = AdaptivePrior.load(prior)
+        except (LemicaError, OSError) as e:
+            fail(f"--prior {prior}: {e}", code=2)
+        if "lemica-adaptive" not in chosen:
+            warn(f"--prior {prior} is not used: lemica-adaptive is not among the chosen methods")
     if steps is None and the_graph is not None:
         steps = the_graph.num_steps
     if embedded:
@@ -247,7 +260,7 @@ def bench_command(
         if needs_graph:
             the_graph, graph_info = resolve_graph(workload, graph, out, calibration_samples, max_skip, progress,
                                                   graph=the_graph, log=info, warn=warn)
-        ctx = BenchContext(workload, the_graph, teacache_coefficients, out=out)
+        ctx = BenchContext(workload, the_graph, teacache_coefficients, out=out, adaptive_prior=the_prior)
         result = run_bench(ctx, chosen, targets, match=match, progress=progress, log=info,
                            tuning_store=out / "tuning_cache.json", evaluation_store=out / "evaluation_cache")
     except KeyboardInterrupt:

@@ -15,12 +15,12 @@ import math
 
 import torch
 
-from lemica.errors import InvalidArgumentError, ScheduleMismatchError
+from lemica.errors import ScheduleMismatchError
 from lemica.replanning import AdaptivePrior, Replanner, prior_from_workdir
 from lemica.runtime.policies import Action, StepPolicy
 from lemica.runtime.signals import relative_change, signal_tensors
 
-__all__ = ["AdaptivePolicy", "make_adaptive_setting", "prior_from_workdir"]
+__all__ = ["AdaptivePolicy", "prior_from_workdir"]
 
 
 class AdaptivePolicy(StepPolicy):
@@ -95,15 +95,3 @@ class AdaptivePolicy(StepPolicy):
         t = "inf" if math.isinf(self.temperature) else f"{self.temperature:g}"
         return f"AdaptivePolicy(budget={self.budget}, signal={self.signal!r}, temperature={t})"
 
-
-def make_adaptive_setting(ctx, budget: int):
-    """A bench setting factory for ``lemica-adaptive``: ``ctx.adaptive_prior`` (an ``AdaptivePrior``) at ``budget``.
-
-    Returns ``(name, policy)`` so that a bench can run it like any other ``StepPolicy``; a fresh policy per video
-    is not needed (``start`` resets it).
-    """
-    prior = getattr(ctx, "adaptive_prior", None)
-    if prior is None:
-        raise InvalidArgumentError("lemica-adaptive needs an adaptive prior (lemica.replanning.prior_from_workdir of an exact "
-                         "calibration's work directory)")
-    return "lemica-adaptive", AdaptivePolicy(prior, budget)

@@ -6,8 +6,8 @@ How each peer runs, with the official code it follows, is in each file's docstri
 """
 from __future__ import annotations
 
-from lemica.bench.methods import (vanilla, lemica_objectives, lemica_fill, meancache,  # noqa: F401 (registers)
-                                  uniform, fewer_steps, cache_dit_static, cache_dit_dynamic, teacache, fbcache,
+from lemica.bench.methods import (vanilla, lemica_objectives, lemica_fill, lemica_adaptive,  # noqa: F401
+                                  meancache, uniform, fewer_steps, cache_dit_static, cache_dit_dynamic, teacache, fbcache,
                                   magcache, dbcache, seacache, seacache_official, easycache, sencache, taylorseer,
                                   smoothcache, pab, fastercache)
 from lemica.bench.methods.base import (REGISTRY, Kind, Method, Setting, method_names, parse_methods,
