@@ -89,12 +89,12 @@ def cache_dit_installer(config_kwargs: dict):
         target = pipe
         transformer = getattr(pipe, "transformer", None)
         family = adapter_for(transformer) if transformer is not None else None
-        if family is not None and family.cache_dit_adapter is not None and not family.cache_dit_knows(pipe):
-            target = family.cache_dit_adapter(pipe)  # a pipeline cache-dit's own adapters do not cover
-        with quiet():
+        with quiet():  # building cache-dit's block adapter warns about diffusers' hook registry
+            if family is not None and family.cache_dit_adapter is not None and not family.cache_dit_knows(pipe):
+                target = family.cache_dit_adapter(pipe)  # a pipeline cache-dit's own adapters do not cover
             cache_dit.enable_cache(target, cache_config=config)
         try:
-            with _cache_dit_errors_only():  # it warns about diffusers' hook registry on every call
+            with _cache_dit_errors_only():
                 yield
         finally:
             with quiet():
