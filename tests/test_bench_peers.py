@@ -468,7 +468,7 @@ class _QualityMatcher(Matcher):
         self.ctx, self.match, self.log, self.table = None, "steps", [], table
         self.store = TuningStore()
 
-    def evaluate(self, method, setting):
+    def evaluate(self, method, setting, search=False):
         compute, quality = self.table[setting.knob["point"]]
         self.store.quality[setting_key(method, setting)] = quality
         return compute
