@@ -22,6 +22,7 @@ from lemica._io import atomic_write_json, read_json
 from lemica.bench.errors import MethodUnavailable
 from lemica.bench.measuring import Measured, Reference, run_setting
 from lemica.bench.methods import Kind, Method, Setting, reference_method
+from lemica.bench.stats import PSNR_CAP  # one cap for tuning and reporting
 from lemica.calibration import pipeline_fingerprint, stable_hash
 
 SEARCH_STEPS = 9
@@ -34,7 +35,6 @@ QUALITY_CRITERION = ("mean over the tuning (calibration) samples of the video PS
                      "video's MSE, capped at 100 dB), among grid points whose tuning compute is within "
                      f"{MATCH_TOLERANCE} of the target; else the point nearest the target (each grid point's "
                      f"threshold is searched on the first {SEARCH_VIDEOS} tuning samples, then run on all of them)")
-PSNR_CAP = 100.0
 STORE_VERSION = 2  # tuning cache entries carry compute and tuning quality
 
 
