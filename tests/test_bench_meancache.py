@@ -123,3 +123,19 @@ def test_tie_rule_prefers_the_simpler_candidate_within_noise():
         ({"objective": "lexminimax"}, 1), ({"objective": "minimax"}, 1), ({"objective": "peak", "gamma": 2.0}, 1),
         ({"objective": "lexminimax"}, 2))]
     assert keys == sorted(keys) and len(set(keys)) == 4
+
+
+def test_the_embedded_models_shipped_fill_graph_is_what_the_bench_would_calibrate():
+    """The bench takes the shipped multi-rule graph only where it is exactly the graph its options would calibrate
+    (same calibration prompts, seeds, rules, max skip, estimator and pipeline); otherwise it calibrates."""
+    from lemica.bench.fill_graph import FillGraphOptions, _shipped
+    from lemica.bench.workload import tiny_t2v_workload
+
+    work = tiny_t2v_workload(1, (1,))
+    graph = _shipped(work, FillGraphOptions(), tuple(work.calibration_seeds))
+    assert graph is not None and graph.has_terminal_edges and "mean-velocity:5" in graph.by_rule
+    assert _shipped(work, FillGraphOptions(prompts=3), tuple(work.calibration_seeds)) is None
+    assert _shipped(work, FillGraphOptions(rules="residual,mean-velocity:1"), tuple(work.calibration_seeds)) is None
+    assert _shipped(work, FillGraphOptions(), (5,)) is None
+    other = tiny_t2v_workload(1, (1,), guidance_scale=3.0)
+    assert _shipped(other, FillGraphOptions(), tuple(other.calibration_seeds)) is None

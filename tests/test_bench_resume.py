@@ -42,7 +42,8 @@ def _comparable(result) -> str:
     d["vanilla"].pop("time_s")
     for entry in d["tuning_log"]:
         entry.pop("reused", None)  # whether the tuning store had the run: not a result
-    d["meta"] = {k: v for k, v in d["meta"].items() if k not in ("evaluation_runs_reused", "tuning_runs_reused")}
+    d["meta"] = {k: v for k, v in d["meta"].items() if k not in ("evaluation_runs_reused", "tuning_runs_reused",
+                                                                  "seconds")}  # wall times: not a result
     return json.dumps(json_safe(d), sort_keys=True)
 
 

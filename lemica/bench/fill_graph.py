@@ -1,7 +1,9 @@
 """The multi-rule error graph that MeanCache and lemica-fill plan on, and the choice of a schedule among
 candidates by its quality on the tuning samples (``lemica.bench.methods.meancache`` and ``.lemica_fill`` use it).
 
-The graph: ``--graph`` when it stores more than the residual rule, else one calibrated here on the workload's
+The graph: ``--graph`` when it stores more than the residual rule, else the one cached in the bench's output
+folder, else the workload's shipped one when it is exactly what would be calibrated (the embedded model's
+``lemica/data/tiny_t2v_fill_graph.json``, about 20 CPU-minutes of calibration), else one calibrated here on the workload's
 calibration prompts with the workload's **calibration seeds** (those of the residual graph and of the tuning samples;
 an evaluation seed is refused), exact by default, cached in the bench's output folder (``BenchContext.out``) and
 resumable from its work directory. Its size is an option (``FillGraphOptions``: prompts, seeds, max skip, rules,
@@ -64,8 +66,11 @@ def fill_graph(ctx) -> ErrorGraph:
         seeds = tuple(work.calibration_seeds if options.seeds is None else options.seeds)
         check_disjoint_seeds(work.evaluation_seeds, seeds, "the multi-rule graph")
         path = None if ctx.out is None else Path(ctx.out) / f"{options.stem(work.num_steps, seeds)}.json"
+        shipped = _shipped(work, options, seeds)
         if path is not None and path.exists():
             graph = ErrorGraph.load(path)
+        elif shipped is not None:
+            graph, path = shipped, Path(work.fill_graph_path)
         else:
             graph = calibrate_fill_graph(
                 work.pipe, work.calibration_prompts(options.prompts), seeds, num_steps=work.num_steps,
@@ -82,6 +87,24 @@ def fill_graph(ctx) -> ErrorGraph:
                                              "estimator": graph.meta.get("estimator")})
         return graph
     return ctx.once("fill_graph", resolve)
+
+
+def _shipped(work, options: FillGraphOptions, seeds: tuple[int, ...]) -> ErrorGraph | None:
+    """The workload's shipped multi-rule graph when it is exactly the one these options would calibrate (same
+    calibration prompts and seeds, rules, max skip and estimator, same pipeline), else None."""
+    if not getattr(work, "fill_graph_path", None):
+        return None
+    graph = ErrorGraph.load(work.fill_graph_path)
+    meta = graph.meta or {}
+    prompts = work.calibration_prompts(options.prompts)
+    wanted = {"prompts_hash": stable_hash(prompts), "seeds": list(seeds), "samples": options.prompts * len(seeds),
+              "max_skip": options.max_skip, "rules": list(expand_rules(options.rules)),
+              "estimator": "fast" if options.fast else "exact"}
+    if any(meta.get(k) != v for k, v in wanted.items()) or graph.num_steps != work.num_steps:
+        return None
+    if check_graph_matches(graph, work.pipe, work.num_steps, work.call_kwargs):
+        return None
+    return graph
 
 
 def _tuning_reference(ctx) -> tuple:

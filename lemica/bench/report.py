@@ -165,8 +165,24 @@ def write_markdown(result: dict, path: Path) -> Path:
         parts.append("\n## Budgets a method could not reach (its nearest setting is shown)\n")
         parts += [f"- {r['title']} at B={r['budget']}: lowest compute found {r['tuning']['tuning_compute']:.1f} "
                   f"({r['tuning']['matched_on']})" for r in unmatched]
+    parts += time_lines(meta)
     text = "\n".join(parts) + "\n"
     return atomic_write_bytes(path, text.encode())
+
+
+def time_lines(meta: dict) -> list[str]:
+    """Where the bench's wall time went: tuning per method (the graphs a method builds included), evaluation."""
+    seconds = meta.get("seconds")
+    if not seconds:
+        return []
+    tuning = sorted(seconds["tuning"].items(), key=lambda kv: -kv[1])
+    total = meta.get("wall_time_s")
+    head = f"{total:.0f} s in all: " if total is not None else ""
+    return ["\n## Where the time went\n",
+            f"{head}tuning {seconds['tuning_total']:.0f} s ({meta.get('tuning_runs', 0)} tuning runs, "
+            f"{meta.get('tuning_runs_reused', 0)} reused from the tuning cache), evaluation "
+            f"{seconds['evaluation']:.0f} s ({meta.get('evaluation_runs_reused', 0)} evaluation videos reused).\n",
+            "Tuning per method: " + ", ".join(f"{m} {t:.0f} s" for m, t in tuning) + "."]
 
 
 def _choice_line(r: dict) -> str:
@@ -176,7 +192,8 @@ def _choice_line(r: dict) -> str:
         point = ", ".join(f"{k}={v}" for k, v in c["point"].items()) or "-"
         psnr = "–" if c.get("tuning_psnr") is None else f"{c['tuning_psnr']:.2f} dB"
         mark = "**" if c.get("chosen") else ""
-        cells.append(f"{mark}{point}: {c['setting']}, {c['compute']:.1f} steps, {psnr}{mark}")
+        screened = " (search videos only: screened out)" if c.get("screened_out") else ""
+        cells.append(f"{mark}{point}: {c['setting']}, {c['compute']:.1f} steps, {psnr}{screened}{mark}")
     return f"- {r['title']} at B={r['budget']} ({tuning['matched_on']}): " + "; ".join(cells)
 
 

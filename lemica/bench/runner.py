@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -129,8 +130,10 @@ def _run_bench(ctx: BenchContext, methods: list[str], budgets: list[int], match:
     plan_: list[tuple[Method, int | None, Setting, dict | None]] = []
     unavailable = []
     chosen = [m for m in methods if REGISTRY[m].kind is not Kind.REFERENCE]
+    tuning_seconds: dict[str, float] = {}  # where a bench's time goes: per method (graphs it builds included)
     for name in tqdm(chosen, desc="tuning", disable=not progress):
         method = REGISTRY[name]
+        started = time.perf_counter()
         for budget in budgets:
             try:
                 if method.kind is Kind.STATIC and match == "steps":
@@ -142,6 +145,7 @@ def _run_bench(ctx: BenchContext, methods: list[str], budgets: list[int], match:
                 unavailable.append({"method": name, "budget": budget, "reason": str(e)})
             except Exception as e:  # a peer that breaks on this model is reported, not dropped silently
                 unavailable.append({"method": name, "budget": budget, "reason": f"{type(e).__name__}: {e}"})
+        tuning_seconds[name] = round(time.perf_counter() - started, 1)
 
     # One evaluation per distinct setting (two budgets may pick the same one), vanilla included, interleaved.
     vanilla_key = (reference_method().name, "{}")
@@ -152,11 +156,13 @@ def _run_bench(ctx: BenchContext, methods: list[str], budgets: list[int], match:
     log(f"evaluating {len(distinct)} settings on {len(workload.samples)} samples")
     store = EvaluationStore(evaluation_store, matcher.store.fingerprint) if evaluation_store is not None else None
     bar = tqdm(total=len(distinct) * len(workload.samples), desc="evaluating", disable=not progress)
+    started = time.perf_counter()
     try:
         measured = dict(zip(distinct, run_interleaved(workload, list(distinct.values()), workload.samples, bar,
                                                       store)))
     finally:
         bar.close()
+    evaluation_seconds = round(time.perf_counter() - started, 1)
     vanilla_runs = measured[vanilla_key]
     ref = Reference(vanilla_runs, probe.branches, probe.step_flops)
     if not vanilla_runs.deterministic:
@@ -182,6 +188,8 @@ def _run_bench(ctx: BenchContext, methods: list[str], budgets: list[int], match:
             "pipeline_restored_after_all_methods": restored, "context": ctx.info(),
             "tuning_runs": sum("event" not in e for e in matcher.log), "tuning_runs_reused": matcher.reused,
             "evaluation_runs_reused": store.reused if store is not None else 0,
+            "seconds": {"tuning": tuning_seconds, "tuning_total": round(sum(tuning_seconds.values()), 1),
+                        "evaluation": evaluation_seconds},
             "tuning_criterion": QUALITY_CRITERION, "seeds": {"evaluation": workload.evaluation_seeds,
                                                              "calibration": list(workload.calibration_seeds)}}
     return BenchResult(meta, vanilla, rows, unavailable, videos, matcher.log)

@@ -55,6 +55,7 @@ class Workload:
     tuning: list[Sample]  # threshold search / peer calibration
     score: Callable[[list[np.ndarray], list[Any]], dict] | None = None
     graph_path: str | None = None  # shipped error graph for this workload, if any
+    fill_graph_path: str | None = None  # shipped multi-rule graph (MeanCache, lemica-fill), if any
     graph_prompts: Callable[[int], list] | None = None  # prompts for calibrating an error graph
     text_prompts: bool = False  # samples carry prompt strings: the pipeline encodes them (memoized by the bench)
     calibration_seeds: tuple[int, ...] = DEFAULT_CALIBRATION_SEEDS  # tuning samples' seeds, and the graph's
@@ -133,11 +134,13 @@ def tiny_t2v_workload(prompts: int = 4, seeds: tuple[int, ...] = DEFAULT_EVALUAT
               for seed in calibration_seeds]
     from importlib import resources
     graph = resources.files("lemica").joinpath("data/tiny_t2v_graph.json")
+    fill = resources.files("lemica").joinpath("data/tiny_t2v_fill_graph.json")
     return Workload(
         name="tiny_t2v", pipe=pipe, num_steps=num_steps or tiny_t2v.DEFAULT_STEPS,
         call_kwargs={"guidance_scale": tiny_t2v.DEFAULT_GUIDANCE if guidance_scale is None else guidance_scale},
         samples=samples, tuning=tuning, score=score_videos,
         graph_path=str(graph) if graph.is_file() else None,
+        fill_graph_path=str(fill) if fill.is_file() else None,
         graph_prompts=lambda n: tiny_t2v.calibration_prompts(n, seed=prompt_seed),
         calibration_seeds=tuple(calibration_seeds))
 
