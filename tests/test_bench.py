@@ -166,22 +166,12 @@ def test_flops_include_cpu_attention():
 class _FakeMatcher(Matcher):
     """Compute = a staircase in the knob, no pipeline needed."""
 
-    def __init__(self, steps_of, quality_of=None):
+    def __init__(self, steps_of):
         self.ctx, self.match, self.store, self.log = None, "steps", TuningStore(), []
         self.steps_of = steps_of
-        self.psnr_of = quality_of or (lambda knob, search: None)
-        self.full_runs = []  # settings run on every tuning video
 
     def evaluate(self, method, setting, search=False):
-        if not search:
-            self.full_runs.append(setting.knob)
         return self.steps_of(setting.knob["threshold"])
-
-    def quality_of(self, method, setting):
-        return self.psnr_of(setting.knob, False)
-
-    def _search_quality(self, method, setting):
-        return self.psnr_of(setting.knob, True)
 
 
 def _threshold_method(lo=1e-3, hi=10.0):
@@ -443,30 +433,6 @@ def test_discrete_per_budget_builds_its_grid_for_the_budget():
     setting, info = _FakeMatcher(lambda v: v).tune(method, 7)
     assert seen == [7] and setting.knob == {"threshold": 7, "order": 0}
     assert [g["point"] for g in info["grid"]] == [{"order": 0}, {"order": 1}]
-
-
-def test_screen_keeps_points_near_the_best_at_the_budget():
-    from lemica.bench.tuning import screen
-    # (compute, PSNR on the search videos): the 25 dB point at the budget is dropped, the others go on
-    assert screen([(10, 30.0), (10.25, 28.0), (10, 25.0), (12, 20.0), (10, None)], 10) == [
-        True, True, False, True, True]
-    assert screen([(12, 30.0), (13, 20.0)], 10) == [True, True]  # none at the budget: every point goes on
-    assert screen([], 10) == []
-
-
-def test_screened_grid_points_are_not_run_on_every_tuning_video_nor_chosen():
-    def make(ctx, budget):
-        return [Setting("d", f"{o}", {"threshold": budget, "order": o}, None) for o in (0, 1, 2)]
-
-    search_psnr = {0: 30.0, 1: 25.0, 2: 29.0}  # order 1 is 5 dB below the best on the search videos
-    full_psnr = {0: 30.0, 1: 40.0, 2: 31.0}  # ... and would have won on every video: screening is a bet, said so
-    matcher = _FakeMatcher(lambda v: v, lambda knob, search: (search_psnr if search else full_psnr)[knob["order"]])
-    method = Method("d", "d", Kind.DISCRETE, make, budget_knob="threshold", per_budget=True)
-    setting, info = matcher.tune(method, 7)
-    assert [k["order"] for k in matcher.full_runs] == [0, 2]
-    assert setting.knob["order"] == 2
-    assert [g.get("screened_out", False) for g in info["grid"]] == [False, True, False]
-    assert info["grid"][1]["tuning_psnr"] == 25.0
 
 
 def _calls(steps, branches=2):

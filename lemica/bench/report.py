@@ -192,8 +192,7 @@ def _choice_line(r: dict) -> str:
         point = ", ".join(f"{k}={v}" for k, v in c["point"].items()) or "-"
         psnr = "–" if c.get("tuning_psnr") is None else f"{c['tuning_psnr']:.2f} dB"
         mark = "**" if c.get("chosen") else ""
-        screened = " (search videos only: screened out)" if c.get("screened_out") else ""
-        cells.append(f"{mark}{point}: {c['setting']}, {c['compute']:.1f} steps, {psnr}{screened}{mark}")
+        cells.append(f"{mark}{point}: {c['setting']}, {c['compute']:.1f} steps, {psnr}{mark}")
     return f"- {r['title']} at B={r['budget']} ({tuning['matched_on']}): " + "; ".join(cells)
 
 

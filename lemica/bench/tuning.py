@@ -31,16 +31,10 @@ SEARCH_STEPS = 9
 # report use. The search only has to land near the budget; the choice needs every tuning video.
 SEARCH_VIDEOS = 2
 MATCH_TOLERANCE = 0.5  # a grid point is "at the budget" when its tuning compute is within this many steps
-# Successive halving: a grid point whose search-video PSNR at the budget is more than this below the best point's
-# is not run on the other tuning videos. In the v3 RESULTS run (8 tuning videos, 2 search videos, 18 grid choices)
-# the point chosen on all 8 was never more than 1.3 dB below the best on the 2 search videos.
-SCREEN_MARGIN_DB = 3.0
 QUALITY_CRITERION = ("mean over the tuning (calibration) samples of the video PSNR against vanilla (from the "
                      "video's MSE, capped at 100 dB), among grid points whose tuning compute is within "
                      f"{MATCH_TOLERANCE} of the target; else the point nearest the target (each grid point's "
-                     f"threshold is searched on the first {SEARCH_VIDEOS} tuning samples, then run on all of them "
-                     f"unless its PSNR there is more than {SCREEN_MARGIN_DB:g} dB below the best point's at the "
-                     "target)")
+                     f"threshold is searched on the first {SEARCH_VIDEOS} tuning samples, then run on all of them)")
 STORE_VERSION = 2  # tuning cache entries carry compute and tuning quality
 
 
@@ -116,31 +110,16 @@ class Candidate:
     compute: float
     quality: float | None
     tried: int  # settings measured for this point
-    screened_out: bool = False  # compute and quality are the search videos' only (``SCREEN_MARGIN_DB``)
 
     def describe(self, budget: float) -> dict:
         return {"point": self.point, "setting": self.setting.label, "knob": self.setting.knob,
                 "compute": self.compute, "tuning_psnr": self.quality, "tried": self.tried,
-                "matched": abs(self.compute - budget) <= MATCH_TOLERANCE,
-                **({"screened_out": True} if self.screened_out else {})}
-
-
-def screen(searched: list[tuple[float, float | None]], budget: float,
-           margin: float = SCREEN_MARGIN_DB) -> list[bool]:
-    """Which grid points go on to every tuning video, from their (compute, PSNR) on the search videos: all of them
-    unless some point is at the budget there; then those at the budget within ``margin`` dB of the best of them,
-    and every point without a PSNR or not at the budget on the search videos (their compute may still land there)."""
-    at_budget = [q for c, q in searched if q is not None and abs(c - budget) <= MATCH_TOLERANCE]
-    if not at_budget:
-        return [True] * len(searched)
-    best = max(at_budget)
-    return [q is None or abs(c - budget) > MATCH_TOLERANCE or q >= best - margin for c, q in searched]
+                "matched": abs(self.compute - budget) <= MATCH_TOLERANCE}
 
 
 def choose_point(candidates: list[Candidate], budget: int) -> tuple[Candidate, str]:
     if len(candidates) == 1:
         return candidates[0], "nearest compute (a single grid point)"
-    candidates = [c for c in candidates if not c.screened_out]
     matched = [c for c in candidates if abs(c.compute - budget) <= MATCH_TOLERANCE and c.quality is not None]
     if matched:
         return max(matched, key=lambda c: (c.quality, -c.compute)), QUALITY_CRITERION
@@ -258,17 +237,9 @@ class Matcher:
             grid=grid if len(candidates) > 1 else None,
             reachable=min(c.compute for c in candidates) <= budget + 0.5)
 
-    def _search_quality(self, method: Method, setting: Setting) -> float | None:
-        samples = self._search_samples()
-        if len(samples) == len(self.ctx.workload.tuning):
-            return self.quality_of(method, setting)
-        name, knob_key = setting_key(method, setting)
-        return self.store.quality.get((name, knob_key + f"@search{len(samples)}"))
-
     def _candidates(self, method: Method, budget: int) -> list[Candidate]:
-        """Per grid point, the setting nearest the budget on the search videos; the points that pass ``screen``
-        are then run on every tuning video, which gives the compute and quality the choice uses."""
-        searched: list[tuple[dict, Setting, float, int]] = []  # point, nearest setting, its search compute, tried
+        """Per grid point, the setting nearest the budget."""
+        out = []
         if method.kind is Kind.DISCRETE:
             groups: dict[str, list[Setting]] = {}
             settings = method.make(self.ctx, budget) if method.per_budget else method.make(self.ctx)
@@ -277,30 +248,22 @@ class Matcher:
                 groups.setdefault(json.dumps(point, sort_keys=True, default=str), []).append(setting)
             for key, settings in groups.items():
                 tried = [(s, self.evaluate(method, s, search=True)) for s in settings]
-                setting, compute = nearest(tried, budget)
-                searched.append((json.loads(key), setting, compute, len(tried)))
-        else:
-            points = method.grid(self.ctx, budget) if method.grid is not None else [{}]
-            for point in points:
-                tried: list[tuple[Setting, float]] = []
+                setting, _ = nearest(tried, budget)
+                compute = self.evaluate(method, setting)
+                out.append(Candidate(json.loads(key), setting, compute, self.quality_of(method, setting), len(tried)))
+            return out
+        points = method.grid(self.ctx, budget) if method.grid is not None else [{}]
+        for point in points:
+            tried: list[tuple[Setting, float]] = []
 
-                def compute_of(threshold: float, point=point) -> float:
-                    setting = method.make(self.ctx, threshold, budget, **point)
-                    value = self.evaluate(method, setting, search=True)
-                    tried.append((setting, value))
-                    return value
+            def compute_of(threshold: float, point=point) -> float:
+                setting = method.make(self.ctx, threshold, budget, **point)
+                value = self.evaluate(method, setting, search=True)
+                tried.append((setting, value))
+                return value
 
-                bisect_threshold(compute_of, method.threshold_range, budget)
-                setting, compute = nearest(tried, budget)
-                searched.append((point, setting, compute, len(tried)))
-        keep = screen([(compute, self._search_quality(method, setting)) for _, setting, compute, _ in searched],
-                      budget) if len(searched) > 1 else [True] * len(searched)
-        out = []
-        for (point, setting, search_compute, tried), kept in zip(searched, keep):
-            if kept:  # on every tuning sample: what the choice and report use
-                out.append(Candidate(point, setting, self.evaluate(method, setting), self.quality_of(method, setting),
-                                     tried))
-            else:
-                out.append(Candidate(point, setting, search_compute, self._search_quality(method, setting), tried,
-                                     screened_out=True))
+            bisect_threshold(compute_of, method.threshold_range, budget)
+            setting, _ = nearest(tried, budget)
+            compute = self.evaluate(method, setting)  # on every tuning sample: what the choice and report use
+            out.append(Candidate(point, setting, compute, self.quality_of(method, setting), len(tried)))
         return out
