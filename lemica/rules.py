@@ -4,11 +4,14 @@ rule, declared once per rule in one registry (torch-free; the runtime implementa
 
 A rule is an exact name (``residual``) or a family of names ``family:k`` with an integer k >= 1
 (``mean-velocity:3``). Its ``RuleSpec`` declares its level (``"residual"``: the block stack is skipped and the rule
-gives the residual; ``"output"``: the whole transformer is skipped and the rule gives the velocity) and what it
-reads: the last ``residual_depth`` computed residuals per (branch, transformer) and the last ``velocity_window``
-velocities per branch, up to the segment start. Everything else follows from that:
+gives the residual; ``"output"``: the whole transformer is skipped and the rule gives the velocity; ``"feature"``:
+every block runs its norms, modulation and gates with the current timestep, and the rule gives each block's
+attention and feed-forward outputs) and what it reads: the last ``residual_depth`` computed residuals per (branch,
+transformer), the last ``velocity_window`` velocities per branch and the last ``feature_depth`` computed attention /
+feed-forward outputs per (branch, transformer, module), up to the segment start. Everything else follows from that:
 
-* its *history*, how many steps before the segment start it reads: ``max(residual_depth, velocity_window) - 1``
+* its *history*, how many steps before the segment start it reads:
+  ``max(residual_depth, velocity_window, feature_depth) - 1``
   (an edge i -> j of the rule exists only for i >= history; the runtime refuses a schedule that breaks this);
 * the runtime's ``History`` sizes (``lemica.runtime.fill.Filler``);
 * the fixed rule order (registration order, then k; names of no registered rule last, by name).
@@ -25,10 +28,14 @@ from typing import Any, Callable, Iterable
 
 RESIDUAL_LEVEL = "residual"  # the block stack is skipped; the rule gives the residual the last block adds
 OUTPUT_LEVEL = "output"  # the whole transformer is skipped; the rule gives the velocity to serve
+FEATURE_LEVEL = "feature"  # attention and feed-forward are skipped in every block; the rule gives their outputs
+LEVELS = (RESIDUAL_LEVEL, OUTPUT_LEVEL, FEATURE_LEVEL)
 
 RESIDUAL = "residual"
 EXTRAPOLATE = "extrapolate"
 MEAN_VELOCITY = "mean-velocity"
+FEATURE_REUSE = "feature-reuse"
+FEATURE_TAYLOR = "feature-taylor"
 
 Depth = int | Callable[[int], int]  # a number, or for a family a function of k
 
@@ -42,12 +49,16 @@ class RuleSpec:
     level: str = RESIDUAL_LEVEL
     residual_depth: Depth = 1
     velocity_window: Depth = 0
+    feature_depth: Depth = 0
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.name):
             raise ValueError(f"a rule name is letters, digits, '-', '_' or '.', got {self.name!r}")
-        if self.level not in (RESIDUAL_LEVEL, OUTPUT_LEVEL):
-            raise ValueError(f"rule level must be {RESIDUAL_LEVEL!r} or {OUTPUT_LEVEL!r}, got {self.level!r}")
+        if self.level not in LEVELS:
+            raise ValueError(f"rule level must be one of {', '.join(map(repr, LEVELS))}, got {self.level!r}")
+        if self.level == FEATURE_LEVEL and not callable(self.feature_depth) and int(self.feature_depth) < 1:
+            raise ValueError(f"feature-level rule {self.name!r} must read at least one computed step "
+                             f"(feature_depth >= 1)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +70,7 @@ class Rule:
     k: int | None
     residual_depth: int
     velocity_window: int
+    feature_depth: int = 0
 
     @property
     def level(self) -> str:
@@ -66,7 +78,7 @@ class Rule:
 
     @property
     def history(self) -> int:
-        return max(self.residual_depth, self.velocity_window, 1) - 1
+        return max(self.residual_depth, self.velocity_window, self.feature_depth, 1) - 1
 
 
 _SPECS: dict[str, RuleSpec] = {}
@@ -94,12 +106,14 @@ def lookup(name: str) -> Rule | None:
     """The registered rule ``name`` is an instance of, or None."""
     spec = _SPECS.get(name)
     if spec is not None and not spec.family:
-        return Rule(name, spec, None, _depth(spec.residual_depth, None), _depth(spec.velocity_window, None))
+        return Rule(name, spec, None, _depth(spec.residual_depth, None), _depth(spec.velocity_window, None),
+                    _depth(spec.feature_depth, None))
     family, _, k = name.rpartition(":")
     spec = _SPECS.get(family)
     if spec is not None and spec.family and re.fullmatch(r"[1-9][0-9]*", k):
         k = int(k)
-        return Rule(name, spec, k, _depth(spec.residual_depth, k), _depth(spec.velocity_window, k))
+        return Rule(name, spec, k, _depth(spec.residual_depth, k), _depth(spec.velocity_window, k),
+                    _depth(spec.feature_depth, k))
     return None
 
 
@@ -161,8 +175,8 @@ def rule_available(name: str, start: int) -> bool:
 
 
 def rule_sort_key(name: str) -> tuple:
-    """Fixed rule order: registered rules in registration order (residual, extrapolate, mean-velocity by window
-    first), then others by name.
+    """Fixed rule order: registered rules in registration order (residual, extrapolate, mean-velocity by window,
+    feature-reuse, feature-taylor), then others by name.
 
     The planner breaks exact ties between rules in this order, so the result never depends on how a
     graph happens to list them.
@@ -211,7 +225,11 @@ def expand_rules(text: str | Iterable[str]) -> tuple[str, ...]:
 
 
 # The built-in rules, in their fixed order (implementations: lemica.runtime.fill.residual, .extrapolate,
-# .mean_velocity).
+# .mean_velocity, .feature).
 register_spec(RuleSpec(RESIDUAL))  # the last computed residual
 register_spec(RuleSpec(EXTRAPOLATE, residual_depth=2))  # the two last computed residuals
 register_spec(RuleSpec(MEAN_VELOCITY, family=True, level=OUTPUT_LEVEL, velocity_window=lambda k: k))
+# Feature fills (implementation: lemica.runtime.fill.feature): each block's attention and feed-forward outputs of the
+# segment's computed start step (path-consistent), or TaylorSeer's order-1 forecast from the last two computed steps.
+register_spec(RuleSpec(FEATURE_REUSE, level=FEATURE_LEVEL, feature_depth=1))
+register_spec(RuleSpec(FEATURE_TAYLOR, level=FEATURE_LEVEL, feature_depth=2))

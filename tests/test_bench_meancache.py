@@ -89,7 +89,8 @@ def test_registered_after_lemica_rows():
 
 def test_lemica_fill_also_plans_on_the_residual_graph_of_the_lemica_rows(result, workload):
     """With a residual-only graph for the lemica-* rows (ctx.graph), its plans join lemica-fill's candidates, so
-    on the tuning samples lemica-fill is at least as good as each lemica-* objective."""
+    on the tuning samples lemica-fill is at least as good as each lemica-* objective; on a Wan model the same plans
+    with feature-taylor on every segment join them too."""
     res, ctx, out = result
     multi = fill_graph(ctx)
     residual = multi.restrict_rules(["residual"])
@@ -98,7 +99,10 @@ def test_lemica_fill_also_plans_on_the_residual_graph_of_the_lemica_rows(result,
     record = given.once("lemica_fill_B3_tuning", lambda: None)
     extra = [c for c in record["candidates"] if c["rule_set"] == "residual (lemica-* graph)"]
     assert [c["objective"] for c in extra] == ["lexminimax", "minimax", "shortest"]
-    assert len(record["candidates"]) == len(lemica_fill.FILL_OBJECTIVES) * len(lemica_fill.FILL_RULE_SETS) + 3
+    feature = [c for c in record["candidates"] if c["rule_set"] == lemica_fill.FEATURE_SET]
+    assert [c["objective"] for c in feature] == ["lexminimax", "minimax", "shortest"]
+    assert all(c["vs_simplest"] != "simplest" for c in feature)  # never the simplest: chosen only when ahead
+    assert len(record["candidates"]) == len(lemica_fill.FILL_OBJECTIVES) * len(lemica_fill.FILL_RULE_SETS) + 6
 
 
 def test_history_rules_join_lemica_fills_candidates_only_when_asked(result, workload):

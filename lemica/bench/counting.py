@@ -6,6 +6,9 @@ methods. Two independent, method-agnostic measurements are taken instead:
 
 * ``BlockRunCounter``: a plain torch forward hook on the last ``nn.Linear`` of a middle transformer block (its
   feed-forward output). It fires only when that block really computes, whatever hook skipped it otherwise.
+  A step filled by a feature-level rule (``feature-reuse``, ``feature-taylor``) runs each block's norms, modulation
+  and gates but not its attention or feed-forward, so the probe does not fire: it is not a block-stack run, like
+  a step that reuses a residual, and its counted FLOPs are those of a residual step (embeddings and head).
 * ``TransformerFlops``: ``torch.utils.flop_counter`` around every transformer call (matmuls, convolutions and
   attention), so partial skipping (first-block caches, attention-only caches) is charged what it costs.
 """

@@ -47,6 +47,7 @@ from lemica.calibration.replay import (RecordPolicy, RuleReplayPolicy, SegmentRe
 from lemica.errors import CalibrationError
 from lemica.graph import RESIDUAL, ErrorGraph, rule_available, sort_rules
 from lemica.runtime import cache_stats, cached
+from lemica.rules import FEATURE_LEVEL, lookup
 from lemica.runtime.fill import Filler, known_rule
 from lemica.runtime.signals import reference_signals
 
@@ -107,6 +108,10 @@ def check_rules(rules) -> tuple[str, ...]:
     if unknown:
         raise CalibrationError(f"unknown fill rule(s) {unknown}; see lemica.runtime.fill (residual, extrapolate, "
                                f"mean-velocity:k, or a registered rule)")
+    features = [r for r in names if lookup(r).level == FEATURE_LEVEL]
+    if features:
+        raise CalibrationError(f"feature-level fill rule(s) {features} are not calibrated into graphs; run them on a "
+                               f"plan's computed steps (Schedule(..., rules={features[0]!r}))")
     return names
 
 

@@ -26,6 +26,9 @@ class FamilyAdapter:
     # BlockAdapter to build (pipe -> cache_dit.BlockAdapter), or None (cache-dit's default handling).
     cache_dit_pipelines: tuple[str, ...] = ()
     cache_dit_adapter: Callable[[Any], Any] | None = None
+    # Feature-level fill rules (lemica.runtime.fill.feature): the attention and feed-forward submodules of one
+    # transformer block (names inside the block) whose outputs a feature rule fills; () = not known for the family.
+    feature_modules: tuple[str, ...] = ()
 
     def classes(self) -> tuple[type, ...]:
         return _resolve(self.transformers)

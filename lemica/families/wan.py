@@ -24,4 +24,7 @@ ADAPTER = register(FamilyAdapter(
                          "diffusers:WanVideoToVideoPipeline", "diffusers:WanVACEPipeline",
                          "diffusers:WanAnimatePipeline"),
     cache_dit_adapter=_cache_dit_adapter,
+    # WanTransformerBlock (diffusers models/transformers/transformer_wan.py): self-attention, cross-attention and
+    # feed-forward, each output gated / added by the block itself.
+    feature_modules=("attn1", "attn2", "ffn"),
 ))

@@ -49,9 +49,14 @@ class CacheStats:
     def reused_steps(self, branch: str | None = None) -> list[int]:
         return [r.step for r in self.records if r.action is Action.REUSE and branch in (None, r.branch)]
 
+    def forecast_steps(self, branch: str | None = None) -> list[int]:
+        return [r.step for r in self.records if r.action is Action.FORECAST and branch in (None, r.branch)]
+
     @property
     def block_stack_runs(self) -> int:
-        """Number of full block-stack executions over all branches (the cost that caching saves)."""
+        """Number of full block-stack executions over all branches (the cost that caching saves). A forecast step
+        (feature-level fill) runs every block's norms, modulation and gates but none of its attention or
+        feed-forward work, and is not counted."""
         return sum(r.action is Action.COMPUTE for r in self.records)
 
     def counts(self) -> dict[str, dict[str, int]]:
@@ -69,7 +74,8 @@ class CacheStats:
         for branch in self.branches:
             mask = {r.step: r.action for r in self.records if r.branch == branch}
             row = "".join("#" if mask.get(s) is Action.COMPUTE else "." if mask.get(s) is Action.REUSE
-                          else "s" if mask.get(s) is Action.SERVE else " " for s in range(self.num_steps or 0))
+                          else "s" if mask.get(s) is Action.SERVE else "f" if mask.get(s) is Action.FORECAST
+                          else " " for s in range(self.num_steps or 0))
             lines.append(f"  {branch:>12}: {row}  ({len(self.computed_steps(branch))} computed)")
         return "\n".join(lines)
 
@@ -84,7 +90,7 @@ class Controller:
         self.block_rank: dict[str, dict[str, int]] = {}
         self.transformers = _transformers(pipe)
         for module in self.transformers.values():
-            validate(module)  # refuse before touching the pipeline
+            validate(module, features=policy.wants_features)  # refuse before touching the pipeline
         policy.bind(pipe)  # e.g. a fill rule that cannot read this model's outputs refuses here
         self.clock = StepClock(pipe.scheduler, self._start)
         self._guard_calls()

@@ -7,7 +7,11 @@ Two kinds of hook are registered:
   policy for an ``Action`` and, after the call, stores the block-stack residual of a computed pass.
 * ``BlockHook`` on every transformer block: on a computed pass it runs the block and notes the stack's first
   input and latest output; on a reused pass every block passes its inputs through and the last one adds the
-  residual, so embeddings, modulation and the output head still run for real.
+  residual, so embeddings, modulation and the output head still run for real; on a forecast pass (feature-level
+  fill rules) every block runs.
+* ``FeatureHook`` on each attention and feed-forward module of every block, only for policies that fill features
+  (``StepPolicy.wants_features``; the modules are the model family's ``feature_modules``): on a computed pass it hands
+  the module's output to the policy, on a forecast pass it returns the policy's forecast without running the module.
 
 Which block runs first and last is observed at run time, so a model needs no per-model code as long as
 diffusers' ``TransformerBlockRegistry`` says where its blocks keep hidden (and encoder hidden) states.
@@ -23,12 +27,14 @@ import dataclasses
 import torch
 
 from lemica.errors import UnsupportedModelError
+from lemica.families import adapter_for
 from lemica.runtime.diffusers_compat import (BLOCK_LIST_NAMES, BlockLayout, ContextProbe, HookRegistry, ModelHook,
                                              block_layout, register_block_layout)
 from lemica.runtime.policies import Action, StepPolicy
 
 STEP_HOOK = "lemica_step"
 BLOCK_HOOK = "lemica_block"
+FEATURE_HOOK = "lemica_feature"
 HIDDEN, ENCODER = "hidden_states", "encoder_hidden_states"
 
 
@@ -49,6 +55,28 @@ def find_blocks(transformer: torch.nn.Module) -> list[tuple[str, torch.nn.Module
             f"{type(transformer).__name__} has no transformer block list (looked for ModuleLists named "
             f"{sorted(BLOCK_LIST_NAMES)})")
     return blocks
+
+
+def feature_modules(transformer: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """(name in the transformer, module) of every block's attention and feed-forward modules, as the model family
+    names them (``lemica.families.FamilyAdapter.feature_modules``); UnsupportedModelError where the family does
+    not name them or a block lacks one."""
+    family = adapter_for(transformer)
+    if not family.feature_modules:
+        raise UnsupportedModelError(
+            f"feature-level fill rules (feature-reuse, feature-taylor) need to know which submodules of a "
+            f"{type(transformer).__name__} block are attention and feed-forward; the {family.name!r} model family "
+            f"does not say (lemica.families.FamilyAdapter.feature_modules); use a residual or output rule")
+    found = []
+    for block_name, block in find_blocks(transformer):
+        for sub in family.feature_modules:
+            module = getattr(block, sub, None)
+            if not isinstance(module, torch.nn.Module):
+                raise UnsupportedModelError(
+                    f"{type(transformer).__name__} block {block_name} ({type(block).__name__}) has no submodule "
+                    f"{sub!r}, which the {family.name!r} family names for feature-level fill rules")
+            found.append((f"{block_name}.{sub}", module))
+    return found
 
 
 def layout_of(block: torch.nn.Module) -> BlockLayout:
@@ -103,7 +131,8 @@ class StepHook(ModelHook):
             policy.inputs(step, branch, self.name, args, kwargs)
         action = Action(policy.action(step, branch))
         stored = self.residuals.get(branch)
-        if action is Action.REUSE and stored is None:
+        if (action is Action.REUSE and stored is None) or (
+                action is Action.FORECAST and not policy.has_features(step, branch, self.name)):
             action = Action.COMPUTE  # nothing cached yet for this branch/transformer (e.g. first Wan2.2 low-noise step)
             ctrl.stats.forced.append((step, branch, self.name))
         elif action is Action.REUSE:
@@ -129,6 +158,9 @@ class StepHook(ModelHook):
                 self._run(ghost, args, kwargs)
             residual = self._residual_of(current, ghost)
             self.residuals[branch] = residual
+        elif action is Action.FORECAST:
+            if not current.order:
+                raise UnsupportedModelError(f"{type(module).__name__}: no transformer block ran during a forecast step")
         elif not current.residual_added:
             raise UnsupportedModelError(f"{type(module).__name__}: no transformer block ran during a reused step")
         ctrl.stats.add(step, branch, self.name, action)
@@ -226,6 +258,9 @@ class BlockHook(ModelHook):
             p.last_outputs = self._outputs(output)
             p.order.append(self.name)
             return output
+        if p.action is Action.FORECAST:  # norms, modulation and gates run; FeatureHooks fill attention and FFN
+            p.order.append(self.name)
+            return self.fn_ref.original_forward(*args, **kwargs)
         inputs = self._inputs(args, kwargs)
         if self.name == p.tail:
             p.tail_inputs = inputs
@@ -234,10 +269,35 @@ class BlockHook(ModelHook):
         return self._pack(inputs)
 
 
-def validate(transformer: torch.nn.Module) -> None:
-    """Raise UnsupportedModelError unless every block's stream layout is known."""
+class FeatureHook(ModelHook):
+    """Attention / feed-forward module hook (feature-level fill rules): hand the output of a computed pass to the
+    policy, return the policy's forecast on a forecast pass (the module does not run)."""
+
+    def __init__(self, step_hook: StepHook, name: str):
+        super().__init__()
+        self.step_hook = step_hook
+        self.name = name
+
+    def new_forward(self, module, *args, **kwargs):
+        p = self.step_hook.current
+        if p is None or p.action is Action.REUSE:
+            return self.fn_ref.original_forward(*args, **kwargs)
+        policy = self.step_hook.controller.policy
+        if p.action is Action.FORECAST:
+            return policy.forecast_feature(p.step, p.branch, self.step_hook.name, self.name)
+        output = self.fn_ref.original_forward(*args, **kwargs)
+        if p.action is Action.COMPUTE:
+            policy.observe_feature(p.step, p.branch, self.step_hook.name, self.name, output)
+        return output
+
+
+def validate(transformer: torch.nn.Module, features: bool = False) -> None:
+    """Raise UnsupportedModelError unless every block's stream layout is known (and, with ``features``, the
+    family's attention and feed-forward modules)."""
     for _, block in find_blocks(transformer):
         layout_of(block)
+    if features:
+        feature_modules(transformer)
 
 
 def attach(transformer: torch.nn.Module, controller, name: str) -> StepHook:
@@ -249,6 +309,10 @@ def attach(transformer: torch.nn.Module, controller, name: str) -> StepHook:
     controller.block_rank[name] = {block_name: rank for rank, (block_name, _) in enumerate(blocks)}
     for block_name, block in blocks:
         HookRegistry.check_if_exists_or_initialize(block).register_hook(BlockHook(step_hook, block_name), BLOCK_HOOK)
+    if controller.policy.wants_features:
+        for module_name, module in feature_modules(transformer):
+            HookRegistry.check_if_exists_or_initialize(module).register_hook(FeatureHook(step_hook, module_name),
+                                                                              FEATURE_HOOK)
     HookRegistry.check_if_exists_or_initialize(transformer).invalidate_child_registries_cache()
     return step_hook
 
@@ -257,4 +321,5 @@ def detach(transformer: torch.nn.Module) -> None:
     registry = HookRegistry.check_if_exists_or_initialize(transformer)
     registry.remove_hook(STEP_HOOK, recurse=False)
     registry.remove_hook(BLOCK_HOOK, recurse=True)
+    registry.remove_hook(FEATURE_HOOK, recurse=True)
     registry.invalidate_child_registries_cache()

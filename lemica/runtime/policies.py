@@ -11,7 +11,7 @@ from typing import Any
 
 from lemica.errors import ScheduleMismatchError
 from lemica.graph import RESIDUAL
-from lemica.runtime.fill import OUTPUT_LEVEL, Filler, check_schedule_rules
+from lemica.runtime.fill import FEATURE_LEVEL, OUTPUT_LEVEL, Filler, check_schedule_rules
 from lemica.schedule import Schedule
 
 
@@ -19,6 +19,7 @@ class Action(str, enum.Enum):
     COMPUTE = "compute"  # run every block, store the block-stack residual
     REUSE = "reuse"  # skip every block, add the stored residual to the current input
     SERVE = "serve"  # skip the whole transformer: return an output the policy has (a replay, a mean-velocity fill)
+    FORECAST = "forecast"  # run every block with its attention and feed-forward outputs filled by the policy
 
 
 class StepPolicy:
@@ -26,6 +27,7 @@ class StepPolicy:
 
     refines = False  # True: the hook calls ``refine`` at the first block of every non-served call
     wants_inputs = False  # True: the hook calls ``inputs`` with every transformer call's arguments first
+    wants_features = False  # True: attention / feed-forward modules are hooked (``observe_feature``, FORECAST)
 
     def bind(self, pipe) -> None:
         """Called once by ``enable_cache`` with the pipeline, before any hook is attached (may refuse it)."""
@@ -59,12 +61,25 @@ class StepPolicy:
                 residual: dict | None) -> None:
         """Sees every transformer call's result (the calibration recorder uses it)."""
 
+    def observe_feature(self, step: int, branch: str, transformer: str, module: str, output: Any) -> None:
+        """Sees each attention / feed-forward output of a computed pass (only when ``wants_features``)."""
+
+    def has_features(self, step: int, branch: str, transformer: str) -> bool:
+        """Whether a FORECAST of this branch and transformer has computed outputs to work from (else the hook
+        computes the step, as a REUSE without a stored residual does)."""
+        return False
+
+    def forecast_feature(self, step: int, branch: str, transformer: str, module: str) -> Any:
+        """The output of one attention / feed-forward module on a FORECAST pass."""
+        raise NotImplementedError(f"{type(self).__name__} does not forecast features")
+
 
 class SchedulePolicy(StepPolicy):
     """Run the block stack on the schedule's full steps and fill the others with each segment's rule.
 
     Residual segments reuse the residual (LeMiCa); other rules come from ``lemica.runtime.fill`` (extrapolated
-    residuals reuse too, mean-velocity segments are served with the whole transformer skipped). A schedule that ends
+    residuals reuse too, mean-velocity segments are served with the whole transformer skipped, feature segments
+    run every block with its attention and feed-forward outputs filled: FORECAST). A schedule that ends
     on a skip fills its trailing segment (i, T) the same way, from step i, and never computes step T-1. A schedule whose
     rule is unknown or lacks the history it reads at its segment start is refused here (``FillRuleError``).
     ``parameterization`` ("flow" | "sample" | None = detected) says what the transformer outputs (mean-velocity
@@ -83,12 +98,18 @@ class SchedulePolicy(StepPolicy):
         extra = set([extra_rules] if isinstance(extra_rules, str) else extra_rules)
         self.filler = None if used | extra <= {RESIDUAL} and parameterization is None else Filler(
             used | extra | {RESIDUAL}, parameterization)
-        self._serve = [rule is not None and self.filler is not None and self.filler.rule(rule).level == OUTPUT_LEVEL
-                       for rule in self._fill]
+        levels = [self.filler.rule(rule).level if rule is not None and self.filler is not None else None
+                  for rule in self._fill]
+        self._serve = [level == OUTPUT_LEVEL for level in levels]
+        self._forecast = [level == FEATURE_LEVEL for level in levels]
 
     @property
     def wants_inputs(self) -> bool:
         return self.filler is not None and self.filler.wants_inputs
+
+    @property
+    def wants_features(self) -> bool:
+        return self.filler is not None and self.filler.logs_features
 
     def bind(self, pipe) -> None:
         if self.filler is not None:
@@ -106,6 +127,8 @@ class SchedulePolicy(StepPolicy):
     def action(self, step: int, branch: str) -> Action:
         if self._mask[step]:
             return Action.COMPUTE
+        if self._forecast[step]:
+            return Action.FORECAST
         return Action.SERVE if self._serve[step] else Action.REUSE
 
     def inputs(self, step, branch, transformer, args, kwargs) -> None:
@@ -122,6 +145,15 @@ class SchedulePolicy(StepPolicy):
     def observe(self, step, branch, transformer, action, output, residual) -> None:
         if self.filler is not None:
             self.filler.observe(step, branch, transformer, output, residual)
+
+    def observe_feature(self, step, branch, transformer, module, output) -> None:
+        self.filler.observe_feature(step, branch, transformer, module, output)
+
+    def has_features(self, step, branch, transformer) -> bool:
+        return self.filler.has_features(branch, transformer)
+
+    def forecast_feature(self, step, branch, transformer, module):
+        return self.filler.feature(self._fill[step], step, branch, transformer, module)
 
     def __repr__(self) -> str:
         rules = "" if self.schedule.is_residual_only else f", rules={list(self.schedule.rules)}"

@@ -15,13 +15,13 @@ from typing import Any, Callable, Iterable
 import torch
 
 from lemica.errors import FillRuleError
-from lemica.rules import (OUTPUT_LEVEL, RESIDUAL_LEVEL, RuleSpec, lookup, register_spec, rule_available,
+from lemica.rules import (FEATURE_LEVEL, OUTPUT_LEVEL, RESIDUAL_LEVEL, RuleSpec, lookup, register_spec, rule_available,
                           rule_history, rule_problem, sort_rules, specs)
 from lemica.runtime.fill.velocity import VelocityAdapter, detect_parameterization, hidden_states_of, main_tensor, \
     with_main_tensor
 
 __all__ = ["FillRule", "History", "Filler", "register_rule", "make_rule", "known_rule", "check_schedule_rules",
-           "RESIDUAL_LEVEL", "OUTPUT_LEVEL"]
+           "RESIDUAL_LEVEL", "OUTPUT_LEVEL", "FEATURE_LEVEL"]
 
 
 # ------------------------------------------------------------------------------------------------ history
@@ -30,18 +30,35 @@ class History:
 
     ``velocity(branch, step)``: the velocity of that branch at that step (float32; served steps included);
     ``computed(branch, transformer)``: the last computed (step, residual) pairs, oldest first;
+    ``features(branch, transformer, module)``: the last computed (step, output) pairs of one attention or
+    feed-forward module (its name in the transformer), oldest first;
     ``sigmas``: the scheduler's sigmas (T + 1 values, as Python floats).
     """
 
-    def __init__(self, velocity_window: int, residual_depth: int):
-        self.velocity_window, self.residual_depth = velocity_window, residual_depth
+    def __init__(self, velocity_window: int, residual_depth: int, feature_depth: int = 0):
+        self.velocity_window, self.residual_depth, self.feature_depth = velocity_window, residual_depth, feature_depth
         self.sigmas: list[float] = []
         self._velocities: dict[str, collections.deque] = {}
         self._residuals: dict[tuple[str, str], collections.deque] = {}
+        self._features: dict[tuple[str, str, str], collections.deque] = {}
 
     def clear(self) -> None:
         self._velocities.clear()
         self._residuals.clear()
+        self._features.clear()
+
+    def add_feature(self, branch: str, transformer: str, module: str, step: int, output: Any) -> None:
+        log = self._features.setdefault((branch, transformer, module),
+                                        collections.deque(maxlen=max(1, self.feature_depth)))
+        if log and log[-1][0] == step:
+            log.pop()
+        log.append((step, output))
+
+    def features(self, branch: str, transformer: str, module: str) -> list[tuple[int, Any]]:
+        return list(self._features.get((branch, transformer, module), ()))
+
+    def has_features(self, branch: str, transformer: str) -> bool:
+        return any(key[:2] == (branch, transformer) for key in self._features)
 
     def add_velocity(self, branch: str, step: int, velocity: torch.Tensor) -> None:
         log = self._velocities.setdefault(branch, collections.deque(maxlen=max(1, self.velocity_window)))
@@ -68,8 +85,9 @@ class History:
 
 # ------------------------------------------------------------------------------------------------ rules
 class FillRule:
-    """One fill rule. Subclasses implement one method: ``residual`` (level ``"residual"``) or ``velocity`` (level
-    ``"output"``); the level and the history they read come from the rule's spec (``lemica.rules``)."""
+    """One fill rule. Subclasses implement one method: ``residual`` (level ``"residual"``), ``velocity`` (level
+    ``"output"``) or ``feature`` (level ``"feature"``); the level and the history they read come from the rule's spec
+    (``lemica.rules``)."""
 
     def __init__(self, name: str):
         rule = lookup(name)
@@ -77,11 +95,16 @@ class FillRule:
             raise FillRuleError(f"no fill rule spec registered for {name!r} (lemica.rules.register_spec)")
         self.name = name
         self.level, self.residual_depth, self.velocity_window = rule.level, rule.residual_depth, rule.velocity_window
+        self.feature_depth = rule.feature_depth
 
     def residual(self, step: int, branch: str, transformer: str, stored: dict, history: History) -> dict:
         raise NotImplementedError
 
     def velocity(self, step: int, branch: str, history: History) -> torch.Tensor:
+        raise NotImplementedError
+
+    def feature(self, step: int, branch: str, transformer: str, module: str, history: History) -> Any:
+        """The output of one attention / feed-forward module (a tensor or a tuple of tensors, as it returns)."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -152,7 +175,8 @@ class Filler:
         self.rules = {name: make_rule(name) for name in sort_rules(rules)}
         window = max((r.velocity_window for r in self.rules.values()), default=0)
         depth = max((r.residual_depth for r in self.rules.values()), default=1)
-        self.history = History(window, depth)
+        features = max((r.feature_depth for r in self.rules.values()), default=0)
+        self.history = History(window, depth, features)
         self.parameterization = parameterization
         self.adapter = VelocityAdapter(parameterization) if parameterization else None
         self.scheduler = None
@@ -167,6 +191,11 @@ class Filler:
     @property
     def logs_residuals(self) -> bool:
         return self.history.residual_depth > 1
+
+    @property
+    def logs_features(self) -> bool:
+        """Some rule fills attention / feed-forward outputs: the hooks record them on computed steps."""
+        return self.history.feature_depth > 0
 
     @property
     def wants_inputs(self) -> bool:
@@ -212,6 +241,15 @@ class Filler:
 
     def residual(self, rule: str, step: int, branch: str, transformer: str, stored: dict) -> dict:
         return self.rules[rule].residual(step, branch, transformer, stored, self.history)
+
+    def observe_feature(self, step: int, branch: str, transformer: str, module: str, output: Any) -> None:
+        self.history.add_feature(branch, transformer, module, step, output)
+
+    def has_features(self, branch: str, transformer: str) -> bool:
+        return self.history.has_features(branch, transformer)
+
+    def feature(self, rule: str, step: int, branch: str, transformer: str, module: str) -> Any:
+        return self.rules[rule].feature(step, branch, transformer, module, self.history)
 
     def output(self, rule: str, step: int, branch: str, transformer: str) -> Any:
         velocity = self.rules[rule].velocity(step, branch, self.history)
