@@ -66,11 +66,11 @@ def fill_graph(ctx) -> ErrorGraph:
         seeds = tuple(work.calibration_seeds if options.seeds is None else options.seeds)
         check_disjoint_seeds(work.evaluation_seeds, seeds, "the multi-rule graph")
         path = None if ctx.out is None else Path(ctx.out) / f"{options.stem(work.num_steps, seeds)}.json"
-        shipped = _shipped(work, options, seeds)
-        if path is not None and path.exists():
-            graph = ErrorGraph.load(path)
-        elif shipped is not None:
+        shipped = None if path is not None and path.exists() else _shipped(work, options, seeds)
+        if shipped is not None:
             graph, path = shipped, Path(work.fill_graph_path)
+        elif path is not None and path.exists():
+            graph = ErrorGraph.load(path)
         else:
             graph = calibrate_fill_graph(
                 work.pipe, work.calibration_prompts(options.prompts), seeds, num_steps=work.num_steps,
@@ -92,7 +92,7 @@ def fill_graph(ctx) -> ErrorGraph:
 def _shipped(work, options: FillGraphOptions, seeds: tuple[int, ...]) -> ErrorGraph | None:
     """The workload's shipped multi-rule graph when it is exactly the one these options would calibrate (same
     calibration prompts and seeds, rules, max skip and estimator, same pipeline), else None."""
-    if not getattr(work, "fill_graph_path", None):
+    if not work.fill_graph_path:
         return None
     graph = ErrorGraph.load(work.fill_graph_path)
     meta = graph.meta or {}
