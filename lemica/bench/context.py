@@ -1,15 +1,24 @@
 """What the bench methods share: the workload, the error graph, the output folder and peer calibrations that are
-computed once (``BenchContext.once``) and reported in the results' ``meta.context``."""
+computed once (``BenchContext.once``) and reported in the results' ``meta.context``.
+
+Calibrations and schedule choices asked for with ``persist=True`` are also kept in the output folder
+(``calibrations/``, keyed by the workload's fingerprint), so that an interrupted bench and the processes that tune in
+parallel (``lemica.bench.parallel``) compute each of them once; ``ContextRecipe`` rebuilds an equal context in
+another process."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 from pathlib import Path
 from typing import Any, Callable
+
+from lemica._io import atomic_write_json, read_json
 
 from lemica.bench.errors import MethodUnavailable
 from lemica.bench.fill_graph import FillGraphOptions
 from lemica.bench.workload import check_disjoint_seeds
-from lemica.errors import PlanningError
+from lemica.errors import LemicaError, PlanningError
 from lemica.graph import ErrorGraph
 from lemica.planner import plan
 from lemica.schedule import Schedule
@@ -42,10 +51,51 @@ class BenchContext:
     def num_steps(self) -> int:
         return self.workload.num_steps
 
-    def once(self, key: str, compute: Callable[[], Any]) -> Any:
+    def once(self, key: str, compute: Callable[[], Any], persist: bool = False, identity: Any = None) -> Any:
+        """``compute()`` the first time ``key`` is asked for, its value after. With ``persist`` (a JSON-able value)
+        and an output folder, the value is also kept on disk for this workload (and ``identity``: whatever else it
+        depends on) and read back by a later bench or another tuning process; the value returned is always the
+        JSON round trip, so a computed and a read-back value behave alike."""
         if key not in self._cache:
-            self._cache[key] = compute()
+            self._cache[key] = self._stored(key, compute, identity) if persist and self.out is not None \
+                else compute()
         return self._cache[key]
+
+    def _stored(self, key: str, compute: Callable[[], Any], identity: Any) -> Any:
+        from lemica.calibration import stable_hash
+
+        path = Path(self.out) / "calibrations" / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', key)}.json"
+        fingerprint = stable_hash([self.fingerprint(), key, identity])
+        if path.is_file():
+            try:
+                saved = read_json(path)
+            except (OSError, ValueError, LemicaError):
+                saved = {}  # unreadable: computed again and overwritten
+            if saved.get("fingerprint") == fingerprint:
+                return saved["value"]
+        value = json.loads(json.dumps(compute()))
+        atomic_write_json(path, {"key": key, "fingerprint": fingerprint, "value": value})
+        return value
+
+    def fingerprint(self) -> str:
+        """What a calibration on the tuning samples depends on: the pipeline, its call arguments, the tuning samples
+        and the TeaCache coefficients' source."""
+        if "_fingerprint" not in self._cache:
+            from lemica.calibration import pipeline_fingerprint, stable_hash
+
+            work = self.workload
+            self._cache["_fingerprint"] = stable_hash({
+                "pipeline": pipeline_fingerprint(work.pipe, work.num_steps, work.call_kwargs),
+                "call_kwargs": work.call_kwargs, "tuning": [(s.prompt, s.seed, s.kwargs) for s in work.tuning],
+                "teacache": self.teacache_coefficients})
+        return self._cache["_fingerprint"]
+
+    def recipe(self) -> "ContextRecipe | None":
+        """How to build an equal context in another process (None when the workload cannot be rebuilt there)."""
+        if getattr(self.workload, "recipe", None) is None:
+            return None
+        return ContextRecipe(self.workload.recipe, self.graph, self.teacache_coefficients, self.out,
+                             self.fill_graph_options, self.adaptive_prior)
 
     def planned(self, budget: int, objective: str) -> Schedule:
         if self.graph is None:
@@ -90,4 +140,22 @@ class BenchContext:
         return prior
 
     def info(self) -> dict:
-        return {k: v for k, v in self._cache.items() if isinstance(v, (dict, list, float, int, str))}
+        return {k: v for k, v in self._cache.items()
+                if isinstance(v, (dict, list, float, int, str)) and not k.startswith("_")}
+
+
+@dataclasses.dataclass(frozen=True)
+class ContextRecipe:
+    """A picklable description of a ``BenchContext``: ``workload`` is a zero-argument callable (a module-level
+    function or a ``functools.partial`` of one) that loads the same pipeline and builds the same samples."""
+
+    workload: Callable[[], Any]
+    graph: ErrorGraph | None
+    teacache_coefficients: str
+    out: Path | None
+    fill_graph_options: FillGraphOptions
+    adaptive_prior: Any
+
+    def build(self) -> BenchContext:
+        return BenchContext(self.workload(), self.graph, self.teacache_coefficients, out=self.out,
+                            fill_graph_options=self.fill_graph_options, adaptive_prior=self.adaptive_prior)

@@ -119,7 +119,7 @@ def tune_schedule(ctx, key: str, candidates: list[tuple[dict, Schedule]],
     with ``simplicity`` (one sort key per candidate, smaller = simpler), the simplest unless another is ahead of it
     on the tuning videos' paired PSNR (``lemica.bench.stats.prefer_simpler``). Identical schedules are run once.
     Returns the schedule and a record of every candidate's score."""
-    def run() -> tuple[Schedule, dict]:
+    def run() -> dict:
         reference = _tuning_reference(ctx)
         scored, seen = [], {}
         for knob, schedule in candidates:
@@ -141,14 +141,18 @@ def tune_schedule(ctx, key: str, candidates: list[tuple[dict, Schedule]],
             record["criterion"] = ("the simplest candidate (fewest rules, then lexminimax) unless another is ahead "
                                    "of it on the tuning videos' paired PSNR (95% bootstrap interval above 0); of "
                                    "those ahead, the best mean")
-        knob, schedule = scored[best][0], scored[best][1]
-        record["chosen"] = knob
+        record["chosen"] = scored[best][0]
         record["candidates"] = [dict(k, tuning_psnr=_finite(p), tuning_lpips=l,
                                      **({} if v is None else {"vs_simplest": v}))
                                 for (k, _, p, l, _), v in zip(scored, verdicts)]
-        ctx.once(f"{key}_tuning", lambda: record)  # reported in the bench's meta.context
-        return schedule, record
-    return ctx.once(key, run)
+        return {"chosen_index": best, "record": record}
+
+    # Kept in the output folder: the candidates' runs are most of MeanCache's and lemica-fill's tuning.
+    identity = [(knob, schedule.to_dict()) for knob, schedule in candidates]
+    choice = ctx.once(key, run, persist=True, identity=[identity, simplicity])
+    record = choice["record"]
+    ctx.once(f"{key}_tuning", lambda: record)  # reported in the bench's meta.context
+    return candidates[choice["chosen_index"]][1], record
 
 
 def _finite(x: float):

@@ -51,4 +51,4 @@ def mag_ratios(ctx) -> list[float]:
             with cached(ctx.pipe, recorder):
                 ctx.workload.generate(sample)
         return recorder.ratios()
-    return ctx.once("mag_ratios", run)
+    return ctx.once("mag_ratios", run, persist=True)

@@ -12,7 +12,7 @@ import numpy as np
 
 from lemica._io import atomic_write_bytes, atomic_write_json, json_safe, read_json
 from lemica.bench.counting import measure
-from lemica.bench.methods import Setting, reference_method
+from lemica.bench.methods import Kind, Setting, reference_method
 from lemica.runtime import cache_stats
 
 
@@ -90,13 +90,21 @@ def _empty() -> Measured:
     return Measured([], [], [], [], [], True)
 
 
-def run_setting(workload, setting: Setting, samples, timed: bool = True, flops: bool = True,
+def flop_policy(method) -> str:
+    """Which samples a method's FLOPs are counted on: "all" for threshold methods (their compute differs between
+    videos), "first" for the others (a static schedule or a fixed interval: the same FLOPs on every video)."""
+    return "all" if method.kind is Kind.THRESHOLD else "first"
+
+
+def run_setting(workload, setting: Setting, samples, timed: bool = True, flops: bool | str = True,
                 progress=None) -> Measured:
-    """Every sample under one installation of the setting."""
+    """Every sample under one installation of the setting; ``flops``: count them on every sample (True or "all"),
+    on the first ("first", see ``flop_policy``) or on none (False)."""
     out = _empty()
     with setting.install(workload.pipe):
-        for sample in samples:
-            _run_once(workload, setting, sample, out, timed, flops)
+        for k, sample in enumerate(samples):
+            counted = flops in (True, "all") or (flops == "first" and k == 0)
+            _run_once(workload, setting, sample, out, timed, counted)
             if progress is not None:
                 progress.update()
     return out

@@ -26,9 +26,11 @@ from tqdm.auto import tqdm
 from lemica._io import json_safe
 from lemica.bench.context import BenchContext
 from lemica.bench.errors import MethodUnavailable
-from lemica.bench.measuring import EvaluationStore, Measured, Reference, reference, run_interleaved, run_setting
+from lemica.bench.measuring import (EvaluationStore, Measured, Reference, flop_policy, reference, run_interleaved,
+                                    run_setting)
 from lemica.bench.methods import REGISTRY, Kind, Method, Setting, reference_method
-from lemica.bench.tuning import QUALITY_CRITERION, Matcher
+from lemica.bench.parallel import check_workers, tune_in_workers
+from lemica.bench.tuning import QUALITY_CRITERION, Matcher, tune_method
 from lemica.calibration import encode_prompts_once
 from lemica.metrics.quality import mean_quality
 
@@ -104,21 +106,27 @@ class BenchResult:
 
 def run_bench(ctx: BenchContext, methods: list[str], budgets: list[int], match: str = "steps",
               progress: bool = True, log: Callable[[str], None] = print,
-              tuning_store: Path | None = None, evaluation_store: Path | None = None) -> BenchResult:
+              tuning_store: Path | None = None, evaluation_store: Path | None = None, workers: int = 1
+              ) -> BenchResult:
     """Tune every method to every budget on the tuning samples, then evaluate all of them interleaved.
+    With ``workers`` > 1 the tuning runs in that many processes (``lemica.bench.parallel``; it needs
+    ``tuning_store``, an output folder and a workload recipe), each with this process's torch threads divided
+    among them; the evaluation stays here (it is timed).
     With ``tuning_store`` the tuning runs survive an interruption (``lemica.bench.tuning.TuningStore``), with
     ``evaluation_store`` (a folder) every finished evaluation video does (``EvaluationStore``)."""
     with encode_prompts_once(ctx.workload.pipe):  # text prompts are encoded once, outside every timed run
-        return _run_bench(ctx, methods, budgets, match, progress, log, tuning_store, evaluation_store)
+        return _run_bench(ctx, methods, budgets, match, progress, log, tuning_store, evaluation_store, workers)
 
 
 def _run_bench(ctx: BenchContext, methods: list[str], budgets: list[int], match: str, progress: bool,
                log: Callable[[str], None], tuning_store: Path | None,
-               evaluation_store: Path | None = None) -> BenchResult:
+               evaluation_store: Path | None = None, workers: int = 1) -> BenchResult:
     workload = ctx.workload
     unknown = [m for m in methods if m not in REGISTRY]
     if unknown:
         raise MethodUnavailable(f"unknown methods {unknown}; choose from {list(REGISTRY)}")
+    if workers > 1:
+        check_workers(ctx, tuning_store)
     log(f"vanilla compute on 1 tuning sample ({workload.num_steps} steps)")
     probe = reference(workload, workload.tuning[:1], timed=False)  # nothing runs on evaluation samples yet
     if not probe.measured.deterministic:
@@ -131,28 +139,28 @@ def _run_bench(ctx: BenchContext, methods: list[str], budgets: list[int], match:
     unavailable = []
     chosen = [m for m in methods if REGISTRY[m].kind is not Kind.REFERENCE]
     tuning_seconds: dict[str, float] = {}  # where a bench's time goes: per method (graphs it builds included)
-    for name in tqdm(chosen, desc="tuning", disable=not progress):
-        method = REGISTRY[name]
-        started = time.perf_counter()
-        for budget in budgets:
-            try:
-                if method.kind is Kind.STATIC and match == "steps":
-                    plan_.append((method, budget, method.make(ctx, budget), None))
-                else:
-                    setting, tuning = matcher.tune(method, budget)
-                    plan_.append((method, budget, setting, tuning))
-            except MethodUnavailable as e:
-                unavailable.append({"method": name, "budget": budget, "reason": str(e)})
-            except Exception as e:  # a peer that breaks on this model is reported, not dropped silently
-                unavailable.append({"method": name, "budget": budget, "reason": f"{type(e).__name__}: {e}"})
-        tuning_seconds[name] = round(time.perf_counter() - started, 1)
+    started = time.perf_counter()
+    if workers > 1:  # the tuning runs happen in worker processes; the loop below then finds them all stored
+        import torch
+
+        threads = max(1, torch.get_num_threads() // workers)
+        tuning_seconds = tune_in_workers(ctx, chosen, budgets, match, probe, tuning_store, workers, progress, log,
+                                         threads)
+        matcher.store.refresh()
+    for name in tqdm(chosen, desc="tuning", disable=not progress or workers > 1):
+        method_started = time.perf_counter()
+        plans, failed = tune_method(ctx, matcher, REGISTRY[name], budgets, match)
+        plan_ += plans
+        unavailable += failed
+        tuning_seconds.setdefault(name, round(time.perf_counter() - method_started, 1))
+    tuning_wall = round(time.perf_counter() - started, 1)
 
     # One evaluation per distinct setting (two budgets may pick the same one), vanilla included, interleaved.
     vanilla_key = (reference_method().name, "{}")
     distinct: dict[tuple, tuple[Setting, str]] = {vanilla_key: (reference_method().make(ctx), "first")}
     for method, budget, setting, tuning in plan_:
         key = (method.name, json.dumps(setting.knob, sort_keys=True, default=str))
-        distinct.setdefault(key, (setting, "all" if method.kind is Kind.THRESHOLD else "first"))
+        distinct.setdefault(key, (setting, flop_policy(method)))
     log(f"evaluating {len(distinct)} settings on {len(workload.samples)} samples")
     store = EvaluationStore(evaluation_store, matcher.store.fingerprint) if evaluation_store is not None else None
     bar = tqdm(total=len(distinct) * len(workload.samples), desc="evaluating", disable=not progress)
@@ -189,7 +197,7 @@ def _run_bench(ctx: BenchContext, methods: list[str], budgets: list[int], match:
             "tuning_runs": sum("event" not in e for e in matcher.log), "tuning_runs_reused": matcher.reused,
             "evaluation_runs_reused": store.reused if store is not None else 0,
             "seconds": {"tuning": tuning_seconds, "tuning_total": round(sum(tuning_seconds.values()), 1),
-                        "evaluation": evaluation_seconds},
+                        "tuning_wall": tuning_wall, "tuning_workers": workers, "evaluation": evaluation_seconds},
             "tuning_criterion": QUALITY_CRITERION, "seeds": {"evaluation": workload.evaluation_seeds,
                                                              "calibration": list(workload.calibration_seeds)}}
     return BenchResult(meta, vanilla, rows, unavailable, videos, matcher.log)

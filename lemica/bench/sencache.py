@@ -296,7 +296,7 @@ def calibrate_sensitivity(pipe, generate, samples: Sequence) -> Sensitivity:
 def sensitivity_of(ctx) -> Sensitivity:
     """The calibration on the bench's tuning (calibration) samples, done once per bench context."""
     return Sensitivity(**ctx.once("sencache_sensitivity", lambda: calibrate_sensitivity(
-        ctx.pipe, ctx.workload.generate, ctx.workload.tuning).to_dict()))
+        ctx.pipe, ctx.workload.generate, ctx.workload.tuning).to_dict(), persist=True))
 
 
 def grid(ctx, budget: int) -> list[dict]:

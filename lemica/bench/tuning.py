@@ -2,7 +2,8 @@
 (calibration) samples only, so that their compute lands nearest the budget B.
 
 * ``TuningStore``: every tuning run's compute and tuning quality, kept in a JSON file so that a re-run of an
-  interrupted bench with the same workload skips the runs already done (tuning is most of a bench's cost);
+  interrupted bench with the same workload skips the runs already done (tuning is most of a bench's cost), and
+  shared by the processes that tune in parallel (``lemica.bench.parallel``);
 * ``bisect_threshold``: compute falls as the threshold rises, so log(threshold) is bisected for the budget;
 * ``choose_point``: among the grid points (a method's other knobs) at the budget, the best tuning quality
   (``QUALITY_CRITERION``), else the point nearest the budget;
@@ -20,7 +21,7 @@ import numpy as np
 
 from lemica._io import atomic_write_json, read_json
 from lemica.bench.errors import MethodUnavailable
-from lemica.bench.measuring import Measured, Reference, run_setting
+from lemica.bench.measuring import Measured, Reference, flop_policy, run_setting
 from lemica.bench.methods import Kind, Method, Setting, reference_method
 from lemica.bench.stats import PSNR_CAP  # one cap for tuning and reporting
 from lemica.calibration import pipeline_fingerprint, stable_hash
@@ -53,27 +54,40 @@ def setting_key(method: Method, setting: Setting) -> tuple[str, str]:
 
 class TuningStore:
     """Compute and tuning quality per (method, knob); saved to ``path`` (if any) after every new run, and read
-    back when its workload fingerprint matches."""
+    back when its workload fingerprint matches. Several processes may share one file: a write holds a file lock and
+    first takes in the entries the others wrote (``refresh``). ``earlier`` are the keys found when it was opened."""
 
     def __init__(self, path: Path | None = None, fingerprint: str = ""):
         self.path, self.fingerprint = path, fingerprint
         self.compute: dict[tuple, float] = {}
         self.quality: dict[tuple, float | None] = {}
         self.calls_run: dict[tuple, list | None] = {}  # per tuning sample, the transformer calls that computed
-        if path is not None and path.exists():
-            saved = read_json(path)
-            if saved.get("fingerprint") == fingerprint:
-                for e in saved["entries"]:
-                    self.compute[(e["method"], e["knob_key"])] = e["compute"]
-                    self.quality[(e["method"], e["knob_key"])] = e.get("tuning_psnr")
-                    self.calls_run[(e["method"], e["knob_key"])] = e.get("calls_run")
+        self.refresh()
+        self.earlier = set(self.compute)
+
+    def refresh(self) -> None:
+        """Take in the entries that another process sharing the file has written."""
+        if self.path is None or not self.path.exists():
+            return
+        saved = read_json(self.path)
+        if saved.get("fingerprint") == self.fingerprint:
+            for e in saved["entries"]:
+                key = (e["method"], e["knob_key"])
+                if key not in self.compute:
+                    self.compute[key], self.quality[key] = e["compute"], e.get("tuning_psnr")
+                    self.calls_run[key] = e.get("calls_run")
 
     def has(self, key: tuple) -> bool:
         return key in self.compute and self.quality.get(key) is not None
 
     def put(self, key: tuple, compute: float, quality: float | None, calls_run: list | None = None) -> None:
         self.compute[key], self.quality[key], self.calls_run[key] = compute, quality, calls_run
-        if self.path is not None:
+        if self.path is None:
+            return
+        from filelock import FileLock
+
+        with FileLock(f"{self.path}.lock"):
+            self.refresh()
             entries = [{"method": m, "knob_key": k, "compute": c, "tuning_psnr": self.quality.get((m, k)),
                         "calls_run": self.calls_run.get((m, k))} for (m, k), c in self.compute.items()]
             atomic_write_json(self.path, {"fingerprint": self.fingerprint, "entries": entries})
@@ -183,11 +197,11 @@ class Matcher:
         if key in self._seen:
             return self.store.compute[key]
         self._seen.add(key)
-        reused = self.store.has(key)
-        if reused:  # measured by an earlier, interrupted run of the same bench
-            self.reused += 1
-        else:
-            measured = run_setting(self.ctx.workload, setting, samples, timed=False, flops=self._by_flops(method))
+        reused = key in self.store.earlier and self.store.has(key)  # by an earlier, interrupted run of this bench
+        self.reused += reused
+        if not self.store.has(key):  # (else measured by a tuning worker of this bench)
+            measured = run_setting(self.ctx.workload, setting, samples, timed=False,
+                                   flops=flop_policy(method) if self._by_flops(method) else False)
             self.store.put(key, self.compute_of(method, measured),
                            tuning_psnr(self.vanilla_tuning_videos()[:len(samples)], measured.videos),
                            [list(c) for c in measured.calls_run])
@@ -267,3 +281,21 @@ class Matcher:
             compute = self.evaluate(method, setting)  # on every tuning sample: what the choice and report use
             out.append(Candidate(point, setting, compute, self.quality_of(method, setting), len(tried)))
         return out
+
+
+def tune_method(ctx, matcher: Matcher, method: Method, budgets: list[int], match: str
+                ) -> tuple[list[tuple[Method, int, Setting, dict | None]], list[dict]]:
+    """One method at every budget: (method, budget, setting, tuning record) per budget it runs at, and why it does
+    not run at the others. A peer that breaks on this model is reported, not dropped silently."""
+    plans, unavailable = [], []
+    for budget in budgets:
+        try:
+            if method.kind is Kind.STATIC and match == "steps":
+                plans.append((method, budget, method.make(ctx, budget), None))
+            else:
+                plans.append((method, budget, *matcher.tune(method, budget)))
+        except MethodUnavailable as e:
+            unavailable.append({"method": method.name, "budget": budget, "reason": str(e)})
+        except Exception as e:  # noqa: BLE001 - reported in the results, with its type
+            unavailable.append({"method": method.name, "budget": budget, "reason": f"{type(e).__name__}: {e}"})
+    return plans, unavailable

@@ -10,6 +10,7 @@ the calibrated methods.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import numpy as np
@@ -59,6 +60,9 @@ class Workload:
     graph_prompts: Callable[[int], list] | None = None  # prompts for calibrating an error graph
     text_prompts: bool = False  # samples carry prompt strings: the pipeline encodes them (memoized by the bench)
     calibration_seeds: tuple[int, ...] = DEFAULT_CALIBRATION_SEEDS  # tuning samples' seeds, and the graph's
+    # A picklable zero-argument callable that builds this workload again (in a tuning process,
+    # ``lemica.bench.parallel``); None when it cannot be rebuilt (a pipeline passed in as an object).
+    recipe: Callable[[], "Workload"] | None = None
 
     def __post_init__(self):
         tuning_seeds = {s.seed for s in self.tuning}
@@ -115,6 +119,7 @@ def tiny_t2v_workload(prompts: int = 4, seeds: tuple[int, ...] = DEFAULT_EVALUAT
     from lemica.models.tiny_t2v.scorer import score_videos
 
     check_disjoint_seeds(seeds, calibration_seeds, "the embedded model's calibration")
+    given_pipe = pipe is not None
     pipe = pipe or tiny_t2v.load_default_pipeline()
     if shift is not None:
         pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, shift=shift)
@@ -135,6 +140,9 @@ def tiny_t2v_workload(prompts: int = 4, seeds: tuple[int, ...] = DEFAULT_EVALUAT
     from importlib import resources
     graph = resources.files("lemica").joinpath("data/tiny_t2v_graph.json")
     fill = resources.files("lemica").joinpath("data/tiny_t2v_fill_graph.json")
+    recipe = None if given_pipe else functools.partial(
+        tiny_t2v_workload, prompts, tuple(seeds), tuning_prompts, num_steps=num_steps, guidance_scale=guidance_scale,
+        shift=shift, prompt_seed=prompt_seed, calibration_seeds=tuple(calibration_seeds), prompt_offset=prompt_offset)
     return Workload(
         name="tiny_t2v", pipe=pipe, num_steps=num_steps or tiny_t2v.DEFAULT_STEPS,
         call_kwargs={"guidance_scale": tiny_t2v.DEFAULT_GUIDANCE if guidance_scale is None else guidance_scale},
@@ -142,7 +150,7 @@ def tiny_t2v_workload(prompts: int = 4, seeds: tuple[int, ...] = DEFAULT_EVALUAT
         graph_path=str(graph) if graph.is_file() else None,
         fill_graph_path=str(fill) if fill.is_file() else None,
         graph_prompts=lambda n: tiny_t2v.calibration_prompts(n, seed=prompt_seed),
-        calibration_seeds=tuple(calibration_seeds))
+        calibration_seeds=tuple(calibration_seeds), recipe=recipe)
 
 
 def pipeline_workload(pipe, prompts: list[str], calibration: list[str],
@@ -170,6 +178,9 @@ def tiny_pipeline_workload(family: str = "wan", prompts: int = 2, seeds: tuple[i
     """A random-weight diffusers pipeline from ``lemica.testing`` (harness tests; quality numbers are meaningless)."""
     from lemica.testing.tiny_pipelines import make_pipeline
 
+    recipe = None if tiny is not None else functools.partial(
+        tiny_pipeline_workload, family, prompts, tuple(seeds), num_steps, cfg,
+        calibration_seeds=tuple(calibration_seeds), tuning_prompts=tuning_prompts)
     tiny = tiny or make_pipeline(family)
     size = dict(tiny.size, **tiny.extra, **(tiny.cfg_on if cfg else tiny.cfg_off))
 
@@ -184,4 +195,4 @@ def tiny_pipeline_workload(family: str = "wan", prompts: int = 2, seeds: tuple[i
     tuning = [Sample(f"cal{i}-s{seed}", f"random prompt {100 + i}", seed, conditioning(100 + i))
               for i in range(tuning_prompts) for seed in calibration_seeds]
     return Workload(name=f"tiny_{family}", pipe=tiny.pipe, num_steps=num_steps, call_kwargs=size,
-                    samples=samples, tuning=tuning, calibration_seeds=tuple(calibration_seeds))
+                    samples=samples, tuning=tuning, calibration_seeds=tuple(calibration_seeds), recipe=recipe)

@@ -2,6 +2,7 @@
 diffusers pipeline on the user's prompts)."""
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -89,6 +90,9 @@ def _workload(pipeline, prompts, prompts_file, calibration_prompts_file, seeds, 
                               size, calibration_seeds, tuning_prompts)
     if embedded and calibration_prompts_file is None:
         workload.graph_path = str(default_graph_path())
+    workload.recipe = functools.partial(  # the same workload, built again in a tuning process
+        _workload, pipeline, prompts, prompts_file, calibration_prompts_file, seeds, calibration_seeds, tuning_prompts,
+        calibration_samples, T, guidance, shift, device, dtype, size, prompt_offset)
     return workload
 
 
@@ -159,6 +163,10 @@ def bench_command(
     shift: Annotated[Optional[float], typer.Option(help="Override the sampler's shift.", callback=finite(0, True))]
     = None,
     threads: Annotated[int, typer.Option(min=1, help="torch CPU threads.")] = 2,
+    workers: Annotated[Optional[int], typer.Option(
+        min=1, help="Processes that tune the methods (default 2 on a CPU with two or more cores, else 1), each with "
+                    "--threads/workers torch threads; the evaluation runs in one. Tuning results depend on the threads "
+                    "per process, not on the number of processes.")] = None,
     progress: ProgressOption = None,
     pipeline: PipelineOption = "embedded",
     prompts_file: Annotated[Optional[Path], typer.Option(
@@ -261,8 +269,14 @@ def bench_command(
             the_graph, graph_info = resolve_graph(workload, graph, out, calibration_samples, max_skip, progress,
                                                   graph=the_graph, log=info, warn=warn)
         ctx = BenchContext(workload, the_graph, teacache_coefficients, out=out, adaptive_prior=the_prior)
+        if workers is None:
+            from lemica.bench.parallel import default_workers
+            from lemica.pipelines import resolve_device
+
+            workers = default_workers(resolve_device(device))
         result = run_bench(ctx, chosen, targets, match=match, progress=progress, log=info,
-                           tuning_store=out / "tuning_cache.json", evaluation_store=out / "evaluation_cache")
+                           tuning_store=out / "tuning_cache.json", evaluation_store=out / "evaluation_cache",
+                           workers=workers)
     except KeyboardInterrupt:
         tuning, calibration = out / "tuning_cache.json", out / "calibration"
         kept = ([f"finished tuning runs in {tuning}"] if tuning.exists() else []) + \

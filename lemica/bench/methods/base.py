@@ -62,6 +62,9 @@ class Method:
     budget_knob: str | None = None  # discrete methods: the knob that sets the compute; the others form the grid
     per_budget: bool = False  # discrete methods: make(ctx, budget), the settings depend on the budget
     needs_graph: bool = False  # plans on lemica's error graph (the bench resolves one before tuning)
+    # (ctx) -> None: a costly input shared with other methods, made once before tuning processes start
+    # (``lemica.bench.parallel``), e.g. the multi-rule graph
+    prepare: Callable | None = None
 
     def __post_init__(self):
         self.kind = Kind(self.kind)

@@ -16,6 +16,13 @@ from lemica.bench.methods.base import Setting
 PEAK_GAMMAS = (1.0, 2.0, 3.0)
 
 
+def resolve_fill_graph(ctx) -> None:
+    """The multi-rule graph (MeanCache, lemica-fill): loaded, or calibrated and cached in the output folder."""
+    from lemica.bench.fill_graph import fill_graph
+
+    fill_graph(ctx)
+
+
 def noop(pipe):
     return contextlib.nullcontext()
 

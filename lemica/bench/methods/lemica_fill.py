@@ -26,7 +26,7 @@ import dataclasses
 
 from lemica.bench.errors import MethodUnavailable
 from lemica.bench.methods.base import Kind, Setting, register
-from lemica.bench.methods.common import PEAK_GAMMAS, fill_rule_setting
+from lemica.bench.methods.common import PEAK_GAMMAS, fill_rule_setting, resolve_fill_graph
 from lemica.graph import expand_rules
 from lemica.rules import FEATURE_REUSE, FEATURE_TAYLOR, rule_available
 from lemica.schedule import Schedule
@@ -109,6 +109,7 @@ def lemica_fill_schedule(ctx, budget: int, config: LemicaFillConfig = CONFIG):
 
 
 @register("lemica-fill", "lemica with fill rules (chosen on the tuning samples)", Kind.STATIC, needs_graph=True,
+          prepare=resolve_fill_graph,
           note="path-consistent fills (residual, velocity reuse) per segment, terminal edges where the graph has "
                "them, or LeMiCa's plan with feature-taylor on every segment; objective and rule set chosen on the "
                "tuning samples, the simpler within noise")

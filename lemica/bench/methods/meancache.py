@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 
 from lemica.bench.methods.base import Kind, Setting, register
-from lemica.bench.methods.common import lemica_installer
+from lemica.bench.methods.common import lemica_installer, resolve_fill_graph
 
 
 def meancache_setting(ctx, budget: int, knobs=None) -> Setting:
@@ -40,7 +40,7 @@ def meancache_setting(ctx, budget: int, knobs=None) -> Setting:
                    knob, lemica_installer(schedule), schedule=schedule)
 
 
-@register("meancache", "MeanCache", Kind.STATIC, needs_graph=True,
+@register("meancache", "MeanCache", Kind.STATIC, needs_graph=True, prepare=resolve_fill_graph,
           note="mean-velocity:k with the released tables' windows, peak-suppressed shortest path on its measured "
                "costs, last step computed; gamma and end windows tuned")
 def make(ctx, budget: int) -> Setting:

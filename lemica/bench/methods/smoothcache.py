@@ -22,7 +22,7 @@ def smoothcache_rows(ctx) -> dict[str, list[list[float]]]:
         if not recorder.sums:
             raise MethodUnavailable("SmoothCache calibration recorded nothing")
         return recorder.rows()
-    return ctx.once("smoothcache_rows", run)
+    return ctx.once("smoothcache_rows", run, persist=True)
 
 
 @register("smoothcache", "SmoothCache (re-implemented, per branch, own calibration)", Kind.THRESHOLD,

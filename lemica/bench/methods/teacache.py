@@ -47,7 +47,7 @@ def teacache_coefficients(ctx, signal=None, make_signal: Callable | None = None)
             for sample in ctx.workload.tuning:
                 ctx.workload.generate(sample)
         return fit_coefficients(*recorder.pairs())
-    return ctx.once(f"teacache_coefficients/{name or 'block-temb'}", fit), "fit"
+    return ctx.once(f"teacache_coefficients/{name or 'block-temb'}", fit, persist=True), "fit"
 
 
 def _teacache(mode_name: str, method: str, wan_title: str):
