@@ -1,7 +1,10 @@
 """Quiet third-party libraries: lemica prints its own progress (the command line and the bench's tuning workers)."""
 from __future__ import annotations
 
+import functools
 
+
+@functools.cache
 def quiet_libraries() -> None:
     """Silence what transformers and diffusers print on every load (torchvision fallbacks, "Loading ..." bars,
     dtype notes): lemica's commands print their own progress. Their errors still show, and so do the hub's

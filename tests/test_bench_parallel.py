@@ -2,6 +2,7 @@
 stores it relies on are shared safely: the tuning store between processes, calibrations across runs."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 
@@ -17,6 +18,7 @@ from lemica.bench.fill_graph import FillGraphOptions  # noqa: E402
 from lemica.bench.runner import run_bench  # noqa: E402
 from lemica.bench.tuning import TuningStore  # noqa: E402
 from lemica.bench.workload import tiny_pipeline_workload  # noqa: E402
+from lemica.errors import LemicaError  # noqa: E402
 
 # a threshold method with its own calibration and a grid, a discrete one, one whose schedule is chosen on the
 # tuning videos (with the multi-rule graph made before the workers start), and static ones
@@ -104,3 +106,20 @@ def test_a_persisted_calibration_is_computed_once_per_workload(tmp_path, one_thr
     assert len(calls) == 3
     BenchContext(work).once("peer", calibrate, persist=True)  # no output folder: nothing to keep it in
     assert len(calls) == 4
+
+
+def test_a_worker_that_builds_another_workload_stops_the_bench_with_why(tmp_path):
+    work = _workload()
+    work.recipe = functools.partial(tiny_pipeline_workload, "wan", prompts=1, seeds=(0,), num_steps=6,
+                                    tuning_prompts=1)  # other tuning samples than the bench's
+    with pytest.raises(LemicaError, match="another workload"):
+        run_bench(BenchContext(work, out=tmp_path), ["vanilla", "teacache"], [3], progress=False,
+                  log=lambda _: None, tuning_store=tmp_path / "t.json", workers=2)
+
+
+def test_stored_calibrations_are_keyed_by_the_weights(tmp_path, one_thread):
+    work = _workload()
+    before = BenchContext(work).fingerprint()
+    with torch.no_grad():
+        next(work.pipe.transformer.parameters()).add_(1e-3)  # one training step later: same name and config
+    assert BenchContext(work).fingerprint() != before

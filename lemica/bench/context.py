@@ -37,6 +37,7 @@ class BenchContext:
     # None: the shipped prior (lemica/data/tiny_t2v_prior.json) where it was calibrated for this pipeline
     adaptive_prior: Any = None
     _cache: dict[str, Any] = dataclasses.field(default_factory=dict, init=False, repr=False)
+    _unreported: set = dataclasses.field(default_factory=set, init=False, repr=False)
 
     def __post_init__(self):
         graph_seeds = (getattr(self.graph, "meta", None) or {}).get("seeds")
@@ -51,11 +52,15 @@ class BenchContext:
     def num_steps(self) -> int:
         return self.workload.num_steps
 
-    def once(self, key: str, compute: Callable[[], Any], persist: bool = False, identity: Any = None) -> Any:
+    def once(self, key: str, compute: Callable[[], Any], persist: bool = False, identity: Any = None,
+             report: bool = True) -> Any:
         """``compute()`` the first time ``key`` is asked for, its value after. With ``persist`` (a JSON-able value)
         and an output folder, the value is also kept on disk for this workload (and ``identity``: whatever else it
         depends on) and read back by a later bench or another tuning process; the value returned is always the
-        JSON round trip, so a computed and a read-back value behave alike."""
+        JSON round trip, so a computed and a read-back value behave alike. ``report=False`` keeps a JSON-able
+        value out of ``info()``."""
+        if not report:
+            self._unreported.add(key)
         if key not in self._cache:
             self._cache[key] = self._stored(key, compute, identity) if persist and self.out is not None \
                 else compute()
@@ -78,16 +83,18 @@ class BenchContext:
         return value
 
     def fingerprint(self) -> str:
-        """What a calibration on the tuning samples depends on: the pipeline, its call arguments, the tuning samples
-        and the TeaCache coefficients' source."""
+        """What a calibration on the tuning samples depends on: the pipeline (its transformer's weights included:
+        one model name may stand for several trainings), its call arguments, the tuning samples, the TeaCache
+        coefficients' source and ``CALIBRATION_VERSION``."""
         if "_fingerprint" not in self._cache:
             from lemica.calibration import pipeline_fingerprint, stable_hash
 
             work = self.workload
             self._cache["_fingerprint"] = stable_hash({
                 "pipeline": pipeline_fingerprint(work.pipe, work.num_steps, work.call_kwargs),
-                "call_kwargs": work.call_kwargs, "tuning": [(s.prompt, s.seed, s.kwargs) for s in work.tuning],
-                "teacache": self.teacache_coefficients})
+                "weights": weights_digest(work.pipe), "call_kwargs": work.call_kwargs,
+                "tuning": [(s.prompt, s.seed, s.kwargs) for s in work.tuning],
+                "teacache": self.teacache_coefficients, "version": CALIBRATION_VERSION})
         return self._cache["_fingerprint"]
 
     def recipe(self) -> "ContextRecipe | None":
@@ -140,8 +147,28 @@ class BenchContext:
         return prior
 
     def info(self) -> dict:
-        return {k: v for k, v in self._cache.items()
-                if isinstance(v, (dict, list, float, int, str)) and not k.startswith("_")}
+        return {k: v for k, v in self._cache.items() if isinstance(v, (dict, list, float, int, str))
+                and not k.startswith("_") and k not in self._unreported}
+
+
+CALIBRATION_VERSION = 1  # raised when a stored calibration or schedule choice would be computed differently
+
+
+def weights_digest(pipe) -> str:
+    """A digest of the denoiser's weights (the transformers' parameters and buffers, in order)."""
+    import hashlib
+
+    import torch
+
+    from lemica.bench.counting import transformers_of
+
+    digest = hashlib.sha256()
+    with torch.no_grad():
+        for _, transformer in sorted(transformers_of(pipe).items()):
+            for name, tensor in transformer.state_dict().items():
+                digest.update(name.encode())
+                digest.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 @dataclasses.dataclass(frozen=True)

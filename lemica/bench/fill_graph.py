@@ -149,7 +149,7 @@ def tune_schedule(ctx, key: str, candidates: list[tuple[dict, Schedule]],
 
     # Kept in the output folder: the candidates' runs are most of MeanCache's and lemica-fill's tuning.
     identity = [(knob, schedule.to_dict()) for knob, schedule in candidates]
-    choice = ctx.once(key, run, persist=True, identity=[identity, simplicity])
+    choice = ctx.once(key, run, persist=True, identity=[identity, simplicity], report=False)
     record = choice["record"]
     ctx.once(f"{key}_tuning", lambda: record)  # reported in the bench's meta.context
     return candidates[choice["chosen_index"]][1], record

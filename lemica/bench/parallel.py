@@ -14,20 +14,24 @@ from __future__ import annotations
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import active_children, get_context
 from pathlib import Path
 from typing import Callable
 
 from tqdm.auto import tqdm
 
 from lemica.bench.methods import REGISTRY, Kind
+from lemica.errors import LemicaError
 
-_worker: dict = {}  # in a worker process: its context and matcher
+_worker: dict = {}  # in a worker process: its context and matcher, or why it has none
 
 
-def default_workers(device: str) -> int:
-    """Two tuning processes on a CPU with at least two cores (each on one core beats one process on two), else one."""
-    return min(2, os.cpu_count() or 1) if device == "cpu" else 1
+def default_workers(device: str, threads: int) -> int:
+    """Two tuning processes on a CPU with at least two cores and ``--threads`` of at least 2 (each process on one core
+    beats one process on two), else one."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(2, cores, threads)) if device == "cpu" else 1
 
 
 def check_workers(ctx, store: Path | None) -> None:
@@ -37,30 +41,44 @@ def check_workers(ctx, store: Path | None) -> None:
                          "(Workload.recipe), a tuning store and an output folder")
 
 
+def _interrupted(signum, frame):
+    _worker["stopping"] = True
+    raise KeyboardInterrupt
+
+
 def _start(recipe, probe, match: str, store: str, threads: int, fingerprint: str) -> None:
+    import signal
+
     import torch
 
+    from lemica._libraries import quiet_libraries
     from lemica.bench.tuning import Matcher
     from lemica.calibration import encode_prompts_once
-    from lemica._libraries import quiet_libraries
 
+    signal.signal(signal.SIGINT, _interrupted)  # Ctrl-C stops the method in progress and every queued one
     quiet_libraries()
     torch.set_num_threads(threads)
     ctx = recipe.build()
-    if ctx.fingerprint() != fingerprint:
-        raise RuntimeError("a tuning worker built another workload than the bench's (its pipeline, call arguments or "
-                           "tuning samples differ); run the bench with --workers 1")
+    if ctx.fingerprint() != fingerprint:  # reported by the first task (an initializer's error would be lost)
+        _worker["error"] = ("a tuning worker built another workload than the bench's (its pipeline, weights, call "
+                            "arguments or tuning samples differ); run the bench with --workers 1")
+        return
     encoding = encode_prompts_once(ctx.workload.pipe)
     encoding.__enter__()  # for the worker's lifetime: its text prompts are encoded once
     _worker.update(ctx=ctx, matcher=Matcher(ctx, probe, match, Path(store)), encoding=encoding)
 
 
-def _tune(name: str, budgets: list[int], match: str) -> tuple[str, float]:
+def _tune(name: str, budgets: list[int], match: str) -> tuple[str, float, list[dict]]:
+    """One method at every budget; returns its seconds and the budgets it could not run at (with why)."""
     from lemica.bench.tuning import tune_method
 
+    if _worker.get("stopping"):
+        return name, 0.0, []
+    if "error" in _worker:
+        raise LemicaError(_worker["error"])
     started = time.perf_counter()
-    tune_method(_worker["ctx"], _worker["matcher"], REGISTRY[name], budgets, match)
-    return name, round(time.perf_counter() - started, 1)
+    _, unavailable = tune_method(_worker["ctx"], _worker["matcher"], REGISTRY[name], budgets, match)
+    return name, round(time.perf_counter() - started, 1), unavailable
 
 
 def _order(names: list[str]) -> list[str]:
@@ -70,20 +88,41 @@ def _order(names: list[str]) -> list[str]:
 
 
 def tune_in_workers(ctx, names: list[str], budgets: list[int], match: str, probe, store: Path | None,
-                    workers: int, progress: bool, log: Callable[[str], None], threads: int = 1) -> dict[str, float]:
+                    workers: int, progress: bool, log: Callable[[str], None], threads: int = 1
+                    ) -> tuple[dict[str, float], dict[str, list[dict]]]:
     """Tune ``names`` at ``budgets`` in ``workers`` processes, filling ``store`` (the tuning store's file) and the
-    output folder's calibrations; returns the seconds each method's tuning took in its worker."""
+    output folder's calibrations. Returns the seconds each method's tuning took in its worker, and per method the
+    budgets it could not run at (the bench reports them as they are instead of trying them again). A method whose
+    shared input cannot be made here (``Method.prepare``) is left to the bench's own process."""
     check_workers(ctx, store)
     recipe = ctx.recipe()
+    shared = []
     for name in names:  # shared inputs (a calibrated multi-rule graph) are made here once, not in every worker
-        if REGISTRY[name].prepare is not None:
-            REGISTRY[name].prepare(ctx)
-    log(f"tuning {len(names)} methods in {workers} processes ({threads} torch thread(s) each)")
+        try:
+            if REGISTRY[name].prepare is not None:
+                REGISTRY[name].prepare(ctx)
+            shared.append(name)
+        except Exception:  # noqa: BLE001 - the bench's own tuning of this method reports it
+            continue
+    log(f"tuning {len(shared)} methods in {workers} processes ({threads} torch thread(s) each)")
     seconds: dict[str, float] = {}
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_start,
-                             initargs=(recipe, probe, match, str(store), threads, ctx.fingerprint())) as pool:
-        futures = [pool.submit(_tune, name, budgets, match) for name in _order(names)]
+    failed: dict[str, list[dict]] = {}
+    pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_start,
+                               initargs=(recipe, probe, match, str(store), threads, ctx.fingerprint()))
+    futures = [pool.submit(_tune, name, budgets, match) for name in _order(shared)]
+    try:
         for future in tqdm(as_completed(futures), total=len(futures), desc="tuning", disable=not progress):
-            name, took = future.result()
-            seconds[name] = took
-    return {name: seconds[name] for name in names}
+            name, took, unavailable = future.result()
+            seconds[name], failed[name] = took, unavailable
+    except BrokenProcessPool as e:
+        raise LemicaError(f"a tuning process ended abruptly ({e}; out of memory?): run the bench again with "
+                          f"--workers 1 (finished tuning runs are kept)") from None
+    except BaseException:  # Ctrl-C or an error: stop the workers now; every finished run is already stored
+        for future in futures:
+            future.cancel()
+        for child in active_children():  # this process's only children are the pool's workers
+            child.terminate()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return {name: seconds[name] for name in shared}, failed

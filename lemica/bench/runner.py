@@ -140,18 +140,21 @@ def _run_bench(ctx: BenchContext, methods: list[str], budgets: list[int], match:
     chosen = [m for m in methods if REGISTRY[m].kind is not Kind.REFERENCE]
     tuning_seconds: dict[str, float] = {}  # where a bench's time goes: per method (graphs it builds included)
     started = time.perf_counter()
+    failed_in_workers: dict[str, list[dict]] = {}
     if workers > 1:  # the tuning runs happen in worker processes; the loop below then finds them all stored
         import torch
 
         threads = max(1, torch.get_num_threads() // workers)
-        tuning_seconds = tune_in_workers(ctx, chosen, budgets, match, probe, tuning_store, workers, progress, log,
-                                         threads)
+        tuning_seconds, failed_in_workers = tune_in_workers(ctx, chosen, budgets, match, probe, tuning_store,
+                                                            workers, progress, log, threads)
         matcher.store.refresh()
     for name in tqdm(chosen, desc="tuning", disable=not progress or workers > 1):
         method_started = time.perf_counter()
-        plans, failed = tune_method(ctx, matcher, REGISTRY[name], budgets, match)
+        failed = failed_in_workers.get(name, [])  # reported as the worker found them, not tried again here
+        plans, more = tune_method(ctx, matcher, REGISTRY[name],
+                                  [b for b in budgets if b not in {f["budget"] for f in failed}], match)
         plan_ += plans
-        unavailable += failed
+        unavailable += sorted(failed + more, key=lambda f: budgets.index(f["budget"]))
         tuning_seconds.setdefault(name, round(time.perf_counter() - method_started, 1))
     tuning_wall = round(time.perf_counter() - started, 1)
 

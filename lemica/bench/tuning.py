@@ -24,7 +24,7 @@ from lemica.bench.errors import MethodUnavailable
 from lemica.bench.measuring import Measured, Reference, flop_policy, run_setting
 from lemica.bench.methods import Kind, Method, Setting, reference_method
 from lemica.bench.stats import PSNR_CAP  # one cap for tuning and reporting
-from lemica.calibration import pipeline_fingerprint, stable_hash
+from lemica.calibration import stable_hash
 
 SEARCH_STEPS = 9
 # A threshold (or a discrete method's compute knob) is searched on the first SEARCH_VIDEOS tuning samples; the
@@ -36,7 +36,7 @@ QUALITY_CRITERION = ("mean over the tuning (calibration) samples of the video PS
                      "video's MSE, capped at 100 dB), among grid points whose tuning compute is within "
                      f"{MATCH_TOLERANCE} of the target; else the point nearest the target (each grid point's "
                      f"threshold is searched on the first {SEARCH_VIDEOS} tuning samples, then run on all of them)")
-STORE_VERSION = 2  # tuning cache entries carry compute and tuning quality
+STORE_VERSION = 3  # tuning cache entries carry compute and tuning quality; keyed by the weights too
 
 
 def tuning_psnr(references: list[np.ndarray], videos: list[np.ndarray]) -> float:
@@ -159,10 +159,7 @@ class Matcher:
         self.stored = len(self.store.compute)  # tuning runs found in the store
 
     def _workload_fingerprint(self) -> str:
-        work = self.ctx.workload
-        return stable_hash({"pipeline": pipeline_fingerprint(work.pipe, work.num_steps, work.call_kwargs),
-                            "call_kwargs": work.call_kwargs, "match": self.match, "branches": self.ref.branches,
-                            "tuning": [(s.prompt, s.seed, s.kwargs) for s in work.tuning],
+        return stable_hash({"context": self.ctx.fingerprint(), "match": self.match, "branches": self.ref.branches,
                             "version": STORE_VERSION})
 
     def key_name(self, method: Method) -> str:

@@ -8,7 +8,6 @@ a model is loaded or any work starts.
 """
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
@@ -67,7 +66,6 @@ def print_json(obj: Any) -> None:
     sys.stdout.flush()
 
 
-@functools.cache
 # ----------------------------------------------------------------------------------------- reading files
 def load_graph_or_exit(path: Path, option: str = "graph") -> ErrorGraph:
     try:

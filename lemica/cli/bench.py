@@ -164,7 +164,8 @@ def bench_command(
     = None,
     threads: Annotated[int, typer.Option(min=1, help="torch CPU threads.")] = 2,
     workers: Annotated[Optional[int], typer.Option(
-        min=1, help="Processes that tune the methods (default 2 on a CPU with two or more cores, else 1), each with "
+        min=1, help="Processes that tune the methods (default 2 on a CPU with two or more cores and --threads ≥ 2, "
+                    "else 1), each with "
                     "--threads/workers torch threads; the evaluation runs in one. Tuning results depend on the threads "
                     "per process, not on the number of processes.")] = None,
     progress: ProgressOption = None,
@@ -273,7 +274,7 @@ def bench_command(
             from lemica.bench.parallel import default_workers
             from lemica.pipelines import resolve_device
 
-            workers = default_workers(resolve_device(device))
+            workers = default_workers(resolve_device(device), threads)
         result = run_bench(ctx, chosen, targets, match=match, progress=progress, log=info,
                            tuning_store=out / "tuning_cache.json", evaluation_store=out / "evaluation_cache",
                            workers=workers)
