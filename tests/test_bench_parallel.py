@@ -15,6 +15,7 @@ from lemica._io import json_safe  # noqa: E402
 from lemica.bench import tuning  # noqa: E402
 from lemica.bench.context import BenchContext  # noqa: E402
 from lemica.bench.fill_graph import FillGraphOptions  # noqa: E402
+from lemica.bench.report import time_lines  # noqa: E402
 from lemica.bench.runner import run_bench  # noqa: E402
 from lemica.bench.tuning import TuningStore  # noqa: E402
 from lemica.bench.workload import tiny_pipeline_workload  # noqa: E402
@@ -63,6 +64,7 @@ def test_tuning_in_two_processes_gives_the_results_of_one(tmp_path, monkeypatch)
     assert set(shared.meta["seconds"]["tuning"]) == set(METHODS) - {"vanilla"}
     assert shared.meta["tuning_runs"] == alone.meta["tuning_runs"] > 0
     assert shared.meta["tuning_runs_reused"] == 0  # made by this bench's workers, not found from an earlier one
+    assert "in 2 processes" in time_lines(shared.meta)[1] and "processes" not in time_lines(alone.meta)[1]
     assert (tmp_path / "shared" / "calibrations" / "mag_ratios.json").is_file()
     assert (tmp_path / "shared" / "calibrations" / "meancache_B3.json").is_file()
     assert any(r["method"] == "meancache" for r in shared.rows)

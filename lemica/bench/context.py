@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lemica._io import atomic_write_json, read_json
-
 from lemica.bench.errors import MethodUnavailable
 from lemica.bench.fill_graph import FillGraphOptions
 from lemica.bench.workload import check_disjoint_seeds

@@ -180,9 +180,9 @@ def time_lines(meta: dict) -> list[str]:
     head = f"{total:.0f} s in all: " if total is not None else ""
     workers = seconds.get("tuning_workers", 1)
     wall = (f"{seconds['tuning_wall']:.0f} s in {workers} processes ({seconds['tuning_total']:.0f} s of method "
-            f"tuning in all)" if workers > 1 else f"{seconds['tuning_total']:.0f} s")
+            f"tuning in all, " if workers > 1 else f"{seconds['tuning_total']:.0f} s (")
     return ["\n## Where the time went\n",
-            f"{head}tuning {wall} ({meta.get('tuning_runs', 0)} tuning runs, "
+            f"{head}tuning {wall}{meta.get('tuning_runs', 0)} tuning runs, "
             f"{meta.get('tuning_runs_reused', 0)} reused from the tuning cache), evaluation "
             f"{seconds['evaluation']:.0f} s ({meta.get('evaluation_runs_reused', 0)} evaluation videos reused).\n",
             "Tuning per method: " + ", ".join(f"{m} {t:.0f} s" for m, t in tuning) + "."]
