@@ -466,4 +466,6 @@ def test_v1_graphs_have_no_terminal_edges_and_the_shipped_one_has():
     shipped = ErrorGraph.load(example_graph_path().with_name("tiny_t2v_graph.json"))
     assert shipped.has_terminal_edges and shipped.to_dict()["version"] == 3
     assert sorted(shipped.terminal["residual"]) == list(range(22, 29))
-    assert shipped.without_terminal_edges().by_rule == old.by_rule
+    as_v1 = ErrorGraph.from_dict(shipped.without_terminal_edges().to_dict(version=1))
+    assert not as_v1.has_terminal_edges and as_v1.by_rule == shipped.by_rule
+    assert old.meta["transformer_config_hash"] == shipped.meta["transformer_config_hash"]

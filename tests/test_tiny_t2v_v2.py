@@ -143,7 +143,7 @@ def test_call_defaults_follow_the_shipped_generation():
     params = inspect.signature(TinyT2VPipeline.__call__).parameters
     size = tuple(params[k].default for k in ("num_frames", "height", "width"))
     assert size == pipeline.SIZES[pipeline.DEFAULT_VERSION] == (pipeline.NUM_FRAMES, pipeline.HEIGHT, pipeline.WIDTH)
-    assert tiny_t2v.WEIGHTS_DIR == {1: tiny_t2v.WEIGHTS_V1_DIR, 2: tiny_t2v.WEIGHTS_V2_DIR}[pipeline.DEFAULT_VERSION]
+    assert tiny_t2v.WEIGHTS_DIR == tiny_t2v.WEIGHTS_DIRS[pipeline.DEFAULT_VERSION]
 
 
 def test_deterministic_for_a_seed(pipe):
@@ -219,11 +219,28 @@ def test_vae_and_transformer_channels_must_match():
                                                                                              stats=False))
 
 
-def test_shipped_v2_loads_offline_from_package(encoder):
+def test_shipped_v3_loads_offline_from_package(encoder):
     p = tiny_t2v.load_default_pipeline(text_encoder=encoder)
-    assert tiny_t2v.DEFAULT_VERSION == 2 and tiny_t2v.WEIGHTS_DIR == tiny_t2v.WEIGHTS_V2_DIR
+    assert tiny_t2v.DEFAULT_VERSION == 3 and tiny_t2v.WEIGHTS_DIR == tiny_t2v.WEIGHTS_V3_DIR
     assert isinstance(p.vae, AutoencoderKL) and isinstance(p.transformer, WanTransformer3DModel)
-    size = sum(f.stat().st_size for f in tiny_t2v.WEIGHTS_V2_DIR.rglob("*.safetensors"))
+    size = sum(f.stat().st_size for f in tiny_t2v.WEIGHTS_V3_DIR.rglob("*.safetensors"))
     assert 0 < size <= 30 * 2**20
     out = _gen(p)
     assert out.shape == (1, 8, 64, 64, 3)
+
+
+def test_v2_stays_loadable_beside_v3(encoder):
+    v2 = tiny_t2v.load_default_pipeline(text_encoder=encoder, version=2)
+    v3 = tiny_t2v.load_default_pipeline(text_encoder=encoder, version=3)
+    assert v2.default_size() == v3.default_size() == (8, 64, 64)
+    # same architecture and VAE; v3 is the v2 DiT trained on, so the transformers differ
+    def architecture(p):
+        return {k: v for k, v in p.transformer.config.items() if k != "_name_or_path"}
+
+    assert architecture(v2) == architecture(v3)
+    vae2, vae3 = v2.vae.state_dict(), v3.vae.state_dict()
+    assert all(torch.equal(vae2[k], vae3[k]) for k in vae2)
+    t2, t3 = v2.transformer.state_dict(), v3.transformer.state_dict()
+    assert t2.keys() == t3.keys() and any(not torch.equal(t2[k], t3[k]) for k in t2)
+    with pytest.raises(ValueError, match="version must be one of"):
+        tiny_t2v.load_default_pipeline(text_encoder=encoder, version=4)

@@ -25,11 +25,13 @@ from diffusers.utils.torch_utils import randn_tensor
 from . import data, data_v2
 from .text_encoder import MiniLMTextEncoder
 
-# The shipped generation: 2 = latent space 8x64x64 (weights/); 1 = the earlier pixel-space 8x32x32 model
-# (weights_v1/). It sets the call defaults below (which lemica's calibration reads from the signature) and, in
-# __init__.py, the folder load_default_pipeline() loads.
-DEFAULT_VERSION = 2
-SIZES = {1: (data.NUM_FRAMES, data.HEIGHT, data.WIDTH), 2: (data_v2.NUM_FRAMES, data_v2.HEIGHT, data_v2.WIDTH)}
+# The shipped generation: 3 = the v2 latent-space 8x64x64 model trained on (weights/); 2 = that model at its
+# first export (weights_v2/); 1 = the earlier pixel-space 8x32x32 model (weights_v1/). It sets the call defaults
+# below (which lemica's calibration reads from the signature) and, in __init__.py, the folder
+# load_default_pipeline() loads.
+DEFAULT_VERSION = 3
+_LATENT_SIZE = (data_v2.NUM_FRAMES, data_v2.HEIGHT, data_v2.WIDTH)
+SIZES = {1: (data.NUM_FRAMES, data.HEIGHT, data.WIDTH), 2: _LATENT_SIZE, 3: _LATENT_SIZE}
 NUM_FRAMES, HEIGHT, WIDTH = SIZES[DEFAULT_VERSION]
 
 
@@ -103,7 +105,7 @@ class TinyT2VPipeline(DiffusionPipeline):
         return 1 if vae is None else 2 ** (len(vae.config.block_out_channels) - 1)
 
     def default_size(self) -> tuple[int, int, int]:
-        """(num_frames, height, width) this model was trained at: v1 (no VAE) 8x32x32, v2 8x64x64. The call
+        """(num_frames, height, width) this model was trained at: v1 (no VAE) 8x32x32, v2 and v3 8x64x64. The call
         defaults are those of the shipped generation (DEFAULT_VERSION): pass the size for the other one."""
         return SIZES[1] if getattr(self, "vae", None) is None else SIZES[2]
 
