@@ -1,6 +1,8 @@
-"""The shipped (v2) embedded model (latent space, per-frame AutoencoderKL, 8x64x64): data, VAE round trip,
+"""The latent embedded model, v2 and the shipped v3 (per-frame AutoencoderKL, 8x64x64): data, VAE round trip,
 pipeline contract. Most checks run on an untrained tiny config (seconds); the last ones on the shipped weights.
 """
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -244,3 +246,18 @@ def test_v2_stays_loadable_beside_v3(encoder):
     assert t2.keys() == t3.keys() and any(not torch.equal(t2[k], t3[k]) for k in t2)
     with pytest.raises(ValueError, match="version must be one of"):
         tiny_t2v.load_default_pipeline(text_encoder=encoder, version=4)
+
+
+def test_graphs_name_the_generation_they_were_calibrated_on(encoder):
+    from lemica.calibration.fingerprint import pipeline_fingerprint
+    from lemica.graph import ErrorGraph, example_graph_path
+
+    def name(pipe):
+        return pipeline_fingerprint(pipe, 30, {})["model"]
+
+    v2 = tiny_t2v.load_default_pipeline(text_encoder=encoder, version=2)
+    v3 = tiny_t2v.load_default_pipeline(text_encoder=encoder)
+    shipped = ErrorGraph.load(example_graph_path().with_name("tiny_t2v_graph.json"))
+    on_v2 = ErrorGraph.load(Path(__file__).parent / "data" / "tiny_t2v_graph_v1.json")
+    assert shipped.meta["model"] == name(v3) == "lemica-tiny-t2v-v3"
+    assert on_v2.meta["model"] == name(v2) == "lemica-tiny-t2v"

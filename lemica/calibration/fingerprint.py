@@ -14,7 +14,10 @@ from lemica.graph import CALIBRATION_KEYS, ErrorGraph
 
 __all__ = ["stable_hash", "pipeline_fingerprint", "check_graph_matches"]
 
-_EMBEDDED_WEIGHTS = Path(str(resources.files("lemica").joinpath("models/tiny_t2v/weights")))
+_EMBEDDED_MODEL = Path(str(resources.files("lemica").joinpath("models/tiny_t2v")))
+# The embedded model's folders, named per generation so that a graph calibrated on one warns on another (their
+# architecture, hence the config hash, is the same). v2 keeps the name its graphs were calibrated under.
+_EMBEDDED_NAMES = {"weights": "lemica-tiny-t2v-v3", "weights_v2": "lemica-tiny-t2v"}
 
 
 def stable_hash(obj) -> str:
@@ -36,7 +39,10 @@ def _model_name(pipe) -> str:
         return type(pipe).__name__
     path = Path(name)
     if path.exists():
-        return "lemica-tiny-t2v" if path.resolve() == _EMBEDDED_WEIGHTS.resolve() else f"local:{path.resolve().name}"
+        for folder, embedded in _EMBEDDED_NAMES.items():
+            if path.resolve() == (_EMBEDDED_MODEL / folder).resolve():
+                return embedded
+        return f"local:{path.resolve().name}"
     return name
 
 
