@@ -1,10 +1,11 @@
-"""Train the v2 embedded model: a per-frame AutoencoderKL (VAE), then a latent WanTransformer3DModel (DiT).
+"""Train the latent embedded model (v2, and v3 by continuing it): a per-frame AutoencoderKL (VAE), then a latent
+WanTransformer3DModel (DiT).
 
     PY="env PYTHONPATH=. HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE .venv/bin/python"
     $PY scripts/train_tiny_t2v_v2.py vae      # 1) VAE on random frames of procedural 64x64 videos  -> RUN/vae/
     $PY scripts/train_tiny_t2v_v2.py latents  # 2) encode a pool of training videos + caption embeddings -> RUN/pool.pt
     $PY scripts/train_tiny_t2v_v2.py dit      # 3) rectified-flow DiT on the latent pool             -> RUN/dit_checkpoint.pt
-    $PY scripts/train_tiny_t2v_v2.py export   # 4) write the pipeline (safetensors) to lemica/models/tiny_t2v/weights/
+    $PY scripts/train_tiny_t2v_v2.py export   # 4) write the pipeline (safetensors) to RUN/export_pipe/
     $PY scripts/train_tiny_t2v_v2.py eval --eval-n 24 [--shift 3] [--eval-untrained]  # interim mini-VBench
 
 Every phase resumes from its checkpoint in --out (default runs/tiny_t2v_v2) and skips itself when done, so
@@ -17,6 +18,9 @@ what it has; the summary records it).
 Continuing a finished run (v3 continues v2's DiT): a larger --steps re-plans the cosine from the resumed step,
 --rewarmup N ramps the restarted lr over N steps, --stop-at stops early without changing the plan. All new
 flags default to v2's behaviour, so the v2 commands above reproduce v2.
+
+The export goes to RUN/export_pipe/ unless --weights-dir says otherwise, so that no run overwrites a shipped
+generation by accident (lemica/models/tiny_t2v/weights/ is v3, weights_v2/ is v2).
 """
 from __future__ import annotations
 
@@ -80,7 +84,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("phase", choices=["vae", "latents", "dit", "export", "all", "eval"])
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "tiny_t2v_v2")
-    p.add_argument("--weights-dir", type=Path, default=PKG_DIR / "weights")
+    p.add_argument("--weights-dir", type=Path, default=None, help="where export writes (default: OUT/export_pipe)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--max-minutes", type=float, default=None, help="stop this phase (with a checkpoint) after this")
@@ -131,7 +135,10 @@ def parse_args(argv=None):
     p.add_argument("--eval-transformer", type=Path, default=None,
                    help="evaluate this saved transformer folder instead of the checkpoint's EMA")
     p.add_argument("--eval-raw", action="store_true", help="evaluate the checkpoint's raw weights, not the EMA")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.weights_dir is None:
+        args.weights_dir = args.out / "export_pipe"
+    return args
 
 
 # ------------------------------------------------------------------ helpers

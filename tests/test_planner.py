@@ -703,7 +703,7 @@ def shipped_plans_digest(path):
 
 
 # Computed with the planner as it was before terminal edges, on v1 files: the example graph as shipped, and the
-# embedded model's graph as shipped before its terminal edges were measured (kept in tests/data).
+# embedded model v2's graph as shipped before its terminal edges were measured (kept in tests/data).
 V1_PLANS_BEFORE_TERMINAL_EDGES = {
     "tests/data/tiny_t2v_graph_v1.json": ("2380a1c9781c058aefa2974def7a8cf7401f40d796387e004cbc8607d637516d", 104),
     "lemica/data/example_graph.json": ("844e97a7d03432436708148595683fc5b1345002b179fd60e06ad2f84fcc2d44", 180),
@@ -716,11 +716,28 @@ def test_v1_graphs_plan_exactly_as_before_terminal_edges(name):
     assert shipped_plans_digest(path) == V1_PLANS_BEFORE_TERMINAL_EDGES[name]
 
 
-def test_shipped_graph_without_its_terminal_edges_plans_as_its_v1_file():
+def test_keep_last_step_plans_as_the_same_graph_without_terminal_edges():
     from lemica.graph import example_graph_path
     shipped = ErrorGraph.load(example_graph_path().with_name("tiny_t2v_graph.json"))
-    old = ErrorGraph.from_dict(shipped.without_terminal_edges().to_dict(version=1))
-    assert shipped.has_terminal_edges and not old.has_terminal_edges
+    interior = ErrorGraph.from_dict(shipped.without_terminal_edges().to_dict(version=1))
+    assert shipped.has_terminal_edges and not interior.has_terminal_edges
     for B in (8, 10, 15, 20):
-        assert plan(shipped, B, keep_last_step=True).full_steps == plan(old, B).full_steps
-        assert plan(shipped.without_terminal_edges(), B).edge_errors == plan(old, B).edge_errors
+        assert plan(shipped, B, keep_last_step=True).full_steps == plan(interior, B).full_steps
+        assert plan(shipped, B, keep_last_step=True).edge_errors == plan(interior, B).edge_errors
+
+
+# The shipped graph's plans quoted in README.md ("The shipped graph"), on the embedded model v3.
+SHIPPED_PLANS = {
+    (15, False): (0, 1, 2, 3, 4, 5, 7, 9, 11, 14, 17, 20, 23, 26, 28),
+    (10, False): (0, 1, 2, 3, 5, 8, 12, 18, 23, 27),
+    (15, True): (0, 1, 2, 3, 4, 5, 7, 9, 12, 15, 19, 23, 26, 28, 29),
+}
+
+
+@pytest.mark.parametrize("budget,keep_last_step", sorted(SHIPPED_PLANS))
+def test_shipped_graph_plans_as_the_readme_says(budget, keep_last_step):
+    from lemica.graph import example_graph_path
+    shipped = ErrorGraph.load(example_graph_path().with_name("tiny_t2v_graph.json"))
+    p = plan(shipped, budget, keep_last_step=keep_last_step)
+    assert tuple(p.full_steps) == SHIPPED_PLANS[budget, keep_last_step]
+    assert p.schedule.ends_on_skip != keep_last_step

@@ -1,5 +1,5 @@
 """The v1 embedded model (pixel space, 8x32x32, weights_v1/): data splits, offline loading, output contract,
-determinism, I/O. The call defaults follow the shipped v2, so v1 calls pass their size (V1_SIZE)."""
+determinism, I/O. The call defaults follow the shipped latent model (v3), so v1 calls pass their size (V1_SIZE)."""
 import numpy as np
 import pytest
 import torch

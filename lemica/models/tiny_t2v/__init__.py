@@ -4,10 +4,10 @@ A diffusers `WanTransformer3DModel` conditioned on MiniLM token states, trained 
 procedural videos and scored by the analytic mini-VBench (`scorer.py`). Three generations:
 * v3 (`weights/`, shipped default): the v2 architecture and VAE, its DiT trained on to step 18000
   (`scripts/train_tiny_t2v_v2.py`);
-* v2 (`weights_v2/`): latent space, 8x64x64, a per-frame AutoencoderKL as VAE (`data_v2.py`), step 3733;
+* v2 (`weights_v2/`): latent space, 8x64x64, a per-frame AutoencoderKL as VAE (`data_v2.py`), step 4000;
 * v1 (`weights_v1/`): pixel space, 8x32x32, no VAE (`data.py`).
 The earlier ones stay loadable so that their folders and graphs stay reproducible:
-`load_default_pipeline(version=1)`. `DEFAULT_VERSION` in pipeline.py sets call defaults and folder together.
+`load_default_pipeline(version=2)` or `(version=1)`. `DEFAULT_VERSION` in pipeline.py sets call defaults and folder together.
 """
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ def load_default_pipeline(text_encoder=None, device: str = "cpu", version: int |
         raise ValueError(f"version must be one of {sorted(WEIGHTS_DIRS)}, got {version!r}")
     folder = WEIGHTS_DIRS[version]
     if not (folder / "model_index.json").exists():
-        raise FileNotFoundError(f"no trained pipeline in {folder}; run {TRAIN_SCRIPTS[version]}")
+        raise FileNotFoundError(f"no trained pipeline in {folder}; run {TRAIN_SCRIPTS[version]} (its export with "
+                                f"--weights-dir {folder}; docs/tiny_t2v.md)")
     pipe = TinyT2VPipeline.from_pretrained(str(folder), local_files_only=True)
     if text_encoder is not None:
         pipe.text_encoder = text_encoder

@@ -106,7 +106,7 @@ class TinyT2VPipeline(DiffusionPipeline):
 
     def default_size(self) -> tuple[int, int, int]:
         """(num_frames, height, width) this model was trained at: v1 (no VAE) 8x32x32, v2 and v3 8x64x64. The call
-        defaults are those of the shipped generation (DEFAULT_VERSION): pass the size for the other one."""
+        defaults are those of the shipped generation (DEFAULT_VERSION): pass the size for v1."""
         return SIZES[1] if getattr(self, "vae", None) is None else SIZES[2]
 
     def latent_shape(self, batch_size: int, num_frames: int | None = None, height: int | None = None,
