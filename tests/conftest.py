@@ -1,8 +1,13 @@
 """Shared test fixtures."""
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.fixture(scope="module")
@@ -20,3 +25,14 @@ def saved_tiny_t2v(tmp_path_factory):
     from lemica.testing.tiny_pipelines import save_untrained_tiny_t2v
 
     return save_untrained_tiny_t2v(tmp_path_factory.mktemp("user_pipeline"))
+
+
+@pytest.fixture(scope="session")
+def benchmark_script():
+    """Load a script of benchmarks/ (not a package) as a module: ``benchmark_script("runtime")``."""
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    return load

@@ -1,20 +1,12 @@
 """benchmarks/at_own_compute.py: an over-budget peer against lemica at the peer's own compute."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "at_own_compute.py"
 
 
 @pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("at_own_compute", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def script(benchmark_script):
+    return benchmark_script("at_own_compute")
 
 
 def results(rows, keys=("p0-s1", "p0-s2", "p1-s1", "p1-s2", "p2-s1", "p2-s2")):

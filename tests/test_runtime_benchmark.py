@@ -1,23 +1,17 @@
 """benchmarks/runtime.py's real-size config path, run at a tiny size (a GPU session runs it at full size)."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "runtime.py"
 TINY = ["num_layers=1", "num_attention_heads=2", "attention_head_dim=8", "ffn_dim=16", "text_dim=16", "text_len=4",
         "height=32", "width=32", "num_frames=5"]
 
 
 @pytest.fixture(scope="module")
-def runtime_script():
-    spec = importlib.util.spec_from_file_location("runtime_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def runtime_script(benchmark_script):
+    return benchmark_script("runtime")
 
 
 def test_real_size_config_is_wan_1_3b(runtime_script):
