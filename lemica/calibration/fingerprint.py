@@ -15,8 +15,9 @@ from lemica.graph import CALIBRATION_KEYS, ErrorGraph
 __all__ = ["stable_hash", "pipeline_fingerprint", "check_graph_matches"]
 
 _EMBEDDED_MODEL = Path(str(resources.files("lemica").joinpath("models/tiny_t2v")))
-# The embedded model's folders, named per generation so that a graph calibrated on one warns on another (their
-# architecture, hence the config hash, is the same). v2 keeps the name its graphs were calibrated under.
+# The embedded model's folders, named per generation so that a graph records which one it was calibrated on (the
+# name is informational: check_graph_matches compares the architecture, which the generations share). v2 keeps the
+# name its graphs were calibrated under.
 _EMBEDDED_NAMES = {"weights": "lemica-tiny-t2v-v3", "weights_v2": "lemica-tiny-t2v"}
 
 

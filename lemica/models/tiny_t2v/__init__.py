@@ -7,7 +7,8 @@ procedural videos and scored by the analytic mini-VBench (`scorer.py`). Three ge
 * v2 (`weights_v2/`): latent space, 8x64x64, a per-frame AutoencoderKL as VAE (`data_v2.py`), step 4000;
 * v1 (`weights_v1/`): pixel space, 8x32x32, no VAE (`data.py`).
 The earlier ones stay loadable so that their folders and graphs stay reproducible:
-`load_default_pipeline(version=2)` or `(version=1)`. `DEFAULT_VERSION` in pipeline.py sets call defaults and folder together.
+`load_default_pipeline(version=2)` or `(version=1)`. `DEFAULT_VERSION` in pipeline.py sets call defaults and
+folder together.
 """
 from __future__ import annotations
 
